@@ -1,1 +1,37 @@
-//! lastcall
+//! # lastcall
+//!
+//! A hand-rolled HTTP/1.1 server on a single-threaded mio event loop, whose specialty is
+//! graceful shutdown: on SIGTERM or SIGINT it stops taking new work, finishes the work it
+//! took, releases its resources in order, and exits within a deadline with an exit code
+//! that says how it went.
+//!
+//! ## A tour, in the order a request meets the code
+//!
+//! 1. [`server`] — the event loop. Accepts connections, turns readiness events, timers,
+//!    replies and signals into calls on connections, and runs the shutdown phases.
+//! 2. [`conn`] — one connection: reads into a lent buffer, drives the state machine
+//!    (`conn/state.rs`), writes answers in order with back-pressure.
+//! 3. [`http`] — sans-IO HTTP/1.1: request heads (`httparse` plus the RFC 9112 rules it
+//!    leaves to us), body decoding, response encoding, the `Date` cache.
+//! 4. [`handler`] — what a handler gets and how it answers: now, after a loop timer,
+//!    later through a reply handle from another thread, or as a stream.
+//! 5. [`routes`] — the reference application, one `match` on (method, path).
+//! 6. [`config`] — every setting, its default and why.
+//!
+//! ## Invariants
+//!
+//! - One thread runs the loop, and nothing on it blocks except `poll` itself.
+//! - Only the loop reads the clock; everything below it takes `now` as an argument.
+//! - Tokens are never reused for a new socket while an event or reply may name the old one.
+//! - An idle keep-alive connection owns no buffers.
+//! - Every close has a [`conn::CloseReason`].
+//! - A panicking handler costs its request a 500, never the loop.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conn;
+pub mod handler;
+pub mod http;
+pub mod routes;
+pub mod server;

@@ -1,1 +1,47 @@
-fn main() {}
+//! Start-up only: configuration, logger, bind, run, exit code.
+//!
+//! Exit codes: 0 clean drain (or a signal during start-up), 1 the shutdown deadline
+//! passed or start-up failed, 2 bad configuration or usage.
+
+use std::process::ExitCode;
+
+use lastcall::config::{self, Command, Config};
+use lastcall::server::{Outcome, Server, Started};
+
+fn main() -> ExitCode {
+    let config = match Config::from_process() {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("lastcall: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let server = match Server::bind(&config, lastcall::routes::handle) {
+        Ok(Started::Ready(server)) => server,
+        Ok(Started::Signalled(signal)) => {
+            log::info!(
+                "{} received during start-up: exiting without serving",
+                signal.name()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            log::error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(1);
+        }
+    };
+    match server.run() {
+        Ok(Outcome::Drained) => ExitCode::SUCCESS,
+        Ok(Outcome::TimedOut) => ExitCode::from(1),
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1177 @@
+//! Configuration: every setting lastcall reads, with its default and the reason for it.
+//!
+//! What it is: the start-up step that turns the environment and the command line into one
+//! validated [`Config`] (or a request for [`help_text`]). Each setting is one row of the
+//! `SETTINGS` table: its environment name, its range, and the line `--help` prints for it.
+//! Parsing, flag names and the help text are all driven by that table, so a setting cannot
+//! be readable from the environment but missing from `--help`, or the other way round.
+//!
+//! What it is not: it does not log, exit or set up the logger (`RUST_LOG` belongs to
+//! `env_logger`; `--help` only mentions it). `main` prints a [`ConfigError`] and exits 2.
+//! Apart from [`Config::from_process`], it never touches the process environment:
+//! [`Config::parse`] takes the environment as a lookup function so tests stay pure.
+//!
+//! Where a value comes from, lowest to highest precedence:
+//!
+//! ```text
+//!   Config::default()  →  environment (PORT, DB_POOL_SIZE, ...)  →  flags, left to right
+//! ```
+//!
+//! Every setting `FOO_BAR` has the flag `--foo-bar VALUE` (or `--foo-bar=VALUE`). Two flags
+//! have no environment variable: `--listen ADDR` binds one socket address, and `-h`/`--help`.
+//!
+//! Invariants:
+//! - A [`Config`] returned in [`Command::Run`] has every field in its documented range, and
+//!   `drain_delay < shutdown_timeout`: the rest of the server never re-checks them.
+//! - Every value given is checked, even one a later flag overrides: a typo is reported
+//!   rather than hidden by whichever source happened to win.
+//! - [`ConfigError::Invalid`] names the setting by its environment name (`PORT`, not
+//!   `--port`) whichever source the bad value came from: one name per setting in errors,
+//!   docs and tests. `--listen` has no environment name, so it is named `--listen`.
+//! - No input can make it panic.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Everything the server needs to know before it binds its listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen. Default `0.0.0.0:3000`: `PORT` is the convention of Heroku, Cloud Run
+    /// and Node apps (`process.env.PORT || 3000`), and `0.0.0.0` is reachable through a
+    /// container's port mapping, where `127.0.0.1` would not be. Port 0 asks the kernel for
+    /// any free port (tests use it; `Listening on ...` logs the real one).
+    pub listen: SocketAddr,
+    /// PostgreSQL connection string. Default `None`: the server runs without a database and
+    /// the database routes answer 503, so a demo or benchmark needs no PostgreSQL.
+    pub database_url: Option<String>,
+    /// Worker threads, each holding one PostgreSQL connection. Default 4: enough to overlap
+    /// a few queries, while replicas × pool size stays well under PostgreSQL's default
+    /// `max_connections` of 100. At most 64 for the same reason.
+    pub db_pool_size: usize,
+    /// The whole shutdown budget, counted from the signal; past it, connections are cut and
+    /// the exit code is 1. Default 10 s: docker stop's grace period, and well inside
+    /// Kubernetes' 30 s. It must stay below the orchestrator's grace period, or SIGKILL
+    /// arrives first and nobody gets a 503 or a shutdown report.
+    pub shutdown_timeout: Duration,
+    /// How long to keep serving (with `/health` answering 503) before closing the listener.
+    /// Default 0: without a load balancer nobody needs the warning. Behind Kubernetes, a few
+    /// seconds let the endpoint removal reach every proxy before the port closes.
+    /// Always below `shutdown_timeout`, so some budget is left to drain.
+    pub drain_delay: Duration,
+    /// How long an idle keep-alive connection is kept. Default 5 s, Node's default (nginx:
+    /// 75 s): idle sockets cost memory and file descriptors. Behind a load balancer, set it
+    /// above the balancer's idle timeout (AWS ALB: 60 s) so the server never closes a
+    /// connection the balancer is about to reuse.
+    pub keepalive_timeout: Duration,
+    /// Longest time from the first byte of a request head to its end: the slowloris bound
+    /// (408 after it). Default 10 s; nginx `client_header_timeout` and Node `headersTimeout`
+    /// allow 60 s, but a real client sends a head in one packet, so 10 s is still generous.
+    pub header_timeout: Duration,
+    /// Longest gap without body progress (408 after it). Default 10 s. A gap, not a total
+    /// (like nginx `client_body_timeout`, 60 s), so a large upload that keeps moving is fine.
+    pub body_timeout: Duration,
+    /// Longest gap without write progress before the connection is cut. Default 10 s. A gap,
+    /// not a total (like nginx `send_timeout`, 60 s; unlike Go's `WriteTimeout`), so a slow
+    /// stream that keeps moving is fine while a client that stopped reading is not.
+    pub write_timeout: Duration,
+    /// Open connections at most, so overload costs bounded memory and file descriptors.
+    /// Default 16384: TechEmpower's highest concurrency. The process's file-descriptor
+    /// limit (`ulimit -n`) may cap it lower.
+    pub max_connections: usize,
+    /// Bytes of request line plus headers at most (414 or 431 beyond). Default 16 KiB:
+    /// Node's default (nginx allows 4 × 8 KiB, Go 1 MiB). Also bounds per-connection memory.
+    pub max_header_bytes: usize,
+    /// Bytes of request body at most (413 beyond). Default 1 MiB: nginx's
+    /// `client_max_body_size`. 0 refuses every body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: any_host(3000),
+            database_url: None,
+            db_pool_size: 4,
+            shutdown_timeout: Duration::from_millis(10_000),
+            drain_delay: Duration::ZERO,
+            keepalive_timeout: Duration::from_millis(5_000),
+            header_timeout: Duration::from_millis(10_000),
+            body_timeout: Duration::from_millis(10_000),
+            write_timeout: Duration::from_millis(10_000),
+            max_connections: 16_384,
+            max_header_bytes: 16_384,
+            max_body_bytes: 1_048_576,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start the server with this configuration.
+    Run(Config),
+    /// Print [`help_text`] and exit 0.
+    Help,
+}
+
+/// Why the configuration was refused; `main` prints it and exits 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A setting has a value that does not parse or is out of range.
+    Invalid {
+        /// The environment name (`PORT`), even for a value from a flag; `--listen` for
+        /// that flag, which has no environment name.
+        setting: &'static str,
+        /// The text as given, untrimmed, so the user sees what was actually read.
+        value: String,
+        /// What would have been accepted, e.g. "milliseconds from 1 to 3600000".
+        expected: &'static str,
+    },
+    /// `DRAIN_DELAY_MS` must be below `SHUTDOWN_TIMEOUT_MS` (the shutdown budget).
+    Budget {
+        /// The final drain delay, from whichever source set it.
+        drain_delay_ms: u64,
+        /// The final shutdown timeout, from whichever source set it.
+        shutdown_timeout_ms: u64,
+    },
+    /// A command-line word we do not know, or a flag missing its value.
+    Usage(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Invalid {
+                setting,
+                value,
+                expected,
+            } => write!(f, "invalid {setting}={value}: expected {expected}"),
+            ConfigError::Budget {
+                drain_delay_ms,
+                shutdown_timeout_ms,
+            } => write!(
+                f,
+                "DRAIN_DELAY_MS ({drain_delay_ms}) must be below SHUTDOWN_TIMEOUT_MS \
+                 ({shutdown_timeout_ms}): the drain delay has to leave time to drain"
+            ),
+            ConfigError::Usage(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads settings from `env` (a lookup, so tests need not touch the process environment)
+    /// and then the command-line `args` (without the program name); flags override the
+    /// environment, and a later flag overrides an earlier one.
+    ///
+    /// `-h` or `--help` anywhere wins over everything else, even a broken environment: the
+    /// user asked how to run the program, so that is what they get.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Usage`] for an unknown word or a flag without its value,
+    /// [`ConfigError::Invalid`] for the first bad value (environment first, then flags in
+    /// order), [`ConfigError::Budget`] when the final drain delay does not fit the timeout.
+    pub fn parse<E>(env: E, args: &[String]) -> Result<Command, ConfigError>
+    where
+        E: Fn(&str) -> Option<String>,
+    {
+        if args.iter().any(|word| word == "-h" || word == "--help") {
+            return Ok(Command::Help);
+        }
+
+        let mut config = Config::default();
+
+        // An empty (or all-blank) variable counts as unset: `PORT=` in a compose file or a
+        // Kubernetes manifest usually means "not configured", not "port nothing".
+        for setting in SETTINGS {
+            if let Some(raw) = env(setting.env)
+                && !raw.trim().is_empty()
+            {
+                setting.apply(&mut config, &raw)?;
+            }
+        }
+
+        let mut words = args.iter().peekable();
+        while let Some(word) = words.next() {
+            let Some(body) = word.strip_prefix("--") else {
+                return Err(usage(format!("unknown argument '{word}' (see --help)")));
+            };
+            let (name, inline_value) = match body.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (body, None),
+            };
+            let target = if name == "listen" {
+                Target::Listen
+            } else if let Some(setting) = SETTINGS.iter().find(|s| s.flag() == name) {
+                Target::Setting(setting)
+            } else {
+                // Only the name is echoed: the value of a mistyped `--databse-url=...`
+                // may hold a password.
+                return Err(usage(format!("unknown argument '--{name}' (see --help)")));
+            };
+            // A following word that starts with `--` is the next flag, not this one's value:
+            // `--port --drain-delay-ms 5` is a forgotten port, not a port named
+            // "--drain-delay-ms". A value that really starts with `--` can use `--flag=VALUE`.
+            let value = match inline_value {
+                Some(value) => value,
+                None => match words.next_if(|next| !next.starts_with("--")) {
+                    Some(value) => value.as_str(),
+                    None => {
+                        return Err(usage(format!("missing value for --{name} (see --help)")));
+                    }
+                },
+            };
+            match target {
+                Target::Listen => config.listen = parse_listen(value)?,
+                Target::Setting(setting) => setting.apply(&mut config, value)?,
+            }
+        }
+
+        // Checked last, on the final values: which source set either one does not matter.
+        if config.drain_delay >= config.shutdown_timeout {
+            return Err(ConfigError::Budget {
+                drain_delay_ms: millis(config.drain_delay),
+                shutdown_timeout_ms: millis(config.shutdown_timeout),
+            });
+        }
+        Ok(Command::Run(config))
+    }
+
+    /// Convenience: [`Config::parse`] with the process environment and arguments.
+    ///
+    /// Values that are not UTF-8 are read lossily rather than skipped, so they are reported as
+    /// invalid instead of silently falling back to a default (and `std::env::args` would panic).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::parse`].
+    pub fn from_process() -> Result<Command, ConfigError> {
+        let args: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        Config::parse(
+            |key| std::env::var_os(key).map(|value| value.to_string_lossy().into_owned()),
+            &args,
+        )
+    }
+}
+
+/// The `--help` text: usage, every setting with its variable, flag, default and reason, and
+/// the exit codes.
+pub fn help_text() -> String {
+    let mut text = String::from(
+        "lastcall: an HTTP/1.1 server that shuts down gracefully\n\
+         \n\
+         usage: lastcall [--listen ADDR | --port N] [--SETTING VALUE | --SETTING=VALUE]...\n\
+         \x20      lastcall --help\n\
+         \n\
+         Each setting is read from its environment variable, then from its flag: flags win,\n\
+         and a later flag wins over an earlier one. Durations are in milliseconds.\n\
+         \n\
+         settings:\n",
+    );
+    for setting in SETTINGS {
+        text.push_str(&format!(
+            "  {}, --{} {}  (default {})\n      {}\n",
+            setting.env,
+            setting.flag(),
+            setting.kind.metavar(),
+            setting.default_text(),
+            setting.reason,
+        ));
+        if let Some(expected) = setting.kind.expected() {
+            text.push_str(&format!("      Accepts {expected}.\n"));
+        }
+        if setting.env == "PORT" {
+            text.push_str(&format!(
+                "  --listen ADDR  (flag only; wins over PORT)\n      \
+                 Listen on one socket address instead.\n      \
+                 Accepts {LISTEN_EXPECTED}.\n"
+            ));
+        }
+    }
+    text.push_str(
+        "  RUST_LOG  (default info)\n      \
+         Log filter, read by env_logger: e.g. debug, or lastcall=trace for state changes.\n\
+         \n\
+         exit codes:\n  \
+         0  clean drain (or a signal during start-up)\n  \
+         1  shutdown deadline hit, or a shutdown step failed\n  \
+         2  bad configuration or usage\n",
+    );
+    text
+}
+
+/// One setting: where it is read from, what it accepts, and why you would change it.
+struct Setting {
+    /// The environment variable. The flag is its lower-kebab form (`DB_POOL_SIZE` →
+    /// `--db-pool-size`), by construction rather than by a second column that could drift.
+    env: &'static str,
+    kind: Kind,
+    /// One line for `--help`.
+    reason: &'static str,
+}
+
+/// How a setting's text becomes a value, and which field of [`Config`] it lands in.
+enum Kind {
+    /// A port on `0.0.0.0`, written into `listen`.
+    Port,
+    /// Free text for `database_url`; empty means no database.
+    Url,
+    /// Milliseconds in `min..=max`.
+    Millis {
+        min: u64,
+        max: u64,
+        expected: &'static str,
+        field: fn(&mut Config) -> &mut Duration,
+    },
+    /// A count in `min..=max`.
+    Count {
+        min: u64,
+        max: u64,
+        expected: &'static str,
+        field: fn(&mut Config) -> &mut usize,
+    },
+}
+
+/// Where a flag's value goes: a table row, or the one flag without an environment variable.
+enum Target {
+    Listen,
+    Setting(&'static Setting),
+}
+
+const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
+const LISTEN_EXPECTED: &str = "a socket address such as 127.0.0.1:8080 or [::1]:8080";
+
+/// Every setting, in the order `--help` lists them.
+const SETTINGS: &[Setting] = &[
+    Setting {
+        env: "PORT",
+        kind: Kind::Port,
+        reason: "Listen on 0.0.0.0 (every interface) at this port.",
+    },
+    Setting {
+        env: "DATABASE_URL",
+        kind: Kind::Url,
+        reason: "PostgreSQL connection string; unset or empty runs without a database.",
+    },
+    Setting {
+        env: "DB_POOL_SIZE",
+        kind: Kind::Count {
+            min: 1,
+            max: 64,
+            expected: "a count from 1 to 64",
+            field: |c| &mut c.db_pool_size,
+        },
+        reason: "Database worker threads, one connection each.",
+    },
+    Setting {
+        env: "SHUTDOWN_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.shutdown_timeout,
+        },
+        reason: "Whole shutdown budget from the signal; keep it below the orchestrator's grace period.",
+    },
+    Setting {
+        env: "DRAIN_DELAY_MS",
+        kind: Kind::Millis {
+            min: 0,
+            max: 3_600_000,
+            expected: "milliseconds from 0 to 3600000",
+            field: |c| &mut c.drain_delay,
+        },
+        reason: "Keep serving (health 503) this long after the signal, so load balancers notice.",
+    },
+    Setting {
+        env: "KEEPALIVE_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.keepalive_timeout,
+        },
+        reason: "Close idle keep-alive connections after this; behind a proxy, exceed its idle timeout.",
+    },
+    Setting {
+        env: "HEADER_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.header_timeout,
+        },
+        reason: "Most time from a request head's first byte to its end (slowloris bound, 408).",
+    },
+    Setting {
+        env: "BODY_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.body_timeout,
+        },
+        reason: "Longest gap without request-body progress (408).",
+    },
+    Setting {
+        env: "WRITE_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.write_timeout,
+        },
+        reason: "Longest gap without response-write progress before the connection is cut.",
+    },
+    Setting {
+        env: "MAX_CONNECTIONS",
+        kind: Kind::Count {
+            min: 1,
+            max: 1_000_000,
+            expected: "a count from 1 to 1000000",
+            field: |c| &mut c.max_connections,
+        },
+        reason: "Open connections at most; the file-descriptor limit (ulimit -n) may cap it lower.",
+    },
+    Setting {
+        env: "MAX_HEADER_BYTES",
+        kind: Kind::Count {
+            min: 256,
+            max: 1_048_576,
+            expected: "bytes from 256 to 1048576",
+            field: |c| &mut c.max_header_bytes,
+        },
+        reason: "Request line plus headers at most (414/431 beyond).",
+    },
+    Setting {
+        env: "MAX_BODY_BYTES",
+        kind: Kind::Count {
+            min: 0,
+            max: 1_073_741_824,
+            expected: "bytes from 0 to 1073741824",
+            field: |c| &mut c.max_body_bytes,
+        },
+        reason: "Request body at most (413 beyond); 0 refuses bodies.",
+    },
+];
+
+impl Setting {
+    /// The command-line flag, without its leading `--`.
+    fn flag(&self) -> String {
+        self.env
+            .chars()
+            .map(|c| {
+                if c == '_' {
+                    '-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    }
+
+    /// Checks `raw` and stores it in `config`. `raw` comes from either source; the error
+    /// names the environment variable either way (see the module invariants).
+    fn apply(&self, config: &mut Config, raw: &str) -> Result<(), ConfigError> {
+        match self.kind {
+            Kind::Port => {
+                let port = self.number(raw, 0, u64::from(u16::MAX), PORT_EXPECTED)?;
+                let port = u16::try_from(port).map_err(|_| self.invalid(raw, PORT_EXPECTED))?;
+                config.listen = any_host(port);
+            }
+            Kind::Url => {
+                let url = raw.trim();
+                config.database_url = (!url.is_empty()).then(|| url.to_owned());
+            }
+            Kind::Millis {
+                min,
+                max,
+                expected,
+                field,
+            } => {
+                let ms = self.number(raw, min, max, expected)?;
+                *field(config) = Duration::from_millis(ms);
+            }
+            Kind::Count {
+                min,
+                max,
+                expected,
+                field,
+            } => {
+                let n = self.number(raw, min, max, expected)?;
+                // Every maximum fits in 32 bits, so this only fails on a 16-bit target.
+                *field(config) = usize::try_from(n).map_err(|_| self.invalid(raw, expected))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A decimal number in `min..=max`; anything else is [`ConfigError::Invalid`].
+    fn number(
+        &self,
+        raw: &str,
+        min: u64,
+        max: u64,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        parse_decimal(raw)
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| self.invalid(raw, expected))
+    }
+
+    fn invalid(&self, raw: &str, expected: &'static str) -> ConfigError {
+        ConfigError::Invalid {
+            setting: self.env,
+            value: raw.to_owned(),
+            expected,
+        }
+    }
+
+    /// The default, as `--help` shows it; read from [`Config::default`] so the two agree.
+    fn default_text(&self) -> String {
+        let mut defaults = Config::default();
+        match self.kind {
+            Kind::Port => defaults.listen.port().to_string(),
+            Kind::Url => "unset".to_owned(),
+            Kind::Millis { field, .. } => field(&mut defaults).as_millis().to_string(),
+            Kind::Count { field, .. } => field(&mut defaults).to_string(),
+        }
+    }
+}
+
+impl Kind {
+    /// The placeholder after the flag in `--help`.
+    fn metavar(&self) -> &'static str {
+        match self {
+            Kind::Port | Kind::Count { .. } => "N",
+            Kind::Url => "URL",
+            Kind::Millis { .. } => "MS",
+        }
+    }
+
+    /// What the setting accepts, or `None` when it accepts any text.
+    fn expected(&self) -> Option<&'static str> {
+        match self {
+            Kind::Port => Some(PORT_EXPECTED),
+            Kind::Url => None,
+            Kind::Millis { expected, .. } | Kind::Count { expected, .. } => Some(expected),
+        }
+    }
+}
+
+/// Decimal digits only, after trimming surrounding whitespace. Stricter than
+/// `u64::from_str`, which also takes a leading `+`: a config value has one spelling.
+/// Too many digits for a `u64` is `None` too.
+fn parse_decimal(raw: &str) -> Option<u64> {
+    let digits = raw.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `--listen ADDR`: a full socket address, IPv6 in brackets. Host names are refused: the
+/// address is bound before anything could resolve them, and "localhost" may mean two.
+fn parse_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.trim().parse().map_err(|_| ConfigError::Invalid {
+        setting: "--listen",
+        value: raw.to_owned(),
+        expected: LISTEN_EXPECTED,
+    })
+}
+
+/// `0.0.0.0:port`, the address `PORT` and `--port` mean.
+fn any_host(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+/// Milliseconds for [`ConfigError::Budget`]; every duration here is far below `u64::MAX`.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn usage(message: String) -> ConfigError {
+    ConfigError::Usage(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment lookup over fixed pairs.
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    fn parse(env: &[(&str, &str)], argv: &[&str]) -> Result<Command, ConfigError> {
+        Config::parse(env_of(env), &args(argv))
+    }
+
+    /// Parses and expects a configuration (not help).
+    fn run(env: &[(&str, &str)], argv: &[&str]) -> Result<Config, ConfigError> {
+        match parse(env, argv)? {
+            Command::Run(config) => Ok(config),
+            Command::Help => panic!("expected a configuration, got help for {argv:?}"),
+        }
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("test address")
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = run(&[], &[]).expect("defaults are valid");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen, addr("0.0.0.0:3000"));
+        assert_eq!(config.database_url, None);
+        assert_eq!(config.db_pool_size, 4);
+        assert_eq!(config.shutdown_timeout, ms(10_000));
+        assert_eq!(config.drain_delay, ms(0));
+        assert_eq!(config.keepalive_timeout, ms(5_000));
+        assert_eq!(config.header_timeout, ms(10_000));
+        assert_eq!(config.body_timeout, ms(10_000));
+        assert_eq!(config.write_timeout, ms(10_000));
+        assert_eq!(config.max_connections, 16_384);
+        assert_eq!(config.max_header_bytes, 16_384);
+        assert_eq!(config.max_body_bytes, 1_048_576);
+    }
+
+    /// A fixed environment and a command line, as test tables write them.
+    type Env = &'static [(&'static str, &'static str)];
+    type Args = &'static [&'static str];
+
+    /// (env name, value, change expected from the defaults)
+    type EnvCase = (&'static str, &'static str, fn(&mut Config));
+
+    #[test]
+    fn each_env_var_sets_its_field() {
+        let cases: &[EnvCase] = &[
+            ("PORT", "8080", |c| c.listen = addr("0.0.0.0:8080")),
+            ("PORT", "0", |c| c.listen = addr("0.0.0.0:0")),
+            ("PORT", "65535", |c| c.listen = addr("0.0.0.0:65535")),
+            ("PORT", " 8080 ", |c| c.listen = addr("0.0.0.0:8080")),
+            ("PORT", "", |_| {}),
+            ("PORT", "   ", |_| {}),
+            ("DATABASE_URL", "postgres://u@h/db", |c| {
+                c.database_url = Some("postgres://u@h/db".to_owned())
+            }),
+            ("DATABASE_URL", "", |_| {}),
+            ("DB_POOL_SIZE", "1", |c| c.db_pool_size = 1),
+            ("DB_POOL_SIZE", "64", |c| c.db_pool_size = 64),
+            ("SHUTDOWN_TIMEOUT_MS", "3000", |c| {
+                c.shutdown_timeout = ms(3000)
+            }),
+            ("SHUTDOWN_TIMEOUT_MS", "3600000", |c| {
+                c.shutdown_timeout = ms(3_600_000)
+            }),
+            ("DRAIN_DELAY_MS", "5000", |c| c.drain_delay = ms(5000)),
+            ("KEEPALIVE_TIMEOUT_MS", "75000", |c| {
+                c.keepalive_timeout = ms(75_000)
+            }),
+            ("HEADER_TIMEOUT_MS", "1", |c| c.header_timeout = ms(1)),
+            ("BODY_TIMEOUT_MS", "60000", |c| c.body_timeout = ms(60_000)),
+            ("WRITE_TIMEOUT_MS", "60000", |c| {
+                c.write_timeout = ms(60_000)
+            }),
+            ("MAX_CONNECTIONS", "1000000", |c| {
+                c.max_connections = 1_000_000
+            }),
+            ("MAX_HEADER_BYTES", "256", |c| c.max_header_bytes = 256),
+            ("MAX_BODY_BYTES", "0", |c| c.max_body_bytes = 0),
+            ("MAX_BODY_BYTES", "1073741824", |c| {
+                c.max_body_bytes = 1_073_741_824
+            }),
+            ("MAX_BODY_BYTES", "007", |c| c.max_body_bytes = 7),
+        ];
+        for (name, value, change) in cases {
+            let mut expected = Config::default();
+            change(&mut expected);
+            assert_eq!(run(&[(name, value)], &[]), Ok(expected), "{name}={value:?}");
+        }
+    }
+
+    /// (environment, arguments, change expected from the defaults)
+    type FlagCase = (Env, Args, fn(&mut Config));
+
+    #[test]
+    fn flags_set_fields_and_override_env() {
+        let cases: &[FlagCase] = &[
+            // Both spellings of every kind of flag.
+            (&[], &["--port", "8080"], |c| {
+                c.listen = addr("0.0.0.0:8080")
+            }),
+            (&[], &["--port=8080"], |c| c.listen = addr("0.0.0.0:8080")),
+            (&[], &["--db-pool-size", "8"], |c| c.db_pool_size = 8),
+            (&[], &["--shutdown-timeout-ms=3000"], |c| {
+                c.shutdown_timeout = ms(3000)
+            }),
+            (&[], &["--drain-delay-ms", "2000"], |c| {
+                c.drain_delay = ms(2000)
+            }),
+            (&[], &["--keepalive-timeout-ms=1"], |c| {
+                c.keepalive_timeout = ms(1)
+            }),
+            (&[], &["--header-timeout-ms", "2"], |c| {
+                c.header_timeout = ms(2)
+            }),
+            (&[], &["--body-timeout-ms=3"], |c| c.body_timeout = ms(3)),
+            (&[], &["--write-timeout-ms", "4"], |c| {
+                c.write_timeout = ms(4)
+            }),
+            (&[], &["--max-connections=5"], |c| c.max_connections = 5),
+            (&[], &["--max-header-bytes", "1024"], |c| {
+                c.max_header_bytes = 1024
+            }),
+            (&[], &["--max-body-bytes=0"], |c| c.max_body_bytes = 0),
+            (&[], &["--database-url", "postgres://x"], |c| {
+                c.database_url = Some("postgres://x".to_owned())
+            }),
+            // `=` splits once: the value may contain `=` itself.
+            (&[], &["--database-url=postgres://h/db?opt=1"], |c| {
+                c.database_url = Some("postgres://h/db?opt=1".to_owned())
+            }),
+            // Flags win over the environment.
+            (
+                &[("SHUTDOWN_TIMEOUT_MS", "3000")],
+                &["--shutdown-timeout-ms", "4000"],
+                |c| c.shutdown_timeout = ms(4000),
+            ),
+            (&[("PORT", "8080")], &["--port", "9090"], |c| {
+                c.listen = addr("0.0.0.0:9090")
+            }),
+            (&[("PORT", "8080")], &["--listen", "127.0.0.1:0"], |c| {
+                c.listen = addr("127.0.0.1:0")
+            }),
+            // An empty --database-url clears one set in the environment.
+            (
+                &[("DATABASE_URL", "postgres://x")],
+                &["--database-url="],
+                |_| {},
+            ),
+            // A later flag wins over an earlier one; --port means host 0.0.0.0.
+            (&[], &["--db-pool-size", "2", "--db-pool-size=3"], |c| {
+                c.db_pool_size = 3
+            }),
+            (&[], &["--listen", "127.0.0.1:1", "--port", "2"], |c| {
+                c.listen = addr("0.0.0.0:2")
+            }),
+            (&[], &["--port", "2", "--listen", "127.0.0.1:1"], |c| {
+                c.listen = addr("127.0.0.1:1")
+            }),
+            // --listen takes IPv6 in brackets, and either spelling.
+            (&[], &["--listen", "[::1]:8080"], |c| {
+                c.listen = addr("[::1]:8080")
+            }),
+            (&[], &["--listen=[::]:0"], |c| c.listen = addr("[::]:0")),
+            (&[], &["--listen", "0.0.0.0:80"], |c| {
+                c.listen = addr("0.0.0.0:80")
+            }),
+        ];
+        for (env, argv, change) in cases {
+            let mut expected = Config::default();
+            change(&mut expected);
+            assert_eq!(run(env, argv), Ok(expected), "env {env:?} args {argv:?}");
+        }
+    }
+
+    /// (environment, arguments, setting the error must name, value it must quote)
+    type InvalidCase = (Env, Args, &'static str, &'static str);
+
+    #[test]
+    fn bad_or_out_of_range_values_name_the_setting() {
+        let cases: &[InvalidCase] = &[
+            // Not decimal digits.
+            (
+                &[("SHUTDOWN_TIMEOUT_MS", "abc")],
+                &[],
+                "SHUTDOWN_TIMEOUT_MS",
+                "abc",
+            ),
+            (&[("PORT", "-1")], &[], "PORT", "-1"),
+            (&[("PORT", "+80")], &[], "PORT", "+80"),
+            (&[("DB_POOL_SIZE", "1.5")], &[], "DB_POOL_SIZE", "1.5"),
+            (&[("MAX_BODY_BYTES", "1e6")], &[], "MAX_BODY_BYTES", "1e6"),
+            (&[("MAX_BODY_BYTES", "0x10")], &[], "MAX_BODY_BYTES", "0x10"),
+            (
+                &[("MAX_BODY_BYTES", "1_000")],
+                &[],
+                "MAX_BODY_BYTES",
+                "1_000",
+            ),
+            (
+                &[("KEEPALIVE_TIMEOUT_MS", "5s")],
+                &[],
+                "KEEPALIVE_TIMEOUT_MS",
+                "5s",
+            ),
+            (
+                &[("HEADER_TIMEOUT_MS", "1 0")],
+                &[],
+                "HEADER_TIMEOUT_MS",
+                "1 0",
+            ),
+            (&[("BODY_TIMEOUT_MS", "١٠")], &[], "BODY_TIMEOUT_MS", "١٠"),
+            // Out of range, at both ends, and past u64.
+            (&[("PORT", "65536")], &[], "PORT", "65536"),
+            (&[("DB_POOL_SIZE", "0")], &[], "DB_POOL_SIZE", "0"),
+            (&[("DB_POOL_SIZE", "65")], &[], "DB_POOL_SIZE", "65"),
+            (
+                &[("SHUTDOWN_TIMEOUT_MS", "0")],
+                &[],
+                "SHUTDOWN_TIMEOUT_MS",
+                "0",
+            ),
+            (
+                &[("SHUTDOWN_TIMEOUT_MS", "3600001")],
+                &[],
+                "SHUTDOWN_TIMEOUT_MS",
+                "3600001",
+            ),
+            (
+                &[("DRAIN_DELAY_MS", "3600001")],
+                &[],
+                "DRAIN_DELAY_MS",
+                "3600001",
+            ),
+            (&[("WRITE_TIMEOUT_MS", "0")], &[], "WRITE_TIMEOUT_MS", "0"),
+            (&[("MAX_CONNECTIONS", "0")], &[], "MAX_CONNECTIONS", "0"),
+            (
+                &[("MAX_CONNECTIONS", "1000001")],
+                &[],
+                "MAX_CONNECTIONS",
+                "1000001",
+            ),
+            (
+                &[("MAX_HEADER_BYTES", "255")],
+                &[],
+                "MAX_HEADER_BYTES",
+                "255",
+            ),
+            (
+                &[("MAX_HEADER_BYTES", "1048577")],
+                &[],
+                "MAX_HEADER_BYTES",
+                "1048577",
+            ),
+            (
+                &[("MAX_BODY_BYTES", "1073741825")],
+                &[],
+                "MAX_BODY_BYTES",
+                "1073741825",
+            ),
+            (
+                &[("MAX_BODY_BYTES", "99999999999999999999999")],
+                &[],
+                "MAX_BODY_BYTES",
+                "99999999999999999999999",
+            ),
+            // From a flag, the error still names the environment variable.
+            (
+                &[],
+                &["--shutdown-timeout-ms", "abc"],
+                "SHUTDOWN_TIMEOUT_MS",
+                "abc",
+            ),
+            (&[], &["--port=70000"], "PORT", "70000"),
+            (&[], &["--drain-delay-ms", "-5"], "DRAIN_DELAY_MS", "-5"),
+            // An empty flag value is a mistake, unlike an empty variable.
+            (&[], &["--db-pool-size="], "DB_POOL_SIZE", ""),
+            // A value later overridden is still checked.
+            (
+                &[("DB_POOL_SIZE", "many")],
+                &["--db-pool-size", "2"],
+                "DB_POOL_SIZE",
+                "many",
+            ),
+            // --listen has no environment name; host names are not socket addresses.
+            (
+                &[],
+                &["--listen", "localhost:80"],
+                "--listen",
+                "localhost:80",
+            ),
+            (&[], &["--listen", "::1:8080"], "--listen", "::1:8080"),
+            (&[], &["--listen=8080"], "--listen", "8080"),
+            (
+                &[],
+                &["--listen", "127.0.0.1:65536"],
+                "--listen",
+                "127.0.0.1:65536",
+            ),
+        ];
+        for (env, argv, setting, value) in cases {
+            match parse(env, argv) {
+                Err(ConfigError::Invalid {
+                    setting: named,
+                    value: quoted,
+                    ..
+                }) => {
+                    assert_eq!(
+                        (named, quoted.as_str()),
+                        (*setting, *value),
+                        "env {env:?} args {argv:?}"
+                    );
+                }
+                other => panic!("env {env:?} args {argv:?}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn drain_delay_must_stay_below_shutdown_timeout() {
+        let cases: &[(Env, Args, u64, u64)] = &[
+            (
+                &[("DRAIN_DELAY_MS", "5000"), ("SHUTDOWN_TIMEOUT_MS", "3000")],
+                &[],
+                5000,
+                3000,
+            ),
+            (&[("DRAIN_DELAY_MS", "10000")], &[], 10_000, 10_000),
+            (
+                &[],
+                &["--shutdown-timeout-ms", "1", "--drain-delay-ms=1"],
+                1,
+                1,
+            ),
+            // Checked on final values: the environment's delay against the flag's timeout.
+            (
+                &[("DRAIN_DELAY_MS", "4000")],
+                &["--shutdown-timeout-ms", "2000"],
+                4000,
+                2000,
+            ),
+        ];
+        for (env, argv, drain_delay_ms, shutdown_timeout_ms) in cases {
+            assert_eq!(
+                parse(env, argv),
+                Err(ConfigError::Budget {
+                    drain_delay_ms: *drain_delay_ms,
+                    shutdown_timeout_ms: *shutdown_timeout_ms,
+                }),
+                "env {env:?} args {argv:?}"
+            );
+        }
+        // One millisecond under is enough.
+        let config = run(&[("DRAIN_DELAY_MS", "9999")], &[]).expect("within budget");
+        assert_eq!(config.drain_delay, ms(9999));
+    }
+
+    #[test]
+    fn unknown_words_and_missing_values_are_usage_errors() {
+        let cases: &[(Args, &str)] = &[
+            (&["--frob"], "unknown argument '--frob' (see --help)"),
+            (&["--frob=1"], "unknown argument '--frob' (see --help)"),
+            (&["serve"], "unknown argument 'serve' (see --help)"),
+            (&["-p", "80"], "unknown argument '-p' (see --help)"),
+            (&["--"], "unknown argument '--' (see --help)"),
+            // Environment spellings are not flags.
+            (&["--PORT", "80"], "unknown argument '--PORT' (see --help)"),
+            (
+                &["--db_pool_size", "2"],
+                "unknown argument '--db_pool_size' (see --help)",
+            ),
+            // A mistyped flag's value is not echoed: it may be a password.
+            (
+                &["--databse-url=postgres://u:secret@h"],
+                "unknown argument '--databse-url' (see --help)",
+            ),
+            (&["--port"], "missing value for --port (see --help)"),
+            (&["--listen"], "missing value for --listen (see --help)"),
+            (
+                &["--port", "--drain-delay-ms", "5"],
+                "missing value for --port (see --help)",
+            ),
+            (
+                &["--port", "80", "--max-body-bytes"],
+                "missing value for --max-body-bytes (see --help)",
+            ),
+        ];
+        for (argv, message) in cases {
+            assert_eq!(
+                parse(&[], argv),
+                Err(ConfigError::Usage((*message).to_owned())),
+                "args {argv:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_wins_anywhere_even_over_a_broken_environment() {
+        let cases: &[(Env, Args)] = &[
+            (&[], &["--help"]),
+            (&[], &["-h"]),
+            (&[], &["--port", "80", "--help"]),
+            (&[], &["--frob", "-h"]),
+            (
+                &[("PORT", "nope"), ("DRAIN_DELAY_MS", "99999999")],
+                &["--help"],
+            ),
+        ];
+        for (env, argv) in cases {
+            assert_eq!(
+                parse(env, argv),
+                Ok(Command::Help),
+                "env {env:?} args {argv:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_display_as_one_line_naming_the_setting() {
+        let cases: &[(ConfigError, &str)] = &[
+            (
+                ConfigError::Invalid {
+                    setting: "SHUTDOWN_TIMEOUT_MS",
+                    value: "abc".to_owned(),
+                    expected: "milliseconds from 1 to 3600000",
+                },
+                "invalid SHUTDOWN_TIMEOUT_MS=abc: expected milliseconds from 1 to 3600000",
+            ),
+            (
+                ConfigError::Budget {
+                    drain_delay_ms: 5000,
+                    shutdown_timeout_ms: 3000,
+                },
+                "DRAIN_DELAY_MS (5000) must be below SHUTDOWN_TIMEOUT_MS (3000): \
+                 the drain delay has to leave time to drain",
+            ),
+            (
+                ConfigError::Usage("unknown argument '--frob' (see --help)".to_owned()),
+                "unknown argument '--frob' (see --help)",
+            ),
+        ];
+        for (error, line) in cases {
+            assert_eq!(error.to_string(), *line);
+        }
+        // And the parser produces that exact first message.
+        let error = parse(&[("SHUTDOWN_TIMEOUT_MS", "abc")], &[]).expect_err("invalid");
+        assert_eq!(
+            error.to_string(),
+            "invalid SHUTDOWN_TIMEOUT_MS=abc: expected milliseconds from 1 to 3600000"
+        );
+    }
+
+    #[test]
+    fn help_text_lists_every_setting_and_exit_code() {
+        let text = help_text();
+        for setting in SETTINGS {
+            assert!(text.contains(setting.env), "{} missing", setting.env);
+            assert!(
+                text.contains(&format!("--{} ", setting.flag())),
+                "{} flag missing",
+                setting.env
+            );
+            assert!(
+                text.contains(&format!("(default {})", setting.default_text())),
+                "{} default missing",
+                setting.env
+            );
+        }
+        for needle in [
+            "--listen ADDR",
+            "--help",
+            "RUST_LOG",
+            "0  clean drain",
+            "1  shutdown deadline",
+            "2  bad configuration",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from help");
+        }
+        assert!(text.contains("--shutdown-timeout-ms MS  (default 10000)"));
+        assert!(text.contains("--port N  (default 3000)"));
+    }
+
+    /// The table's hand-written `expected` texts and its defaults must agree with its ranges.
+    #[test]
+    fn settings_table_is_consistent() {
+        let defaults = Config::default();
+        for setting in SETTINGS {
+            match setting.kind {
+                Kind::Millis {
+                    min,
+                    max,
+                    expected,
+                    field,
+                } => {
+                    assert_eq!(
+                        expected,
+                        format!("milliseconds from {min} to {max}"),
+                        "{}",
+                        setting.env
+                    );
+                    let mut d = defaults.clone();
+                    let default = millis(*field(&mut d));
+                    assert!(
+                        (min..=max).contains(&default),
+                        "{} default out of range",
+                        setting.env
+                    );
+                }
+                Kind::Count {
+                    min,
+                    max,
+                    expected,
+                    field,
+                } => {
+                    assert!(
+                        expected.ends_with(&format!(" from {min} to {max}")),
+                        "{}",
+                        setting.env
+                    );
+                    let mut d = defaults.clone();
+                    let default = u64::try_from(*field(&mut d)).expect("fits");
+                    assert!(
+                        (min..=max).contains(&default),
+                        "{} default out of range",
+                        setting.env
+                    );
+                }
+                Kind::Port | Kind::Url => {}
+            }
+        }
+    }
+
+    /// A copy-pasted row writing a neighbour's field would make two settings one.
+    #[test]
+    fn each_setting_writes_its_own_field() {
+        let mut seen: Vec<Config> = Vec::new();
+        for setting in SETTINGS {
+            let mut config = Config::default();
+            let value = match setting.kind {
+                Kind::Port => "1".to_owned(),
+                Kind::Url => "postgres://x".to_owned(),
+                Kind::Millis { max, .. } | Kind::Count { max, .. } => max.to_string(),
+            };
+            setting
+                .apply(&mut config, &value)
+                .expect("the maximum is valid");
+            assert_ne!(config, Config::default(), "{} changed nothing", setting.env);
+            assert!(
+                !seen.contains(&config),
+                "{} writes another row's field",
+                setting.env
+            );
+            seen.push(config);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Why a connection closed, as a value.
+//!
+//! Every socket the server closes is closed for exactly one [`CloseReason`]. The reason is
+//! logged, counted in the shutdown report, and asserted on in tests; it is never inferred
+//! after the fact from flags.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed its side with no request in progress.
+    PeerClosed,
+    /// The client closed its side in the middle of a request head or body.
+    PeerClosedMidRequest,
+    /// A read or write failed (reset, broken pipe): an ordinary client disconnect.
+    PeerReset,
+    /// We answered with `Connection: close` (client asked, HTTP/1.0, an error, or a drain)
+    /// and the response went out in full.
+    Done,
+    /// Idle longer than `KEEPALIVE_TIMEOUT_MS`.
+    IdleTimeout,
+    /// A request head or body did not arrive in time; answered 408.
+    RequestTimeout,
+    /// The client did not read our output for `WRITE_TIMEOUT_MS`.
+    WriteTimeout,
+    /// Idle keep-alive connection closed because the server is shutting down.
+    IdleOnShutdown,
+    /// The shutdown deadline passed before the response started; answered 503.
+    AnsweredUnavailable,
+    /// The shutdown deadline passed while the response was being sent; cut short.
+    CutAtDeadline,
+}
+
+impl CloseReason {
+    /// An ordinary event in a client's life, logged at debug rather than info/warn.
+    pub fn is_routine(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::CutAtDeadline | CloseReason::AnsweredUnavailable
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::PeerClosedMidRequest => "peer closed mid-request",
+            CloseReason::PeerReset => "peer reset",
+            CloseReason::Done => "done",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::RequestTimeout => "request timeout (408)",
+            CloseReason::WriteTimeout => "write timeout",
+            CloseReason::IdleOnShutdown => "idle at shutdown",
+            CloseReason::AnsweredUnavailable => "deadline: answered 503",
+            CloseReason::CutAtDeadline => "deadline: cut",
+        };
+        f.write_str(text)
+    }
+}

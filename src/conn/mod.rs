@@ -1,0 +1,699 @@
+//! One client connection: the I/O shell around the state machine in `state.rs`.
+//!
+//! What it is: [`Conn`] reads from its socket into a lent input buffer, turns the bytes
+//! into requests with the sans-IO `http` module, calls the handler, encodes answers into a
+//! lent output buffer and writes them out — in order, with back-pressure, under timers.
+//!
+//! What it is not: it never touches the mio `Registry` (registration is the event
+//! loop's), and it never reads the clock (`Cx::now` is passed in).
+//!
+//! How the loop talks to it: every entry point (`ready`, `timer`, `reply`, `drain`,
+//! `force_close`) returns `Ok(())` to keep the connection, or `Err(CloseReason)` to have
+//! the loop close it. The loop then asks [`Conn::deadline`] when it next needs a wake-up.
+//!
+//! mio's rules, followed here: read and write until `WouldBlock` (events are
+//! edge-triggered), retry on `Interrupted`, and treat a short write as progress, keeping
+//! the unsent bytes.
+
+mod buf;
+mod close;
+mod state;
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::Token;
+use mio::net::TcpStream;
+
+pub use buf::BufPool;
+pub use close::CloseReason;
+pub use state::{LINGER, Timeouts};
+
+use crate::handler::{Answer, Ctx, Handler, Inbox, ReplyId};
+use crate::http::body::{BodyDecoder, Framing};
+use crate::http::error::RequestError;
+use crate::http::request::{self, Head, Persistence, Request, Version};
+use crate::http::response::{self, Delivery, Length, Response, Status};
+use buf::{InBuf, OutBuf};
+use state::{BodyState, Exchange, State, Streaming, Waiting};
+
+/// Stop taking new requests off the input while this much output waits for the client:
+/// a client that pipelines without reading cannot make us buffer without bound.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// What the loop lends a connection for the length of one call.
+pub struct Cx<'a> {
+    pub now: Instant,
+    pub token: Token,
+    /// The current `Date` value, formatted once a second by the loop.
+    pub date: &'a [u8],
+    pub limits: &'a Limits,
+    pub bufs: &'a mut BufPool,
+    pub handler: Handler,
+    pub inbox: &'a Arc<Inbox>,
+    /// The server is shutting down: every response from now on carries
+    /// `Connection: close`, and a connection closes after its current request.
+    pub draining: bool,
+}
+
+/// Size limits and timeouts, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeouts: Timeouts,
+    pub max_head: usize,
+    pub max_body: usize,
+}
+
+/// What we know about the socket's read side. Events are edge-triggered: after a
+/// readable event we must read until `WouldBlock`, and we must remember that we stopped
+/// early (buffer full, back-pressure) because no new event will remind us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadSide {
+    /// There may be bytes to read.
+    Ready,
+    /// The last read said `WouldBlock`: wait for an event.
+    Drained,
+    /// The client shut its write side (read returned 0).
+    Eof,
+}
+
+pub struct Conn {
+    socket: TcpStream,
+    state: State,
+    read: ReadSide,
+    /// Lent by the loop while a request is in progress; `None` when idle.
+    input: Option<InBuf>,
+    /// Lent by the loop while output is pending; `None` when everything is written.
+    output: Option<OutBuf>,
+    /// When pending output last made progress; the write timer runs from here.
+    write_since: Option<Instant>,
+    /// Number of the current request on this connection, for [`ReplyId`].
+    seq: u32,
+    /// Earliest wake-up the loop has queued for this connection (see `server::timers`).
+    pub scheduled: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(socket: TcpStream, now: Instant) -> Conn {
+        Conn {
+            socket,
+            state: State::Idle { since: now },
+            read: ReadSide::Ready,
+            input: None,
+            output: None,
+            write_since: None,
+            seq: 0,
+            scheduled: None,
+        }
+    }
+
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.socket
+    }
+
+    /// Idle between requests with nothing buffered: safe to close without losing a byte
+    /// of any request we have seen.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle { .. }) && self.input.is_none() && self.output.is_none()
+    }
+
+    /// The socket is readable or writable: do all the work that allows.
+    pub fn ready(&mut self, cx: &mut Cx<'_>, readable: bool) -> Result<(), CloseReason> {
+        if readable && self.read == ReadSide::Drained {
+            self.read = ReadSide::Ready;
+        }
+        self.drive(cx)
+    }
+
+    /// A timer may have expired.
+    pub fn timer(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+        let now = cx.now;
+        let t = cx.limits.timeouts;
+        if self.write_since.is_some_and(|since| now >= since + t.write) {
+            return Err(CloseReason::WriteTimeout);
+        }
+        match &mut self.state {
+            // Rule: an idle connection past its keep-alive timeout is closed silently.
+            State::Idle { since } if now >= *since + t.keepalive => Err(CloseReason::IdleTimeout),
+            // Rule: a head or body that does not arrive in time is answered 408.
+            State::Head { since } if now >= *since + t.header => {
+                self.reject(cx, RequestError::Timeout);
+                self.drive(cx)
+            }
+            State::Body(b) if now >= b.since + t.body => {
+                self.reject(cx, RequestError::Timeout);
+                self.drive(cx)
+            }
+            // Rule: an `After` answer goes out when its timer fires.
+            State::Waiting(w) if matches!(**w, Waiting::Timer { at, .. } if now >= at) => {
+                let State::Waiting(w) = std::mem::replace(
+                    &mut self.state,
+                    State::Closing {
+                        reason: CloseReason::Done,
+                    },
+                ) else {
+                    unreachable!("matched Waiting above")
+                };
+                if let Waiting::Timer {
+                    response, exchange, ..
+                } = *w
+                {
+                    self.respond(cx, exchange, &response);
+                }
+                self.drive(cx)
+            }
+            // Rule: a stream sends its next chunk (or its end) when its timer fires.
+            State::Streaming(s) if now >= s.next_at => {
+                self.next_chunk(cx);
+                self.drive(cx)
+            }
+            // Rule: a lingering close ends at its bound.
+            State::Lingering { until, reason } if now >= *until => Err(*reason),
+            _ => Ok(()),
+        }
+    }
+
+    /// A reply arrived through a [`ReplyHandle`](crate::handler::ReplyHandle).
+    pub fn reply(
+        &mut self,
+        cx: &mut Cx<'_>,
+        seq: u32,
+        response: Response,
+    ) -> Result<(), CloseReason> {
+        match &self.state {
+            // Rule: only the request this connection is waiting on gets the reply; a reply
+            // for an earlier request (one answered 500 after a panic) is dropped.
+            State::Waiting(w) if matches!(**w, Waiting::Reply { seq: s, .. } if s == seq) => {
+                if let Waiting::Reply { exchange, .. } = **w {
+                    self.respond(cx, exchange, &response);
+                }
+                self.drive(cx)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The server began its graceful shutdown. Read what the client has already sent:
+    /// a request already on the wire is served (with `Connection: close`), not dropped.
+    /// Only a connection with truly nothing in progress is closed at once.
+    pub fn drain(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+        if self.read == ReadSide::Drained {
+            self.read = ReadSide::Ready;
+        }
+        self.drive(cx)?;
+        if self.is_idle() {
+            return Err(CloseReason::IdleOnShutdown);
+        }
+        Ok(())
+    }
+
+    /// The shutdown deadline passed. A request whose response has not started gets a
+    /// real 503 with `Retry-After`; anything already being sent is cut. Always closes.
+    pub fn force_close(&mut self, cx: &mut Cx<'_>) -> CloseReason {
+        let reason = match &self.state {
+            State::Idle { .. } => CloseReason::IdleOnShutdown,
+            State::Head { .. } | State::Body(_) | State::Waiting(_) => {
+                let response =
+                    Response::error(Status::SERVICE_UNAVAILABLE, "server is shutting down")
+                        .with_header("Retry-After", "1");
+                let delivery = Delivery {
+                    version: Version::Http11,
+                    close: true,
+                    head_only: false,
+                };
+                let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+                response::encode(&response, delivery, cx.date, out.vec());
+                CloseReason::AnsweredUnavailable
+            }
+            State::Streaming(_) => CloseReason::CutAtDeadline,
+            State::Closing { reason } if self.output.is_none() => *reason,
+            State::Closing { .. } => CloseReason::CutAtDeadline,
+            State::Lingering { reason, .. } => *reason,
+        };
+        // One last write attempt: a 503 fits a socket buffer, and a cut response is cut
+        // wherever this write stops.
+        let _ = self.flush(cx);
+        if reason == CloseReason::AnsweredUnavailable {
+            let _ = self.socket.shutdown(Shutdown::Write);
+            // Discard what the client sent so closing does not answer it with an RST
+            // that could destroy the 503 in flight.
+            self.discard_input(cx);
+        }
+        self.release(cx.bufs);
+        reason
+    }
+
+    /// When the loop must next call [`Conn::timer`].
+    pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let state = self.state.deadline(&limits.timeouts);
+        let write = self.write_since.map(|since| since + limits.timeouts.write);
+        match (state, write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands the buffers back to the pool; the connection is about to be dropped.
+    pub fn release(&mut self, bufs: &mut BufPool) {
+        if let Some(buf) = self.input.take() {
+            bufs.give_input(buf);
+        }
+        if let Some(buf) = self.output.take() {
+            bufs.give_output(buf);
+        }
+    }
+
+    /// Reads, handles and writes until nothing more can happen without a new event.
+    fn drive(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+        loop {
+            let read = self.fill(cx)?;
+            let handled = self.process(cx);
+            let wrote = self.flush(cx)?;
+            self.settle(cx)?;
+            if !(read || handled || wrote) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads into the input buffer until `WouldBlock`, EOF, or the buffer's limit.
+    /// Returns whether any byte was read.
+    fn fill(&mut self, cx: &mut Cx<'_>) -> Result<bool, CloseReason> {
+        if !self.state.reads_input() || self.read != ReadSide::Ready {
+            return Ok(false);
+        }
+        let limit = match &mut self.state {
+            State::Body(b) => {
+                // Close the gap of spent chunk framing first, so it does not count
+                // against the limit (see `BodyState`).
+                let body_end = b.head.len + b.decoded;
+                if let Some(input) = self.input.as_mut() {
+                    input.cut(body_end, b.raw);
+                }
+                b.raw = body_end;
+                b.head.len + cx.limits.max_body + cx.limits.max_head
+            }
+            _ => cx.limits.max_head,
+        };
+        let input = self.input.get_or_insert_with(|| cx.bufs.take_input());
+        let mut any = false;
+        loop {
+            let spare = input.spare(limit);
+            if spare.is_empty() {
+                break; // full: the parser will decide (431/413) or make room
+            }
+            match self.socket.read(spare) {
+                Ok(0) => {
+                    self.read = ReadSide::Eof;
+                    break;
+                }
+                Ok(n) => {
+                    input.filled(n);
+                    any = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read = ReadSide::Drained;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("conn {}: read failed: {e}", cx.token.0);
+                    return Err(CloseReason::PeerReset);
+                }
+            }
+        }
+        Ok(any)
+    }
+
+    /// Turns buffered input into requests and answers, in order, until input runs out,
+    /// an answer is pending, or output backs up. Returns whether any state changed.
+    fn process(&mut self, cx: &mut Cx<'_>) -> bool {
+        let mut changed = false;
+        loop {
+            if self
+                .output
+                .as_ref()
+                .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER)
+            {
+                return changed; // back-pressure: let the client read first
+            }
+            let Some(input) = self.input.as_ref().filter(|i| !i.is_empty()) else {
+                return changed;
+            };
+            match &mut self.state {
+                State::Idle { .. } | State::Head { .. } => {
+                    match request::parse_head(input.bytes(), cx.limits.max_head) {
+                        // Rule: a partial head starts the header timer at its first byte.
+                        Ok(None) => {
+                            if matches!(self.state, State::Idle { .. }) {
+                                self.state.set(State::Head { since: cx.now }, cx.token);
+                                changed = true;
+                            }
+                            return changed;
+                        }
+                        Ok(Some(head)) => self.begin(cx, head),
+                        // Rule: a head that breaks a rule is answered and the connection closes.
+                        Err(e) => self.reject(cx, e),
+                    }
+                }
+                State::Body(_) => {
+                    if !self.decode_body(cx) {
+                        return changed;
+                    }
+                }
+                _ => return changed,
+            }
+            changed = true;
+        }
+    }
+
+    /// A head is complete: dispatch it, or start reading its body.
+    fn begin(&mut self, cx: &mut Cx<'_>, head: Head) {
+        if head.framing == Framing::None {
+            let len = head.len;
+            return self.dispatch(cx, head, len..len);
+        }
+        let decoder = match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
+            Ok(decoder) => decoder,
+            // Rule: a declared length over the limit is refused before reading it.
+            Err(e) => return self.reject(cx, e.into()),
+        };
+        let body_arrived = self.input.as_ref().is_some_and(|i| i.len() > head.len);
+        if head.expect_continue && head.version == Version::Http11 && !body_arrived {
+            // RFC 9110 §10.1.1: the client waits for this before sending the body.
+            let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+            out.vec().extend_from_slice(response::CONTINUE);
+        }
+        let raw = head.len;
+        let body = BodyState {
+            head,
+            decoder,
+            decoded: 0,
+            raw,
+            since: cx.now,
+        };
+        self.state.set(State::Body(Box::new(body)), cx.token);
+    }
+
+    /// Decodes as much body as is buffered. Returns whether progress was made; a
+    /// completed body is dispatched.
+    fn decode_body(&mut self, cx: &mut Cx<'_>) -> bool {
+        let (State::Body(b), Some(input)) = (&mut self.state, self.input.as_mut()) else {
+            return false;
+        };
+        let mut progressed = false;
+        loop {
+            let step = match b.decoder.decode(&input.bytes()[b.raw..]) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.reject(cx, e.into());
+                    return true;
+                }
+            };
+            if step.consumed == 0 && !step.done {
+                break;
+            }
+            progressed = true;
+            // Move this run of data down to the end of the decoded body (a no-op for
+            // Content-Length bodies, where data follows data).
+            let body_end = b.head.len + b.decoded;
+            let data = b.raw + step.data.start..b.raw + step.data.end;
+            input.bytes_mut().copy_within(data.clone(), body_end);
+            b.decoded += data.len();
+            b.raw += step.consumed;
+            if step.done {
+                // Drop the spent framing so the request is `[head][body]` and the
+                // next pipelined request follows it directly.
+                let body_end = b.head.len + b.decoded;
+                input.cut(body_end, b.raw);
+                let (head, range) = (b.head.clone(), b.head.len..body_end);
+                self.dispatch(cx, head, range);
+                return true;
+            }
+        }
+        if progressed {
+            b.since = cx.now;
+        }
+        progressed
+    }
+
+    /// Calls the handler for a complete request and acts on its answer.
+    fn dispatch(&mut self, cx: &mut Cx<'_>, head: Head, body: std::ops::Range<usize>) {
+        self.seq = self.seq.wrapping_add(1);
+        let id = ReplyId {
+            token: cx.token,
+            seq: self.seq,
+        };
+        let exchange = Exchange::of(&head);
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        let answer = {
+            let bytes = input.bytes();
+            let request = Request::new(&head, bytes, &bytes[body.clone()]);
+            let mut ctx = Ctx::new(cx.draining, id, cx.inbox);
+            // A panicking handler costs its request a 500, never the loop.
+            catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(
+                |_| {
+                    log::error!(
+                        "handler panicked on {} {}",
+                        head.method.as_str(),
+                        request.path
+                    );
+                    Answer::Now(Response::error(
+                        Status::INTERNAL_SERVER_ERROR,
+                        "internal error",
+                    ))
+                },
+            )
+        };
+        // The handler has taken what it needs: the request's bytes can go.
+        input.consume(body.end);
+
+        match answer {
+            Answer::Now(response) => self.respond(cx, exchange, &response),
+            Answer::After(delay, response) => {
+                let waiting = Waiting::Timer {
+                    at: cx.now + delay,
+                    response,
+                    exchange,
+                };
+                self.state.set(State::Waiting(Box::new(waiting)), cx.token);
+            }
+            Answer::Later(pending) => {
+                let waiting = Waiting::Reply {
+                    seq: pending.0.seq,
+                    exchange,
+                };
+                self.state.set(State::Waiting(Box::new(waiting)), cx.token);
+            }
+            Answer::Stream(stream) => {
+                let delivery = Self::delivery(cx, exchange, Length::Streamed);
+                let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+                response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out.vec());
+                if exchange.head_only {
+                    return self.finish_response(cx, delivery.close);
+                }
+                let streaming = Streaming {
+                    exchange,
+                    chunks: stream.chunks.peekable(),
+                    interval: stream.interval,
+                    next_at: cx.now + stream.interval,
+                };
+                self.state
+                    .set(State::Streaming(Box::new(streaming)), cx.token);
+            }
+        }
+    }
+
+    /// How this response is to be framed: whether the connection persists after it
+    /// (RFC 9112 §9.3), decided here and nowhere else.
+    fn delivery(cx: &Cx<'_>, exchange: Exchange, length: Length) -> Delivery {
+        let close = exchange.persistence == Persistence::Close
+            || cx.draining
+            // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
+            || (length == Length::Streamed && exchange.version == Version::Http10);
+        Delivery {
+            version: exchange.version,
+            close,
+            head_only: exchange.head_only,
+        }
+    }
+
+    /// Encodes a complete response and moves on to the next request or to closing.
+    fn respond(&mut self, cx: &mut Cx<'_>, exchange: Exchange, response: &Response) {
+        let delivery = Self::delivery(cx, exchange, Length::Known(0));
+        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+        response::encode(response, delivery, cx.date, out.vec());
+        self.finish_response(cx, delivery.close);
+    }
+
+    /// The response is fully encoded: the connection persists or closes.
+    fn finish_response(&mut self, cx: &mut Cx<'_>, close: bool) {
+        let next = if close {
+            State::Closing {
+                reason: CloseReason::Done,
+            }
+        } else {
+            State::Idle { since: cx.now }
+        };
+        self.state.set(next, cx.token);
+    }
+
+    /// Sends the next chunk of a stream, and the end of the body with the last one.
+    fn next_chunk(&mut self, cx: &mut Cx<'_>) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+        let chunked = s.exchange.version == Version::Http11;
+        if let Some(data) = s.chunks.next() {
+            if chunked {
+                response::encode_chunk(&data, out.vec());
+            } else {
+                out.vec().extend_from_slice(&data);
+            }
+        }
+        if s.chunks.peek().is_some() {
+            s.next_at = cx.now + s.interval;
+            return;
+        }
+        if chunked {
+            out.vec().extend_from_slice(response::LAST_CHUNK);
+        }
+        let close = Self::delivery(cx, s.exchange, Length::Streamed).close;
+        self.finish_response(cx, close);
+    }
+
+    /// Answers a request that broke a rule, then closes: after a framing error the start
+    /// of the next request cannot be trusted (see `http::error`).
+    fn reject(&mut self, cx: &mut Cx<'_>, error: RequestError) {
+        let (status, reason) = error.status();
+        log::debug!("conn {}: rejected with {}: {reason}", cx.token.0, status.0);
+        let delivery = Delivery {
+            version: Version::Http11,
+            close: true,
+            head_only: false,
+        };
+        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+        response::encode(
+            &Response::error(status, reason),
+            delivery,
+            cx.date,
+            out.vec(),
+        );
+        if let Some(input) = self.input.as_mut() {
+            input.consume(input.len());
+        }
+        let reason = match error {
+            RequestError::Timeout => CloseReason::RequestTimeout,
+            _ => CloseReason::Done,
+        };
+        self.state.set(State::Closing { reason }, cx.token);
+    }
+
+    /// Writes pending output until `WouldBlock`. Returns whether any byte was written.
+    fn flush(&mut self, cx: &mut Cx<'_>) -> Result<bool, CloseReason> {
+        let Some(out) = self.output.as_mut() else {
+            return Ok(false);
+        };
+        let mut wrote = false;
+        while !out.is_empty() {
+            match self.socket.write(out.pending()) {
+                Ok(0) => return Err(CloseReason::PeerReset),
+                Ok(n) => {
+                    out.advance(n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("conn {}: write failed: {e}", cx.token.0);
+                    return Err(CloseReason::PeerReset);
+                }
+            }
+        }
+        if out.is_empty() {
+            if let Some(out) = self.output.take() {
+                cx.bufs.give_output(out);
+            }
+            self.write_since = None;
+        } else if wrote || self.write_since.is_none() {
+            self.write_since = Some(cx.now);
+        }
+        Ok(wrote)
+    }
+
+    /// After reading, handling and writing: the transitions that depend on what the
+    /// socket said (EOF) and on output having drained.
+    fn settle(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+        let input_empty = self.input.as_ref().is_none_or(InBuf::is_empty);
+        if input_empty && let Some(buf) = self.input.take() {
+            cx.bufs.give_input(buf);
+        }
+        match &self.state {
+            // Rule: EOF between requests is an ordinary close.
+            State::Idle { .. }
+                if self.read == ReadSide::Eof && input_empty && self.output.is_none() =>
+            {
+                Err(CloseReason::PeerClosed)
+            }
+            // Rule: EOF inside a head or body: that request can never complete.
+            State::Head { .. } | State::Body(_) if self.read == ReadSide::Eof => {
+                Err(CloseReason::PeerClosedMidRequest)
+            }
+            // Rule: once the last response is out, shut our write side and linger —
+            // unless the client already closed its side, then there is nothing to wait for.
+            State::Closing { reason } if self.output.is_none() => {
+                let reason = *reason;
+                if self.read == ReadSide::Eof {
+                    return Err(reason);
+                }
+                let _ = self.socket.shutdown(Shutdown::Write);
+                self.state.set(
+                    State::Lingering {
+                        until: cx.now + LINGER,
+                        reason,
+                    },
+                    cx.token,
+                );
+                self.linger(cx)
+            }
+            State::Lingering { .. } => self.linger(cx),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads and discards until EOF (then the close is clean) or `WouldBlock`.
+    fn linger(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+        let State::Lingering { reason, .. } = self.state else {
+            return Ok(());
+        };
+        if self.discard_input(cx) {
+            return Err(reason);
+        }
+        Ok(())
+    }
+
+    /// Reads and throws away whatever the socket holds. Returns true at EOF or on error.
+    fn discard_input(&mut self, cx: &mut Cx<'_>) -> bool {
+        let mut scratch = self.input.take().unwrap_or_else(|| cx.bufs.take_input());
+        let finished = loop {
+            scratch.consume(scratch.len());
+            let spare = scratch.spare(usize::MAX);
+            match self.socket.read(spare) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        scratch.consume(scratch.len());
+        cx.bufs.give_input(scratch);
+        finished
+    }
+}

@@ -1,0 +1,164 @@
+//! The connection state machine: where one connection is in its life, as an enum whose
+//! variants carry what that state needs and nothing more.
+//!
+//! ```text
+//!            bytes arrive                head parsed, body expected
+//!   Idle ─────────────────▶ Head ──────────────────────────────────▶ Body
+//!    ▲  ╲                    │  head parsed, no body                  │ body complete
+//!    │   ╲ timeout/EOF/      ▼                                        ▼
+//!    │    ╲ shutdown   ┌──────────────── dispatch to the handler ◀────┘
+//!    │     ╲           │ Now: respond     After/Later: Waiting    Stream: Streaming
+//!    │      ▼          ▼                        │ reply/timer           │ last chunk
+//!    │   (closed)   respond ◀───────────────────┴───────────────────────┘
+//!    │                 │ keep-alive                     │ Connection: close
+//!    └─────────────────┘                                ▼
+//!                                  Closing ──output flushed──▶ Lingering ──EOF/bound──▶ (closed)
+//! ```
+//!
+//! One line per state:
+//! - `Idle` — between requests; owns no buffers; timer: keep-alive idle.
+//! - `Head` — part of a request head has arrived; timer: header read, from its first byte.
+//! - `Body` — head parsed, body arriving; timer: body read, reset on progress.
+//! - `Waiting` — the handler answers later (loop timer or reply handle); no read timer.
+//! - `Streaming` — response head sent, chunks go out on a timer.
+//! - `Closing` — the last response is queued; once written, the write side is shut.
+//! - `Lingering` — write side shut; input is read and discarded until EOF or a short bound,
+//!   so unread client bytes do not turn into an RST that destroys our response (RFC 9112 §9.6).
+//!
+//! Output pending in any state adds one more timer: write progress.
+//!
+//! Invariants: this file never touches a socket; every change of state goes through
+//! [`State::set`], which logs `old=>new` at trace level.
+
+use std::time::{Duration, Instant};
+
+use crate::http::body::BodyDecoder;
+use crate::http::request::{Head, Persistence, Version};
+use crate::http::response::Response;
+
+use super::close::CloseReason;
+
+pub enum State {
+    Idle { since: Instant },
+    Head { since: Instant },
+    Body(Box<BodyState>),
+    Waiting(Box<Waiting>),
+    Streaming(Box<Streaming>),
+    Closing { reason: CloseReason },
+    Lingering { until: Instant, reason: CloseReason },
+}
+
+/// A request whose body is being read. The input buffer holds, from its front:
+/// `[head: head.len][decoded body: decoded][spent framing: raw - head.len - decoded][unread]`.
+/// Decoding moves chunk data down over the framing in place, so a chunked body is never
+/// copied into a second buffer and a Content-Length body is never copied at all.
+pub struct BodyState {
+    pub head: Head,
+    pub decoder: BodyDecoder,
+    /// Decoded body bytes, stored right after the head.
+    pub decoded: usize,
+    /// Where undecoded input starts (an offset in the input buffer).
+    pub raw: usize,
+    /// Last time the body made progress (the body timer runs from here).
+    pub since: Instant,
+}
+
+/// What the connection remembers of a request once its handler has been called: enough
+/// to frame the response, nothing that borrows the input buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    pub version: Version,
+    pub head_only: bool,
+    pub persistence: Persistence,
+}
+
+impl Exchange {
+    pub fn of(head: &Head) -> Exchange {
+        Exchange {
+            version: head.version,
+            head_only: head.method == crate::http::request::Method::Head,
+            persistence: head.persistence,
+        }
+    }
+}
+
+pub enum Waiting {
+    /// `Answer::After`: the response is ready and goes out at `at`.
+    Timer {
+        at: Instant,
+        response: Response,
+        exchange: Exchange,
+    },
+    /// `Answer::Later`: a reply handle for request number `seq` is out.
+    Reply { seq: u32, exchange: Exchange },
+}
+
+pub struct Streaming {
+    pub exchange: Exchange,
+    /// The handler's chunks, peeked so the last one goes out with the end of the body
+    /// instead of an interval later.
+    pub chunks: std::iter::Peekable<Box<dyn Iterator<Item = Vec<u8>>>>,
+    pub interval: Duration,
+    pub next_at: Instant,
+}
+
+/// The timeouts a connection obeys, named after what they bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub keepalive: Duration,
+    pub header: Duration,
+    pub body: Duration,
+    pub write: Duration,
+}
+
+/// How long a lingering close may last. Go's net/http waits 500 ms for the same reason
+/// (`rstAvoidanceDelay`); long enough for a client to read a response and close, short
+/// enough not to hold a shutdown up.
+pub const LINGER: Duration = Duration::from_millis(500);
+
+impl State {
+    /// A short name for logs and the transition trace.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Idle { .. } => "Idle",
+            State::Head { .. } => "Head",
+            State::Body(_) => "Body",
+            State::Waiting(_) => "Waiting",
+            State::Streaming(_) => "Streaming",
+            State::Closing { .. } => "Closing",
+            State::Lingering { .. } => "Lingering",
+        }
+    }
+
+    /// The one funnel for state changes.
+    pub fn set(&mut self, new: State, token: mio::Token) {
+        log::trace!("conn {}: {}=>{}", token.0, self.name(), new.name());
+        *self = new;
+    }
+
+    /// When this state next needs the loop's attention, if ever (write timer aside).
+    pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
+        match self {
+            State::Idle { since } => Some(*since + t.keepalive),
+            State::Head { since } => Some(*since + t.header),
+            State::Body(b) => Some(b.since + t.body),
+            State::Waiting(w) => match **w {
+                Waiting::Timer { at, .. } => Some(at),
+                Waiting::Reply { .. } => None,
+            },
+            State::Streaming(s) => Some(s.next_at),
+            State::Closing { .. } => None,
+            State::Lingering { until, .. } => Some(*until),
+        }
+    }
+
+    /// Whether this state wants bytes from the socket. `Waiting` and `Streaming` do not:
+    /// pipelined requests wait in the kernel until their turn (responses go out in order),
+    /// and `Closing` reads nothing more once its answer is decided.
+    pub fn reads_input(&self) -> bool {
+        matches!(
+            self,
+            State::Idle { .. } | State::Head { .. } | State::Body(_)
+        )
+    }
+}

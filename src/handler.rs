@@ -1,0 +1,152 @@
+//! The contract between the engine and a handler: what a handler is given, and the four
+//! ways it can answer.
+//!
+//! What it is: [`Answer`] (now, after a loop timer, later from another thread, or as a
+//! stream of chunks), the [`Ctx`] a handler is called with, and the one-shot
+//! [`ReplyHandle`] that carries a response back to the event loop from any thread.
+//!
+//! What it is not: it never blocks. A handler runs on the event-loop thread, so anything
+//! slow — a timer, a database query — must be expressed as `After`, `Later` or `Stream`,
+//! and the loop goes on serving other connections meanwhile.
+//!
+//! Invariants:
+//! - a `ReplyHandle` answers exactly once: `send` consumes it, and dropping it unsent
+//!   (a worker that panicked, a bug) answers 500 instead of leaving the client hanging;
+//! - a reply for a connection that has since closed, or for an earlier request on it,
+//!   is recognised by its [`ReplyId`] and dropped by the loop.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mio::{Token, Waker};
+
+use crate::http::request::Request;
+use crate::http::response::{Response, Status};
+
+/// A handler: a plain function from a request to an answer, testable without sockets.
+pub type Handler = fn(&Request<'_>, &mut Ctx<'_>) -> Answer;
+
+/// How a handler answers.
+pub enum Answer {
+    /// The response is ready.
+    Now(Response),
+    /// Send this response once `Duration` has passed — a loop timer, no sleeping thread.
+    After(Duration, Response),
+    /// The response will come through the [`ReplyHandle`] that [`Ctx::defer`] handed out.
+    Later(Pending),
+    /// A chunked response whose chunks the loop sends over time.
+    Stream(Stream),
+}
+
+/// A response whose body is produced over time: the head goes out at once, then one
+/// chunk every `interval`, then the end of the body when `chunks` runs out.
+pub struct Stream {
+    /// Status, content type and extra fields; its body is ignored.
+    pub head: Response,
+    pub interval: Duration,
+    pub chunks: Box<dyn Iterator<Item = Vec<u8>>>,
+}
+
+/// What a handler may know and do besides reading its request.
+pub struct Ctx<'a> {
+    shutting_down: bool,
+    id: ReplyId,
+    inbox: &'a Arc<Inbox>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(shutting_down: bool, id: ReplyId, inbox: &'a Arc<Inbox>) -> Ctx<'a> {
+        Ctx {
+            shutting_down,
+            id,
+            inbox,
+        }
+    }
+
+    /// True once the server has begun its graceful shutdown (readiness says 503).
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Promises an answer later: send the handle to whoever will produce the response
+    /// (a worker thread, a timer), and return `Answer::Later(pending)`.
+    pub fn defer(&mut self) -> (ReplyHandle, Pending) {
+        let handle = ReplyHandle {
+            id: self.id,
+            inbox: Some(Arc::clone(self.inbox)),
+        };
+        (handle, Pending(self.id))
+    }
+}
+
+/// Proof that a [`ReplyHandle`] exists for this request; only [`Ctx::defer`] makes one,
+/// so `Answer::Later` cannot be returned with nobody to answer.
+pub struct Pending(pub(crate) ReplyId);
+
+/// Which request a reply is for: the connection's token and the request's number on it.
+/// Tokens are never reused for another socket while replies may still name them (see
+/// `server`), and the number tells an old request from the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyId {
+    pub token: Token,
+    pub seq: u32,
+}
+
+/// Where replies wait for the loop: a queue behind a mutex, and the waker that makes
+/// the loop's `poll` return to read it.
+pub struct Inbox {
+    queue: Mutex<Vec<(ReplyId, Response)>>,
+    waker: Waker,
+}
+
+impl Inbox {
+    pub fn new(waker: Waker) -> Inbox {
+        Inbox {
+            queue: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    /// Moves every waiting reply into `into` (the loop's reusable vector). The lock is
+    /// held only for a swap, never while a reply is handled.
+    pub fn drain_into(&self, into: &mut Vec<(ReplyId, Response)>) {
+        // A poisoned lock means a sender panicked mid-push; the queue is still a valid Vec.
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *queue, into);
+    }
+
+    fn push(&self, id: ReplyId, response: Response) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, response));
+        // Failing to wake means the loop is gone; nobody is left to answer.
+        let _ = self.waker.wake();
+    }
+}
+
+/// The one-shot handle a deferred handler answers through. `Send`: it may cross threads.
+pub struct ReplyHandle {
+    id: ReplyId,
+    inbox: Option<Arc<Inbox>>,
+}
+
+impl ReplyHandle {
+    /// Delivers the response and wakes the event loop.
+    pub fn send(mut self, response: Response) {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.push(self.id, response);
+        }
+    }
+}
+
+impl Drop for ReplyHandle {
+    /// A handle dropped unsent still answers, with a 500, so no client waits forever on a
+    /// worker that died.
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            let response = Response::error(Status::INTERNAL_SERVER_ERROR, "internal error");
+            inbox.push(self.id, response);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The `Date` header value (RFC 9110 §6.6.1), formatted once a second.
+//!
+//! What it is: a pure formatter from Unix seconds to IMF-fixdate
+//! (`Sun, 06 Nov 1994 08:49:37 GMT`) and a [`DateCache`] that re-formats only when the
+//! second changes. A server answering a million requests a second formats the date once a
+//! second, not a million times.
+//!
+//! Invariant: never reads the clock. The event loop reads it once per turn and passes the
+//! time in, so tests can pin it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub const DATE_LEN: usize = 29;
+
+/// The last formatted date and the second it is for.
+#[derive(Debug, Clone)]
+pub struct DateCache {
+    second: u64,
+    text: [u8; DATE_LEN],
+}
+
+impl DateCache {
+    pub fn new(now: SystemTime) -> DateCache {
+        let second = unix_seconds(now);
+        DateCache {
+            second,
+            text: format_imf_fixdate(second),
+        }
+    }
+
+    /// Brings the cached value up to `now`; formats only when the second changed.
+    pub fn update(&mut self, now: SystemTime) {
+        let second = unix_seconds(now);
+        if second != self.second {
+            self.second = second;
+            self.text = format_imf_fixdate(second);
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+fn unix_seconds(now: SystemTime) -> u64 {
+    // A clock set before 1970 is a broken clock; 1970 is the least wrong answer.
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Formats Unix seconds as IMF-fixdate, always in GMT.
+pub fn format_imf_fixdate(unix: u64) -> [u8; DATE_LEN] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[0..3].copy_from_slice(DAYS[(days % 7) as usize]); // 1970-01-01 was a Thursday
+    two_digits(&mut out[5..7], day);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    two_digits(&mut out[12..14], year / 100 % 100);
+    two_digits(&mut out[14..16], year % 100);
+    two_digits(&mut out[17..19], hh);
+    two_digits(&mut out[20..22], mm);
+    two_digits(&mut out[23..25], ss);
+    out
+}
+
+fn two_digits(out: &mut [u8], n: u64) {
+    out[0] = b'0' + (n / 10 % 10) as u8;
+    out[1] = b'0' + (n % 10) as u8;
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) in the proleptic Gregorian
+/// calendar. This is Howard Hinnant's `civil_from_days`: it shifts the year to start in
+/// March so the leap day falls at the end, then works in 400-year eras of 146097 days.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year, March-based
+    let mp = (5 * doy + 2) / 153; // month, March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn format_imf_fixdate_matches_known_dates() {
+        let cases: &[(u64, &str)] = &[
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"), // RFC 9110's example
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_709_164_799, "Wed, 28 Feb 2024 23:59:59 GMT"),
+            (1_709_251_199, "Thu, 29 Feb 2024 23:59:59 GMT"),
+            (4_102_444_800, "Fri, 01 Jan 2100 00:00:00 GMT"),
+        ];
+        for (unix, want) in cases {
+            let got = format_imf_fixdate(*unix);
+            assert_eq!(std::str::from_utf8(&got).unwrap(), *want, "{unix}");
+        }
+    }
+
+    #[test]
+    fn date_cache_changes_only_with_the_second() {
+        let t0 = UNIX_EPOCH + Duration::from_millis(784_111_777_100);
+        let mut cache = DateCache::new(t0);
+        cache.update(t0 + Duration::from_millis(800));
+        assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        cache.update(t0 + Duration::from_millis(900));
+        assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:38 GMT");
+    }
+}

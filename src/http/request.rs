@@ -1,0 +1,713 @@
+//! The request head: request line and header fields, parsed by `httparse` and then judged
+//! against the rules of RFC 9110/9112 that `httparse` leaves to us.
+//!
+//! What it is: a pure function, [`parse_head`], from bytes to one of three outcomes —
+//! a complete [`Head`], "not enough bytes yet" (`Ok(None)`), or a [`RequestError`] — and
+//! the borrowed [`Request`] view that handlers read.
+//!
+//! What it is not: it never touches a socket or the clock, and it never allocates. A `Head`
+//! stores *offsets* into the bytes it was parsed from, so it can be kept while a body
+//! arrives without copying the path or the headers anywhere.
+//!
+//! Invariants:
+//! - every partial outcome is bounded: a head longer than `max_head` bytes is 431 (or 414
+//!   when the request line alone is too long), so a peer cannot make us buffer forever;
+//! - the message framing decided here (RFC 9112 §6.3) is the only one the connection uses:
+//!   anything ambiguous is rejected, never guessed (request smuggling defence).
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use super::body::Framing;
+use super::error::RequestError;
+
+/// At most this many header fields in one request; more is 431 (nginx and Go cap similarly).
+pub const MAX_HEADERS: usize = 64;
+
+/// The request line alone may not exceed this many bytes (414 URI Too Long past it).
+/// 8 KiB is what nginx's `large_client_header_buffers` allows for one line.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+
+/// The request methods we recognise (RFC 9110 §9). Anything else is 501 (§9.1: "An origin
+/// server that receives a request method that is unrecognized or not implemented SHOULD
+/// respond with the 501 (Not Implemented) status code").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Trace,
+    Connect,
+}
+
+impl Method {
+    /// Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
+    fn from_token(token: &str) -> Option<Method> {
+        Some(match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            "TRACE" => Method::Trace,
+            "CONNECT" => Method::Connect,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Trace => "TRACE",
+            Method::Connect => "CONNECT",
+        }
+    }
+}
+
+/// The protocol version of a request. HTTP/2 and later never arrive here in this form,
+/// and `httparse` rejects versions other than 1.0 and 1.1 (answered 505).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// Whether the connection may carry another request after this one (RFC 9112 §9.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    KeepAlive,
+    Close,
+}
+
+/// A parsed request head. Ranges index the bytes the head was parsed from; the head itself
+/// is `len` bytes long, so the body (if any) starts at `len`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub method: Method,
+    pub version: Version,
+    /// The path of the target, without the query (origin-form, or taken out of absolute-form).
+    pub path: Range<usize>,
+    /// The query after `?`, without the `?`.
+    pub query: Option<Range<usize>>,
+    pub framing: Framing,
+    pub persistence: Persistence,
+    /// The client sent `Expect: 100-continue` (RFC 9110 §10.1.1) and will wait for a
+    /// `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+    /// Bytes of the head, final empty line included.
+    pub len: usize,
+}
+
+/// Parses a request head from the front of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete and still within `max_head` bytes.
+pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Complete(_)) => return Err(RequestError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() < max_head && !request_line_too_long(buf) {
+                Ok(None)
+            } else if request_line_too_long(buf) {
+                Err(RequestError::UriTooLong)
+            } else {
+                Err(RequestError::HeadTooLarge)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(RequestError::VersionNotSupported),
+        Err(_) => return Err(RequestError::Malformed),
+    };
+    if request_line_too_long(buf) {
+        return Err(RequestError::UriTooLong);
+    }
+
+    // httparse returns Complete only with all three request-line parts present.
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::Malformed);
+    };
+    let method = Method::from_token(method).ok_or(RequestError::MethodNotImplemented)?;
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let (path, query) = split_target(buf, target, method)?;
+
+    let fields = judge_fields(req.headers, version)?;
+    Ok(Some(Head {
+        method,
+        version,
+        path,
+        query,
+        framing: fields.framing,
+        persistence: fields.persistence(version),
+        expect_continue: fields.expect_continue,
+        len,
+    }))
+}
+
+/// True when no line end appears within the first `MAX_REQUEST_LINE` bytes.
+fn request_line_too_long(buf: &[u8]) -> bool {
+    let window = &buf[..buf.len().min(MAX_REQUEST_LINE + 1)];
+    window.len() > MAX_REQUEST_LINE && !window.contains(&b'\n')
+}
+
+/// Where `sub` (a slice of `buf`) sits inside `buf`. httparse hands out subslices of the
+/// input, so this is pointer arithmetic, not a search.
+fn offset_of(buf: &[u8], sub: &str) -> usize {
+    sub.as_ptr() as usize - buf.as_ptr() as usize
+}
+
+/// Splits the request target into path and query (RFC 9112 §3.2).
+///
+/// - origin-form `/path?query`: the usual case;
+/// - absolute-form `http://host/path?query`: a server MUST accept it (§3.2.2), we route by
+///   its path;
+/// - asterisk-form `*`: only for `OPTIONS` (§3.2.4); it routes as the path `*`;
+/// - authority-form (`CONNECT host:port`) and anything else is a 400: we are not a proxy.
+fn split_target(
+    buf: &[u8],
+    target: &str,
+    method: Method,
+) -> Result<(Range<usize>, Option<Range<usize>>), RequestError> {
+    let start = offset_of(buf, target);
+    let rel = if target.starts_with('/') || (target == "*" && method == Method::Options) {
+        0
+    } else if let Some(rest) = strip_scheme(target) {
+        match rest.find('/') {
+            Some(slash) => target.len() - rest.len() + slash,
+            // `http://host` with no path means `/` (RFC 9112 §3.2.2), which has no bytes
+            // in the buffer to point at: route it as the empty path, which routes as `/`.
+            None => target.len(),
+        }
+    } else {
+        return Err(RequestError::BadTarget);
+    };
+    let target_rest = &target[rel..];
+    Ok(match target_rest.find('?') {
+        Some(q) => (
+            start + rel..start + rel + q,
+            Some(start + rel + q + 1..start + target.len()),
+        ),
+        None => (start + rel..start + target.len(), None),
+    })
+}
+
+fn strip_scheme(target: &str) -> Option<&str> {
+    let lower_prefix = |p: &str| {
+        target
+            .get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    ["http://", "https://"]
+        .into_iter()
+        .find(|p| lower_prefix(p))
+        .map(|p| &target[p.len()..])
+}
+
+/// What the header fields say about framing and persistence.
+struct Fields {
+    framing: Framing,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Fields {
+    /// RFC 9112 §9.3: `close` wins; otherwise 1.1 persists by default and 1.0 only when
+    /// the client asked for `keep-alive`.
+    fn persistence(&self, version: Version) -> Persistence {
+        match (self.close, version, self.keep_alive) {
+            (true, _, _) => Persistence::Close,
+            (false, Version::Http11, _) => Persistence::KeepAlive,
+            (false, Version::Http10, true) => Persistence::KeepAlive,
+            (false, Version::Http10, false) => Persistence::Close,
+        }
+    }
+}
+
+/// Walks the header fields once, enforcing the rules httparse does not.
+fn judge_fields(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+) -> Result<Fields, RequestError> {
+    let mut fields = Fields {
+        framing: Framing::None,
+        close: false,
+        keep_alive: false,
+        expect_continue: false,
+    };
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut te_chunked_last = false;
+    let mut te_unknown = false;
+    let mut te_chunked_count = 0;
+
+    for h in headers {
+        // httparse already rejects obs-fold, bare CR and most control characters in
+        // requests; a NUL or DEL inside a value it allows (obs-text) is still refused here,
+        // because no well-behaved client sends one and some back ends truncate at NUL.
+        if h.value.iter().any(|&b| b == 0 || b == 0x7f) {
+            return Err(RequestError::Malformed);
+        }
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9110 §8.6: a list of identical values may be taken as that value; differing
+            // values, or anything that is not digits, is an unrecoverable framing error.
+            for item in list_items(h.value) {
+                let n = parse_decimal(item).ok_or(RequestError::BadContentLength)?;
+                match content_length {
+                    Some(prev) if prev != n => return Err(RequestError::BadContentLength),
+                    _ => content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            for coding in list_items(h.value) {
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    te_chunked_count += 1;
+                    te_chunked_last = true;
+                } else {
+                    te_unknown = true;
+                    te_chunked_last = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            // RFC 9110 §7.6.1: Connection is a comma-separated list of case-insensitive
+            // tokens. Parse the list; never substring-search it.
+            for token in list_items(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    fields.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    fields.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            // RFC 9110 §10.1.1: 100-continue is the only expectation defined; any other is
+            // answered 417.
+            for item in list_items(h.value) {
+                if item.eq_ignore_ascii_case(b"100-continue") {
+                    fields.expect_continue = true;
+                } else {
+                    return Err(RequestError::ExpectationFailed);
+                }
+            }
+        }
+    }
+
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field and to any request message
+    // that contains more than one Host header field".
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(RequestError::BadHost);
+    }
+
+    // RFC 9112 §6.3, in its order, for requests.
+    fields.framing = if transfer_encoding {
+        // §6.1: a 1.0 message with Transfer-Encoding is faulty (1.0 has no chunked coding).
+        // §6.3 step 3: TE and CL together "ought to be handled as an error" — the classic
+        // smuggling vector, so we refuse rather than let TE override.
+        if version == Version::Http10 || content_length.is_some() {
+            return Err(RequestError::AmbiguousFraming);
+        }
+        // §6.3 step 4: chunked must be the final coding of a request, or its length cannot
+        // be determined; §7.1: it must not be applied twice.
+        if !te_chunked_last || te_chunked_count > 1 {
+            return Err(RequestError::AmbiguousFraming);
+        }
+        // §6.1: a coding we do not implement (gzip, deflate, ...) is 501.
+        if te_unknown {
+            return Err(RequestError::UnsupportedTransferCoding);
+        }
+        Framing::Chunked
+    } else {
+        match content_length {
+            // §6.3 step 6: a request with neither has no body.
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    if fields.framing == Framing::None {
+        // Nothing to wait for: a 100 Continue would only confuse the client.
+        fields.expect_continue = false;
+    }
+    Ok(fields)
+}
+
+/// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed of optional
+/// whitespace, empty items skipped.
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|item| item.trim_ascii())
+        .filter(|item| !item.is_empty())
+}
+
+/// `1*DIGIT` into a u64; no sign, no spaces, no overflow.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// What a handler sees of a request: borrowed views into the connection's input buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: Method,
+    pub version: Version,
+    /// The path, exactly as sent (no percent-decoding).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+    /// The raw head, for the rare handler that wants a header field.
+    head: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// Builds the view from the bytes a `Head` was parsed from and the decoded body.
+    pub fn new(head: &Head, raw: &'a [u8], body: &'a [u8]) -> Request<'a> {
+        // The ranges came from a successful parse of these same bytes, and httparse only
+        // accepts ASCII in the target, so these slices are in range and valid UTF-8.
+        let text = |r: &Range<usize>| std::str::from_utf8(&raw[r.clone()]).unwrap_or("");
+        Request {
+            method: head.method,
+            version: head.version,
+            path: text(&head.path),
+            query: head.query.as_ref().map(text),
+            body,
+            head: &raw[..head.len],
+        }
+    }
+
+    /// The first value of the named header field (case-insensitive), re-read from the raw
+    /// head. Handlers rarely need one, so the hot path does not pay for keeping them.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(self.head).ok()?;
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// The value of `name` in the query string (`a=1&b=2`), undecoded. The first wins.
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 16 * 1024;
+
+    fn parse(input: &str) -> Result<Option<Head>, RequestError> {
+        parse_head(input.as_bytes(), MAX)
+    }
+
+    fn path_of(input: &str) -> (String, Option<String>) {
+        let head = parse(input).unwrap().unwrap();
+        let s = |r: Range<usize>| input[r].to_string();
+        (s(head.path), head.query.map(s))
+    }
+
+    #[test]
+    fn parse_head_accepts_valid_requests() {
+        let cases: &[(&str, Method, Version, Framing, Persistence, bool)] = &[
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Method::Get,
+                Version::Http11,
+                Framing::None,
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                Method::Head,
+                Version::Http11,
+                Framing::None,
+                Persistence::Close,
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\n\r\n",
+                Method::Get,
+                Version::Http10,
+                Framing::None,
+                Persistence::Close,
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                Method::Get,
+                Version::Http10,
+                Framing::None,
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, CLOSE\r\n\r\n",
+                Method::Get,
+                Version::Http11,
+                Framing::None,
+                Persistence::Close,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
+                Method::Get,
+                Version::Http11,
+                Framing::None,
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                Method::Post,
+                Version::Http11,
+                Framing::Length(5),
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+                Method::Post,
+                Version::Http11,
+                Framing::Length(5),
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+                Method::Post,
+                Version::Http11,
+                Framing::None,
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::Post,
+                Version::Http11,
+                Framing::Chunked,
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+                Method::Put,
+                Version::Http11,
+                Framing::Length(3),
+                Persistence::KeepAlive,
+                true,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+                Method::Get,
+                Version::Http11,
+                Framing::None,
+                Persistence::KeepAlive,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\nHost: a\n\n",
+                Method::Get,
+                Version::Http11,
+                Framing::None,
+                Persistence::KeepAlive,
+                false,
+            ),
+        ];
+        for (input, method, version, framing, persistence, expect) in cases {
+            let head = parse(input)
+                .unwrap_or_else(|e| panic!("{input:?}: {e:?}"))
+                .unwrap();
+            assert_eq!(head.method, *method, "{input:?}");
+            assert_eq!(head.version, *version, "{input:?}");
+            assert_eq!(head.framing, *framing, "{input:?}");
+            assert_eq!(head.persistence, *persistence, "{input:?}");
+            assert_eq!(head.expect_continue, *expect, "{input:?}");
+            assert_eq!(head.len, input.len(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parse_head_rejects_bad_requests() {
+        use RequestError::*;
+        let long_target = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        let many_headers = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS)
+        );
+        let cases: &[(&str, RequestError)] = &[
+            ("GET / HTTP/1.1\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadHost),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
+            ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", VersionNotSupported),
+            ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", MethodNotImplemented),
+            ("GET x HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                AmbiguousFraming,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                AmbiguousFraming,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+                AmbiguousFraming,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                AmbiguousFraming,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                UnsupportedTransferCoding,
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                AmbiguousFraming,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n",
+                ExpectationFailed,
+            ),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\nHo st: a\r\n\r\n", Malformed),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1\r\n: a\r\n\r\n", Malformed),
+            (&long_target, UriTooLong),
+            (&many_headers, HeadTooLarge),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(input).as_ref().err(), Some(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parse_head_is_partial_for_every_prefix_of_a_valid_head() {
+        let input = "POST /users/7?x=1 HTTP/1.1\r\nHost: example\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n";
+        for end in 0..input.len() {
+            assert_eq!(
+                parse(&input[..end]),
+                Ok(None),
+                "prefix {end}: {:?}",
+                &input[..end]
+            );
+        }
+        assert!(parse(input).unwrap().is_some());
+    }
+
+    #[test]
+    fn parse_head_bounds_a_partial_head() {
+        let endless = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "a".repeat(MAX));
+        assert_eq!(parse(&endless), Err(RequestError::HeadTooLarge));
+        let endless_line = format!("GET /{}", "a".repeat(MAX_REQUEST_LINE + 10));
+        assert_eq!(parse(&endless_line), Err(RequestError::UriTooLong));
+        let complete_but_large = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX)
+        );
+        assert_eq!(parse(&complete_but_large), Err(RequestError::HeadTooLarge));
+    }
+
+    #[test]
+    fn parse_head_splits_targets() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                "GET /a/b?x=1&y HTTP/1.1\r\nHost: a\r\n\r\n",
+                "/a/b",
+                Some("x=1&y"),
+            ),
+            ("GET /? HTTP/1.1\r\nHost: a\r\n\r\n", "/", Some("")),
+            (
+                "GET http://h:1/p?q HTTP/1.1\r\nHost: a\r\n\r\n",
+                "/p",
+                Some("q"),
+            ),
+            ("GET HTTP://h HTTP/1.1\r\nHost: a\r\n\r\n", "", None),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "*", None),
+        ];
+        for (input, path, query) in cases {
+            let (p, q) = path_of(input);
+            assert_eq!((p.as_str(), q.as_deref()), (*path, *query), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn request_reads_headers_and_query_params() {
+        let input = b"GET /work?ms=5&x HTTP/1.1\r\nHost: a\r\nX-Thing: yes\r\n\r\n";
+        let head = parse_head(input, MAX).unwrap().unwrap();
+        let req = Request::new(&head, input, b"");
+        assert_eq!(req.path, "/work");
+        assert_eq!(req.query_param("ms"), Some("5"));
+        assert_eq!(req.query_param("x"), Some(""));
+        assert_eq!(req.query_param("y"), None);
+        assert_eq!(req.header("x-thing"), Some(&b"yes"[..]));
+        assert_eq!(req.header("missing"), None);
+    }
+}

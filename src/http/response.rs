@@ -1,0 +1,381 @@
+//! Responses: what a handler returns, and how it becomes bytes on the wire.
+//!
+//! What it is: [`Response`] (status, content type, extra fields, body), and the encoders
+//! that append a response head, a whole response, or one chunk of a streamed body to an
+//! output buffer.
+//!
+//! What it is not: it never writes to a socket. The connection decides *whether* the
+//! connection persists (RFC 9112 §9.3) and passes that in as [`Delivery`]; this module only
+//! spells the decision out in header fields.
+//!
+//! Invariant: encoding never allocates beyond growing the output buffer it is given; the
+//! common response (static body, no extra fields) costs one `extend` per field.
+
+use std::borrow::Cow;
+
+use super::request::Version;
+
+/// A status code. A newtype rather than an enum so a handler may use any code, with
+/// constants for the ones this crate sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u16);
+
+impl Status {
+    pub const CONTINUE: Status = Status(100);
+    pub const OK: Status = Status(200);
+    pub const BAD_REQUEST: Status = Status(400);
+    pub const NOT_FOUND: Status = Status(404);
+    pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const REQUEST_TIMEOUT: Status = Status(408);
+    pub const PAYLOAD_TOO_LARGE: Status = Status(413);
+    pub const URI_TOO_LONG: Status = Status(414);
+    pub const EXPECTATION_FAILED: Status = Status(417);
+    pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
+    pub const INTERNAL_SERVER_ERROR: Status = Status(500);
+    pub const NOT_IMPLEMENTED: Status = Status(501);
+    pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
+
+    /// The reason phrase (RFC 9110 §15). Clients ignore it; humans reading a trace do not.
+    pub fn reason(self) -> &'static str {
+        match self.0 {
+            100 => "Continue",
+            200 => "OK",
+            201 => "Created",
+            204 => "No Content",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            417 => "Expectation Failed",
+            431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "",
+        }
+    }
+}
+
+/// A response body that is known in full when the response is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Empty,
+    /// A body compiled into the binary: no allocation to send it.
+    Static(&'static [u8]),
+    Bytes(Vec<u8>),
+}
+
+impl Body {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => b"",
+            Body::Static(b) => b,
+            Body::Bytes(b) => b,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: Status,
+    pub content_type: Option<&'static str>,
+    /// Fields beyond the ones every response gets (`Allow`, `Retry-After`, ...). Empty for
+    /// the hot routes, and an empty `Vec` does not allocate.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    pub body: Body,
+}
+
+pub const JSON: &str = "application/json";
+pub const TEXT: &str = "text/plain";
+
+impl Response {
+    pub fn new(status: Status, content_type: &'static str, body: Body) -> Response {
+        Response {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// A JSON body compiled in, e.g. `{"status":"ok"}`.
+    pub fn json_static(status: Status, body: &'static str) -> Response {
+        Response::new(status, JSON, Body::Static(body.as_bytes()))
+    }
+
+    pub fn json(status: Status, body: String) -> Response {
+        Response::new(status, JSON, Body::Bytes(body.into_bytes()))
+    }
+
+    /// The error shape of the whole API: `{"error":"<reason>"}`.
+    pub fn error(status: Status, reason: &str) -> Response {
+        let mut body = String::with_capacity(reason.len() + 12);
+        body.push_str("{\"error\":");
+        push_json_string(&mut body, reason);
+        body.push('}');
+        Response::json(status, body)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 §7), quotes included.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// How the connection wants this response framed. Decided by the connection, spelled out
+/// here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The request's version: a 1.0 client gets `keep-alive` spelled out, and no chunks.
+    pub version: Version,
+    /// Close the connection after this response (`Connection: close`).
+    pub close: bool,
+    /// The request was HEAD: send the head only, with the length GET would have had
+    /// (RFC 9110 §9.3.2).
+    pub head_only: bool,
+}
+
+/// Appends a complete response (head and body) for a body known in full.
+pub fn encode(resp: &Response, delivery: Delivery, date: &[u8], out: &mut Vec<u8>) {
+    let body = resp.body.as_bytes();
+    encode_head(resp, delivery, date, Length::Known(body.len()), out);
+    if !delivery.head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The length a response head announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    Known(usize),
+    /// The body follows in chunks (RFC 9112 §7.1) — or, for a 1.0 client that cannot read
+    /// chunks, until the connection closes (§6.3 step 8).
+    Streamed,
+}
+
+/// Appends a response head. Field order follows the convention of most servers: status,
+/// `Server`, `Date`, type, length, connection, then the response's own fields.
+pub fn encode_head(
+    resp: &Response,
+    delivery: Delivery,
+    date: &[u8],
+    length: Length,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(resp.status.0));
+    out.push(b' ');
+    out.extend_from_slice(resp.status.reason().as_bytes());
+    out.extend_from_slice(b"\r\nServer: lastcall\r\nDate: ");
+    out.extend_from_slice(date);
+    if let Some(ct) = resp.content_type {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(ct.as_bytes());
+    }
+    match (length, delivery.version) {
+        (Length::Known(n), _) => {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            push_decimal(out, n as u64);
+        }
+        (Length::Streamed, Version::Http11) => {
+            out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+        }
+        // A 1.0 client reads a streamed body until the connection closes; the
+        // connection has already decided to close (see `conn`).
+        (Length::Streamed, Version::Http10) => {}
+    }
+    match (delivery.close, delivery.version) {
+        (true, _) => out.extend_from_slice(b"\r\nConnection: close"),
+        (false, Version::Http10) => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        (false, Version::Http11) => {}
+    }
+    for (name, value) in &resp.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The interim response that tells a client waiting on `Expect: 100-continue` to send
+/// its body (RFC 9110 §15.2.1).
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Appends one chunk: `size-in-hex CRLF data CRLF` (RFC 9112 §7.1). Empty data is skipped:
+/// a zero-size chunk would end the body.
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let mut hex = [0u8; 16];
+    let mut i = hex.len();
+    let mut n = data.len();
+    while {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        n > 0
+    } {}
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk with an empty trailer section: the end of a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `n` in decimal without going through `fmt` (which is slow and allocation-prone
+/// on the hot path).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        n > 0
+    } {}
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn encoded(resp: &Response, delivery: Delivery) -> String {
+        let mut out = Vec::new();
+        encode(resp, delivery, DATE, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn delivery(version: Version, close: bool, head_only: bool) -> Delivery {
+        Delivery {
+            version,
+            close,
+            head_only,
+        }
+    }
+
+    #[test]
+    fn encode_writes_a_keep_alive_response() {
+        let resp = Response::new(Status::OK, TEXT, Body::Static(b"Hello, World!"));
+        assert_eq!(
+            encoded(&resp, delivery(Version::Http11, false, false)),
+            "HTTP/1.1 200 OK\r\nServer: lastcall\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!"
+        );
+    }
+
+    #[test]
+    fn encode_spells_out_persistence_and_extra_fields() {
+        let resp = Response::error(Status::METHOD_NOT_ALLOWED, "method not allowed")
+            .with_header("Allow", "GET, HEAD");
+        let text = encoded(&resp, delivery(Version::Http11, true, false));
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nConnection: close\r\nAllow: GET, HEAD\r\n\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("{\"error\":\"method not allowed\"}"),
+            "{text}"
+        );
+        let ka10 = encoded(&resp, delivery(Version::Http10, false, false));
+        assert!(ka10.contains("\r\nConnection: keep-alive\r\n"), "{ka10}");
+    }
+
+    #[test]
+    fn encode_sends_only_the_head_for_head_requests() {
+        let resp = Response::json_static(Status::OK, "{\"a\":1}");
+        let text = encoded(&resp, delivery(Version::Http11, false, true));
+        assert!(text.ends_with("Content-Length: 7\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn encode_head_announces_streams_by_version() {
+        let resp = Response::new(Status::OK, TEXT, Body::Empty);
+        let mut out = Vec::new();
+        encode_head(
+            &resp,
+            delivery(Version::Http11, false, false),
+            DATE,
+            Length::Streamed,
+            &mut out,
+        );
+        assert!(String::from_utf8_lossy(&out).contains("Transfer-Encoding: chunked"));
+        out.clear();
+        encode_head(
+            &resp,
+            delivery(Version::Http10, true, false),
+            DATE,
+            Length::Streamed,
+            &mut out,
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            !text.contains("Transfer-Encoding") && !text.contains("Content-Length"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn encode_chunk_writes_hex_sizes() {
+        let cases: &[(usize, &str)] = &[
+            (1, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (4096, "1000\r\n"),
+        ];
+        for (len, prefix) in cases {
+            let mut out = Vec::new();
+            encode_chunk(&vec![b'x'; *len], &mut out);
+            assert!(out.starts_with(prefix.as_bytes()), "{len}");
+            assert!(out.ends_with(b"x\r\n"));
+        }
+        let mut out = Vec::new();
+        encode_chunk(b"", &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn push_decimal_and_json_strings() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        let mut s = String::new();
+        push_json_string(&mut s, "a\"b\\c\n\u{1}");
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

@@ -1,0 +1,285 @@
+//! The reference application: the whole API as one `match` on (method, path).
+//!
+//! What it is: plain functions from a [`Request`] to an [`Answer`], testable without
+//! sockets. Slow routes never block: `/work` answers after a loop timer, `/stream` sends
+//! its chunks on loop timers, and the database routes go through the worker pool.
+//!
+//! What it is not: HTTP framing. HEAD is routed like GET and the connection drops the
+//! body; `Connection`, `Date` and lengths are added by the encoder.
+
+use std::time::Duration;
+
+use crate::handler::{Answer, Ctx, Stream};
+use crate::http::request::{Method, Request};
+use crate::http::response::{self, Body, Response, Status};
+
+/// Longest path we route, in segments; longer paths are simply not found.
+const MAX_SEGMENTS: usize = 8;
+
+/// `/work?ms=` bounds: long enough to outlast any shutdown timeout in a test, short enough
+/// that a typo cannot park a request for hours.
+const WORK_MS_MAX: u64 = 60_000;
+const WORK_MS_DEFAULT: u64 = 3_000;
+const STREAM_CHUNKS_MAX: u64 = 10_000;
+
+/// The route table.
+pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+    use Method::{Get, Head};
+    let mut buf = [""; MAX_SEGMENTS];
+    let Some(path) = segments(req.path, &mut buf) else {
+        return not_found();
+    };
+    match (req.method, path) {
+        (Get | Head, ["health"]) => health(ctx),
+        (Get | Head, ["live"]) => {
+            Answer::Now(Response::json_static(Status::OK, r#"{"status":"ok"}"#))
+        }
+        (Get | Head, ["work"]) => work(req),
+        (Get | Head, ["users", id]) => user(id),
+        (Get | Head, ["stream"]) => stream(req),
+        (Get | Head, ["plaintext"]) => plaintext(),
+        (Get | Head, ["json"]) => json(),
+        (_, ["health" | "live" | "work" | "stream" | "plaintext" | "json"] | ["users", _]) => {
+            method_not_allowed()
+        }
+        _ => not_found(),
+    }
+}
+
+/// Splits `/a/b/c` into `["a", "b", "c"]` in a caller's array (no allocation).
+/// `None` for more than `MAX_SEGMENTS` segments.
+fn segments<'p, 'b>(path: &'p str, buf: &'b mut [&'p str; MAX_SEGMENTS]) -> Option<&'b [&'p str]> {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    if trimmed.is_empty() {
+        return Some(&buf[..0]);
+    }
+    let mut n = 0;
+    for segment in trimmed.split('/') {
+        *buf.get_mut(n)? = segment;
+        n += 1;
+    }
+    Some(&buf[..n])
+}
+
+/// Readiness: 200 while serving, 503 from the first shutdown signal on, so a load
+/// balancer stops sending new work here.
+fn health(ctx: &Ctx<'_>) -> Answer {
+    Answer::Now(if ctx.shutting_down() {
+        Response::json_static(Status::SERVICE_UNAVAILABLE, r#"{"status":"shutting_down"}"#)
+    } else {
+        Response::json_static(Status::OK, r#"{"status":"ok"}"#)
+    })
+}
+
+/// Simulated slow work: a loop timer, not a sleeping thread.
+fn work(req: &Request<'_>) -> Answer {
+    match query_number(req, "ms", WORK_MS_DEFAULT, 0..=WORK_MS_MAX) {
+        Ok(ms) => Answer::After(
+            Duration::from_millis(ms),
+            Response::json_static(Status::OK, r#"{"done":true}"#),
+        ),
+        Err(answer) => answer,
+    }
+}
+
+/// A chunked response: `chunks` chunks, one every `ms` milliseconds.
+fn stream(req: &Request<'_>) -> Answer {
+    let chunks = match query_number(req, "chunks", 10, 1..=STREAM_CHUNKS_MAX) {
+        Ok(n) => n,
+        Err(answer) => return answer,
+    };
+    let ms = match query_number(req, "ms", 100, 0..=WORK_MS_MAX) {
+        Ok(n) => n,
+        Err(answer) => return answer,
+    };
+    Answer::Stream(Stream {
+        head: Response::new(Status::OK, response::TEXT, Body::Empty),
+        interval: Duration::from_millis(ms),
+        chunks: Box::new(
+            (1..=chunks).map(move |i| format!("chunk {i} of {chunks}\n").into_bytes()),
+        ),
+    })
+}
+
+fn user(id: &str) -> Answer {
+    if id.parse::<i64>().is_err() {
+        return Answer::Now(Response::error(
+            Status::BAD_REQUEST,
+            "id must be an integer",
+        ));
+    }
+    Answer::Now(Response::error(
+        Status::SERVICE_UNAVAILABLE,
+        "database not configured",
+    ))
+}
+
+/// TechEmpower's plaintext test.
+fn plaintext() -> Answer {
+    Answer::Now(Response::new(
+        Status::OK,
+        response::TEXT,
+        Body::Static(b"Hello, World!"),
+    ))
+}
+
+/// TechEmpower's JSON test: the object is serialised per request, as the rules require.
+fn json() -> Answer {
+    let mut body = String::with_capacity(32);
+    body.push_str("{\"message\":");
+    response::push_json_string(&mut body, "Hello, World!");
+    body.push('}');
+    Answer::Now(Response::json(Status::OK, body))
+}
+
+fn not_found() -> Answer {
+    Answer::Now(Response::error(Status::NOT_FOUND, "not found"))
+}
+
+fn method_not_allowed() -> Answer {
+    Answer::Now(
+        Response::error(Status::METHOD_NOT_ALLOWED, "method not allowed")
+            .with_header("Allow", "GET, HEAD"),
+    )
+}
+
+/// A decimal query parameter within `range`, `default` when absent; a 400 naming the
+/// parameter otherwise.
+fn query_number(
+    req: &Request<'_>,
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, Answer> {
+    let Some(raw) = req.query_param(name) else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if range.contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => {
+            let reason = format!(
+                "{name} must be an integer from {} to {}",
+                range.start(),
+                range.end()
+            );
+            Err(Answer::Now(Response::error(Status::BAD_REQUEST, &reason)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Inbox, ReplyId};
+    use crate::http::request::parse_head;
+    use std::sync::Arc;
+
+    /// Calls the route table on a raw request head, without sockets.
+    fn call(raw: &str, shutting_down: bool) -> Answer {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let inbox = Arc::new(Inbox::new(waker));
+        let head = parse_head(raw.as_bytes(), 8192).unwrap().unwrap();
+        let req = Request::new(&head, raw.as_bytes(), b"");
+        let id = ReplyId {
+            token: mio::Token(1),
+            seq: 1,
+        };
+        handle(&req, &mut Ctx::new(shutting_down, id, &inbox))
+    }
+
+    fn now(answer: Answer) -> Response {
+        match answer {
+            Answer::Now(r) => r,
+            _ => panic!("expected an immediate answer"),
+        }
+    }
+
+    fn get(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
+    }
+
+    #[test]
+    fn routes_answer_with_the_documented_statuses() {
+        let cases: &[(&str, u16, &str)] = &[
+            ("/health", 200, r#"{"status":"ok"}"#),
+            ("/live", 200, r#"{"status":"ok"}"#),
+            ("/plaintext", 200, "Hello, World!"),
+            ("/json", 200, r#"{"message":"Hello, World!"}"#),
+            ("/users/abc", 400, r#"{"error":"id must be an integer"}"#),
+            ("/users/7", 503, r#"{"error":"database not configured"}"#),
+            ("/nope", 404, r#"{"error":"not found"}"#),
+            ("/", 404, r#"{"error":"not found"}"#),
+            ("/health/", 404, r#"{"error":"not found"}"#),
+            ("/a/b/c/d/e/f/g/h/i", 404, r#"{"error":"not found"}"#),
+            (
+                "/work?ms=abc",
+                400,
+                r#"{"error":"ms must be an integer from 0 to 60000"}"#,
+            ),
+            (
+                "/work?ms=60001",
+                400,
+                r#"{"error":"ms must be an integer from 0 to 60000"}"#,
+            ),
+            (
+                "/stream?chunks=0",
+                400,
+                r#"{"error":"chunks must be an integer from 1 to 10000"}"#,
+            ),
+        ];
+        for (path, status, body) in cases {
+            let r = now(call(&get(path), false));
+            assert_eq!(r.status.0, *status, "{path}");
+            assert_eq!(r.body.as_bytes(), body.as_bytes(), "{path}");
+        }
+    }
+
+    #[test]
+    fn health_says_shutting_down_once_draining() {
+        let r = now(call(&get("/health"), true));
+        assert_eq!(r.status, Status::SERVICE_UNAVAILABLE);
+        assert_eq!(r.body.as_bytes(), br#"{"status":"shutting_down"}"#);
+        assert_eq!(now(call(&get("/live"), true)).status, Status::OK);
+    }
+
+    #[test]
+    fn wrong_method_on_a_known_path_is_405_with_allow() {
+        let r = now(call("POST /health HTTP/1.1\r\nHost: t\r\n\r\n", false));
+        assert_eq!(r.status, Status::METHOD_NOT_ALLOWED);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(n, v)| *n == "Allow" && v == "GET, HEAD")
+        );
+        let r = now(call("DELETE /users/1 HTTP/1.1\r\nHost: t\r\n\r\n", false));
+        assert_eq!(r.status, Status::METHOD_NOT_ALLOWED);
+        let r = now(call("POST /nope HTTP/1.1\r\nHost: t\r\n\r\n", false));
+        assert_eq!(r.status, Status::NOT_FOUND);
+    }
+
+    #[test]
+    fn slow_routes_answer_later() {
+        assert!(
+            matches!(call(&get("/work?ms=250"), false), Answer::After(d, _) if d == Duration::from_millis(250))
+        );
+        assert!(
+            matches!(call(&get("/work"), false), Answer::After(d, _) if d == Duration::from_millis(3000))
+        );
+        match call(&get("/stream?chunks=3&ms=5"), false) {
+            Answer::Stream(s) => {
+                assert_eq!(s.interval, Duration::from_millis(5));
+                let chunks: Vec<Vec<u8>> = s.chunks.collect();
+                assert_eq!(
+                    chunks,
+                    vec![
+                        b"chunk 1 of 3\n".to_vec(),
+                        b"chunk 2 of 3\n".to_vec(),
+                        b"chunk 3 of 3\n".to_vec()
+                    ]
+                );
+            }
+            _ => panic!("expected a stream"),
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The event loop: one thread, one `mio::Poll`, and everything that touches its
+//! `Registry` — the listener, the connections, the waker, the signals — plus the timers
+//! and the shutdown phase.
+//!
+//! What it is: [`Server::bind`] sets up in the order the shutdown contract needs (signals
+//! first, then the listener), and [`Server::run`] turns events into calls on connections
+//! until the shutdown phase machine says `Done`.
+//!
+//! What it is not: it does not parse HTTP or decide responses (that is `conn` and
+//! `http`), and it does not decide *when* a shutdown moves on (that is `shutdown`): it
+//! carries out those decisions.
+//!
+//! One turn of the loop:
+//! 1. `poll` until an event or the nearest deadline (timers, shutdown phase, accept pause);
+//! 2. read the clock once (`now`) and the `Date` value with it;
+//! 3. handle events: accept, deliver replies, signals, connection readiness;
+//! 4. fire due timers;
+//! 5. let the shutdown phase advance.
+//!
+//! Invariants: the loop never blocks except in `poll`; only this module calls
+//! `Instant::now()`; tokens are never reused for a new socket while an event or a reply
+//! may still name the old one (see `slab`).
+
+mod shutdown;
+mod slab;
+mod timers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+pub use shutdown::{Outcome, Phase, Signal};
+
+use crate::config::Config;
+use crate::conn::{BufPool, CloseReason, Conn, Cx, Limits, Timeouts};
+use crate::handler::{Handler, Inbox, ReplyId};
+use crate::http::date::DateCache;
+use crate::http::response::Response;
+use shutdown::{Budget, Event, Step};
+use slab::{FIRST_RESERVED, Slab};
+use timers::Timers;
+
+const LISTENER: Token = Token(FIRST_RESERVED);
+const WAKER: Token = Token(FIRST_RESERVED + 1);
+const SIGNALS: Token = Token(FIRST_RESERVED + 2);
+
+/// How long to stop accepting after the process or system ran out of file descriptors.
+/// Retrying at once would spin on the same error; nginx waits 500 ms, we retry sooner
+/// because a closing connection frees a descriptor quickly.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Timers fired per loop turn at most, so a stream with a zero interval cannot keep one
+/// turn going forever; the rest fire on the next turn (the poll timeout is then zero).
+const MAX_TIMERS_PER_TURN: usize = 4096;
+
+/// Whether the listener is being accepted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    Open,
+    /// At `MAX_CONNECTIONS`: the kernel's backlog holds new clients until one closes.
+    Full,
+    /// Out of file descriptors: try again at `until`.
+    Paused {
+        until: Instant,
+    },
+}
+
+/// What `bind` produced.
+pub enum Started {
+    Ready(Box<Server>),
+    /// A signal arrived during start-up: never report ready, exit 0.
+    Signalled(Signal),
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Signals,
+    accept: Accept,
+    max_connections: usize,
+    conns: Slab<Conn>,
+    timers: Timers,
+    bufs: BufPool,
+    date: DateCache,
+    limits: Limits,
+    handler: Handler,
+    /// Where reply handles deliver; its waker makes `poll` return.
+    inbox: Arc<Inbox>,
+    /// Reused vector for draining the inbox without allocating per wake-up.
+    replies: Vec<(ReplyId, Response)>,
+    phase: Phase,
+    budget: Budget,
+    report: Report,
+}
+
+impl Server {
+    /// Installs the signal handlers, then binds the listener. In that order: a SIGTERM
+    /// that arrives while we start must not kill us half-started, it must stop us cleanly.
+    pub fn bind(config: &Config, handler: Handler) -> io::Result<Started> {
+        let poll = Poll::new()?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+
+        if let Some(signal) = signals.pending().find_map(signal_of) {
+            return Ok(Started::Signalled(signal));
+        }
+
+        let limits = Limits {
+            timeouts: Timeouts {
+                keepalive: config.keepalive_timeout,
+                header: config.header_timeout,
+                body: config.body_timeout,
+                write: config.write_timeout,
+            },
+            max_head: config.max_header_bytes,
+            max_body: config.max_body_bytes,
+        };
+        Ok(Started::Ready(Box::new(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            accept: Accept::Open,
+            max_connections: config.max_connections,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            bufs: BufPool::new(config.max_header_bytes),
+            date: DateCache::new(SystemTime::now()),
+            limits,
+            handler,
+            inbox: Arc::new(Inbox::new(waker)),
+            replies: Vec::new(),
+            phase: Phase::Serving,
+            budget: Budget {
+                drain_delay: config.drain_delay,
+                shutdown_timeout: config.shutdown_timeout,
+            },
+            report: Report::default(),
+        })))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs until the shutdown is complete; the outcome decides the exit code.
+    pub fn run(mut self) -> io::Result<Outcome> {
+        log::info!("Listening on http://{}", self.local_addr);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // The one clock read of this turn.
+            let now = Instant::now();
+            self.date.update(SystemTime::now());
+
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    WAKER => self.deliver_replies(now),
+                    SIGNALS => self.take_signals(now),
+                    token => {
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        self.with_conn(token, now, |conn, cx| conn.ready(cx, readable));
+                    }
+                }
+            }
+            self.fire_timers(now);
+            if let Accept::Paused { until } = self.accept
+                && now >= until
+            {
+                self.accept = Accept::Open;
+                self.accept_all(now);
+            }
+            self.advance(Event::Tick(now), now);
+            if self.phase.shutting_down() && self.conns.is_empty() {
+                self.advance(Event::Empty(now), now);
+            }
+            if let Phase::Done { outcome } = self.phase {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// The nearest thing the loop must wake up for.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        let phase = self
+            .phase
+            .deadline()
+            .map(|d| d.saturating_duration_since(now));
+        let accept = match self.accept {
+            Accept::Paused { until } => Some(until.saturating_duration_since(now)),
+            _ => None,
+        };
+        [self.timers.next_in(now), phase, accept]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Accepts until `WouldBlock`, the connection limit, or descriptor exhaustion.
+    fn accept_all(&mut self, now: Instant) {
+        while self.accept == Accept::Open {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            if self.conns.len() >= self.max_connections {
+                log::warn!(
+                    "at MAX_CONNECTIONS ({}): new connections wait in the backlog",
+                    self.max_connections
+                );
+                self.accept = Accept::Full;
+                return;
+            }
+            match listener.accept() {
+                Ok((socket, _peer)) => self.add_conn(socket, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The client gave up between the handshake and our accept: nothing to do.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS/ENOMEM and anything unexpected: retrying now
+                    // would fail the same way and spin the loop.
+                    log::warn!(
+                        "accept failed: {e}; pausing accepts for {}ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    self.accept = Accept::Paused {
+                        until: now + ACCEPT_PAUSE,
+                    };
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, socket: mio::net::TcpStream, now: Instant) {
+        // Responses are written whole; Nagle would only delay the last segment.
+        let _ = socket.set_nodelay(true);
+        let token = self.conns.insert(Conn::new(socket, now));
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        // Both interests once, for the connection's life: edge-triggered events cost
+        // nothing while nothing changes, and re-registering would cost a syscall.
+        let interests = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(conn.socket_mut(), token, interests)
+        {
+            log::warn!("cannot register a new connection: {e}");
+            self.conns.remove(token);
+            return;
+        }
+        self.timers
+            .schedule(token, conn.deadline(&self.limits), &mut conn.scheduled);
+        if matches!(self.phase, Phase::Delaying { .. }) {
+            self.report.last_accept_in_delay = Some(now);
+        }
+    }
+
+    /// Runs `f` on the connection named by `token` (ignoring stale tokens), then either
+    /// reschedules its timer or closes it.
+    fn with_conn<F>(&mut self, token: Token, now: Instant, f: F)
+    where
+        F: FnOnce(&mut Conn, &mut Cx<'_>) -> Result<(), CloseReason>,
+    {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return; // a stale event or reply for a connection already closed
+        };
+        let mut cx = Cx {
+            now,
+            token,
+            date: self.date.as_bytes(),
+            limits: &self.limits,
+            bufs: &mut self.bufs,
+            handler: self.handler,
+            inbox: &self.inbox,
+            draining: self.phase.shutting_down(),
+        };
+        match f(conn, &mut cx) {
+            Ok(()) => {
+                let at = conn.deadline(&self.limits);
+                self.timers.schedule(token, at, &mut conn.scheduled);
+            }
+            Err(reason) => self.close(token, reason, now),
+        }
+    }
+
+    fn close(&mut self, token: Token, reason: CloseReason, now: Instant) {
+        let Some(mut conn) = self.conns.remove(token) else {
+            return;
+        };
+        conn.release(&mut self.bufs);
+        let _ = self.poll.registry().deregister(conn.socket_mut());
+        drop(conn);
+        if reason.is_routine() {
+            log::debug!("conn {}: closed ({reason})", token.0);
+        } else {
+            log::info!("conn {}: closed ({reason})", token.0);
+        }
+        if self.phase.shutting_down() {
+            self.report.count(reason);
+        }
+        if self.accept == Accept::Full {
+            self.accept = Accept::Open;
+            self.accept_all(now);
+        }
+    }
+
+    fn deliver_replies(&mut self, now: Instant) {
+        let mut replies = std::mem::take(&mut self.replies);
+        self.inbox.drain_into(&mut replies);
+        for (id, response) in replies.drain(..) {
+            self.with_conn(id.token, now, |conn, cx| conn.reply(cx, id.seq, response));
+        }
+        self.replies = replies;
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        for _ in 0..MAX_TIMERS_PER_TURN {
+            let Some((at, token)) = self.timers.pop_due(now) else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.scheduled == Some(at) {
+                conn.scheduled = None;
+            }
+            self.with_conn(token, now, |conn, cx| conn.timer(cx));
+        }
+    }
+
+    fn take_signals(&mut self, now: Instant) {
+        let signals: Vec<Signal> = self.signals.pending().filter_map(signal_of).collect();
+        for signal in signals {
+            self.advance(Event::Signal(signal, now), now);
+        }
+    }
+
+    /// Feeds the shutdown phase machine and carries out the step it returns.
+    fn advance(&mut self, event: Event, now: Instant) {
+        let was_serving = !self.phase.shutting_down();
+        let step = self.phase.on(event, self.budget);
+        if was_serving && self.phase.shutting_down() {
+            self.announce(now);
+        }
+        match step {
+            Step::Nothing | Step::Announce => {}
+            Step::IgnoreSignal(signal) => {
+                log::info!(
+                    "{} received again: already shutting down, ignored",
+                    signal.name()
+                );
+            }
+            Step::StartDrain => self.start_drain(now),
+            Step::Force => {
+                self.force(now);
+                self.finish(Outcome::TimedOut, now);
+            }
+            Step::Finish(outcome) => self.finish(outcome, now),
+        }
+    }
+
+    /// Step 1 of the shutdown: say so. Readiness flips with the phase itself.
+    fn announce(&mut self, now: Instant) {
+        let signal = match self.phase {
+            Phase::Delaying { signal, .. } | Phase::Draining { signal, .. } => signal,
+            _ => return,
+        };
+        log::info!(
+            "{} received: starting graceful shutdown (draining, max {}ms)",
+            signal.name(),
+            self.budget.shutdown_timeout.as_millis()
+        );
+        if !self.budget.drain_delay.is_zero() {
+            log::info!(
+                "drain delay: still accepting for {}ms while /health answers 503",
+                self.budget.drain_delay.as_millis()
+            );
+        }
+        self.report.signal_at = Some(now);
+        self.report.open_at_signal = self.conns.len();
+    }
+
+    /// Steps 3 and 4: take the backlog, close the listener, close idle connections.
+    fn start_drain(&mut self, now: Instant) {
+        if let Phase::Draining { at, .. } = self.phase
+            && !self.budget.drain_delay.is_zero()
+        {
+            match self.report.last_accept_in_delay.take() {
+                Some(t) => log::info!(
+                    "drain delay over: last new connection arrived {}ms after the signal",
+                    t.saturating_duration_since(at).as_millis()
+                ),
+                None => log::info!("drain delay over: no new connection arrived during it"),
+            }
+        }
+        self.report.drain_at = Some(now);
+        // Clients in the backlog completed their handshake before we stopped: they are
+        // ours to serve. Take them regardless of the connection limit.
+        self.accept = Accept::Open;
+        self.max_connections = usize::MAX;
+        self.accept_all(now);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            drop(listener);
+            log::info!("listener closed: new connections are refused");
+        }
+        for token in self.conns.tokens() {
+            self.with_conn(token, now, |conn, cx| conn.drain(cx));
+        }
+    }
+
+    /// Step 7: the deadline passed.
+    fn force(&mut self, now: Instant) {
+        let cut_before = self.report.answered_503 + self.report.cut;
+        for token in self.conns.tokens() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            let mut cx = Cx {
+                now,
+                token,
+                date: self.date.as_bytes(),
+                limits: &self.limits,
+                bufs: &mut self.bufs,
+                handler: self.handler,
+                inbox: &self.inbox,
+                draining: true,
+            };
+            let reason = conn.force_close(&mut cx);
+            self.close(token, reason, now);
+        }
+        let forced = self.report.answered_503 + self.report.cut - cut_before;
+        log::warn!("Drain timed out — forcing exit ({forced} connections answered 503 or cut)");
+    }
+
+    /// Step 6 (and the end of 7): release resources, log the report.
+    fn finish(&mut self, outcome: Outcome, now: Instant) {
+        let drained_at = now;
+        // Resources registered with the server (the database pool) close here, after the
+        // last connection.
+        let pool_ms = 0;
+        if outcome == Outcome::Drained {
+            let drain_ms = self
+                .report
+                .drain_at
+                .map_or(0, |t| drained_at.saturating_duration_since(t).as_millis());
+            log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
+        }
+        self.report.log(outcome, now, pool_ms);
+    }
+}
+
+fn signal_of(raw: i32) -> Option<Signal> {
+    match raw {
+        SIGTERM => Some(Signal::Term),
+        SIGINT => Some(Signal::Int),
+        _ => None,
+    }
+}
+
+/// The numbers behind the one-line shutdown report.
+#[derive(Debug, Default)]
+struct Report {
+    signal_at: Option<Instant>,
+    drain_at: Option<Instant>,
+    last_accept_in_delay: Option<Instant>,
+    open_at_signal: usize,
+    idle_closed: usize,
+    drained: usize,
+    answered_503: usize,
+    cut: usize,
+}
+
+impl Report {
+    fn count(&mut self, reason: CloseReason) {
+        match reason {
+            CloseReason::IdleOnShutdown => self.idle_closed += 1,
+            CloseReason::AnsweredUnavailable => self.answered_503 += 1,
+            CloseReason::CutAtDeadline => self.cut += 1,
+            _ => self.drained += 1,
+        }
+    }
+
+    fn log(&self, outcome: Outcome, now: Instant, pool_ms: u128) {
+        let ms = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_millis(),
+            _ => 0,
+        };
+        let code = match outcome {
+            Outcome::Drained => 0,
+            Outcome::TimedOut => 1,
+        };
+        log::info!(
+            "shutdown report: delay={}ms drain={}ms pool={}ms total={}ms; connections at signal={} idle_closed={} drained={} answered_503={} cut={}; exit {}",
+            ms(self.signal_at, self.drain_at),
+            ms(self.drain_at, Some(now)),
+            pool_ms,
+            ms(self.signal_at, Some(now)),
+            self.open_at_signal,
+            self.idle_closed,
+            self.drained,
+            self.answered_503,
+            self.cut,
+            code
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! The shutdown phase machine: `Serving → (Delaying →) Draining → Done`.
+//!
+//! | phase | listener | idle connections | active connections | pool |
+//! | --- | --- | --- | --- | --- |
+//! | `Serving` | accepting | kept (keep-alive timer) | served | open |
+//! | `Delaying` | still accepting (LB sees /health 503 first) | served, `Connection: close` | served, `Connection: close` | open |
+//! | `Draining` | backlog accepted, then closed: connects refused | closed at once, after reading what was already sent | finish one request with `Connection: close`, lingering close | open |
+//! | `Done` | closed | — | — | closed after the last connection |
+//!
+//! ```text
+//!   Serving ──signal──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
+//!      └──────signal (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
+//! ```
+//!
+//! What it is: [`Phase`] and the one function that advances it, [`Phase::on`], whose
+//! `match (phase, event)` arms are the rules. The event loop feeds it events and carries
+//! out the [`Step`] each transition returns; this file decides, the loop acts.
+//!
+//! Invariants: never reads the clock (every event carries `now`); a second signal never
+//! starts a second shutdown; the deadline is counted from the first signal, whatever the
+//! phase.
+
+use std::time::{Duration, Instant};
+
+/// Which signal asked us to stop; named in the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Int,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "SIGTERM",
+            Signal::Int => "SIGINT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// Still accepting until `until`, so a load balancer that polls /health sees the 503
+    /// and stops routing here before our port closes.
+    Delaying {
+        signal: Signal,
+        at: Instant,
+        until: Instant,
+        deadline: Instant,
+    },
+    Draining {
+        signal: Signal,
+        at: Instant,
+        drain_started: Instant,
+        deadline: Instant,
+    },
+    Done {
+        outcome: Outcome,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every connection finished: exit 0.
+    Drained,
+    /// The deadline passed first: exit 1.
+    TimedOut,
+}
+
+/// What happened, as far as the phase machine cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Signal(Signal, Instant),
+    /// Time passed (the loop woke up).
+    Tick(Instant),
+    /// No connection and no pending job remain.
+    Empty(Instant),
+}
+
+/// What the loop must do after a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Shutdown began: flip readiness, log, (maybe) keep accepting during a delay.
+    Announce,
+    /// Accept the backlog, close the listener, close idle connections.
+    StartDrain,
+    /// The deadline passed: answer or cut what is left.
+    Force,
+    /// Everything is closed: close resources and exit.
+    Finish(Outcome),
+    /// A repeated signal: log it, change nothing.
+    IgnoreSignal(Signal),
+}
+
+/// The two shutdown settings, checked at start-up (`DRAIN_DELAY_MS` < `SHUTDOWN_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub drain_delay: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Phase {
+    /// True from the first signal on: readiness answers 503 and every response closes.
+    pub fn shutting_down(&self) -> bool {
+        !matches!(self, Phase::Serving)
+    }
+
+    /// When the loop must wake up for this phase, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        match *self {
+            Phase::Delaying { until, .. } => Some(until),
+            Phase::Draining { deadline, .. } => Some(deadline),
+            Phase::Serving | Phase::Done { .. } => None,
+        }
+    }
+
+    /// The one place the phase changes.
+    pub fn on(&mut self, event: Event, budget: Budget) -> Step {
+        let (next, step) = match (*self, event) {
+            // Rule: the first signal starts the shutdown; the deadline counts from here.
+            (Phase::Serving, Event::Signal(signal, now)) if budget.drain_delay.is_zero() => (
+                Phase::Draining {
+                    signal,
+                    at: now,
+                    drain_started: now,
+                    deadline: now + budget.shutdown_timeout,
+                },
+                Step::StartDrain,
+            ),
+            (Phase::Serving, Event::Signal(signal, now)) => (
+                Phase::Delaying {
+                    signal,
+                    at: now,
+                    until: now + budget.drain_delay,
+                    deadline: now + budget.shutdown_timeout,
+                },
+                Step::Announce,
+            ),
+            // Rule: further signals during a shutdown are logged and ignored.
+            (Phase::Delaying { .. } | Phase::Draining { .. }, Event::Signal(signal, _)) => {
+                (*self, Step::IgnoreSignal(signal))
+            }
+            // Rule: the delay is over: drain.
+            (
+                Phase::Delaying {
+                    signal,
+                    at,
+                    until,
+                    deadline,
+                },
+                Event::Tick(now),
+            ) if now >= until => (
+                Phase::Draining {
+                    signal,
+                    at,
+                    drain_started: now,
+                    deadline,
+                },
+                Step::StartDrain,
+            ),
+            // Rule: the last connection is gone: a clean drain.
+            (Phase::Draining { .. }, Event::Empty(_)) => (
+                Phase::Done {
+                    outcome: Outcome::Drained,
+                },
+                Step::Finish(Outcome::Drained),
+            ),
+            // Rule: the deadline passed first: force what is left, then finish.
+            (Phase::Draining { deadline, .. }, Event::Tick(now)) if now >= deadline => (
+                Phase::Done {
+                    outcome: Outcome::TimedOut,
+                },
+                Step::Force,
+            ),
+            (phase, _) => (phase, Step::Nothing),
+        };
+        if next != *self {
+            log::trace!("shutdown: {}=>{}", self.name(), next.name());
+        }
+        *self = next;
+        step
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Serving => "Serving",
+            Phase::Delaying { .. } => "Delaying",
+            Phase::Draining { .. } => "Draining",
+            Phase::Done { .. } => "Done",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(delay_ms: u64) -> Budget {
+        Budget {
+            drain_delay: Duration::from_millis(delay_ms),
+            shutdown_timeout: Duration::from_millis(1000),
+        }
+    }
+
+    #[test]
+    fn phase_drains_at_once_without_a_delay_and_ignores_repeats() {
+        let t0 = Instant::now();
+        let mut phase = Phase::Serving;
+        assert_eq!(
+            phase.on(Event::Signal(Signal::Term, t0), budget(0)),
+            Step::StartDrain
+        );
+        assert!(phase.shutting_down());
+        assert_eq!(phase.deadline(), Some(t0 + Duration::from_millis(1000)));
+        assert_eq!(
+            phase.on(Event::Signal(Signal::Int, t0), budget(0)),
+            Step::IgnoreSignal(Signal::Int)
+        );
+        assert_eq!(
+            phase.on(Event::Empty(t0), budget(0)),
+            Step::Finish(Outcome::Drained)
+        );
+    }
+
+    #[test]
+    fn phase_delays_then_drains_then_times_out() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut phase = Phase::Serving;
+        assert_eq!(
+            phase.on(Event::Signal(Signal::Int, t0), budget(200)),
+            Step::Announce
+        );
+        assert_eq!(
+            phase.on(Event::Tick(t0 + ms(100)), budget(200)),
+            Step::Nothing
+        );
+        assert_eq!(
+            phase.on(Event::Empty(t0 + ms(100)), budget(200)),
+            Step::Nothing,
+            "no drain during the delay"
+        );
+        assert_eq!(
+            phase.on(Event::Tick(t0 + ms(200)), budget(200)),
+            Step::StartDrain
+        );
+        assert_eq!(
+            phase.on(Event::Tick(t0 + ms(999)), budget(200)),
+            Step::Nothing
+        );
+        assert_eq!(
+            phase.on(Event::Tick(t0 + ms(1000)), budget(200)),
+            Step::Force
+        );
+        assert_eq!(
+            phase,
+            Phase::Done {
+                outcome: Outcome::TimedOut
+            }
+        );
+    }
+}

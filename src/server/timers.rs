@@ -1,0 +1,74 @@
+//! Wake-ups for connections, as a min-heap of `(when, token)`.
+//!
+//! What it is: the loop's one timer queue. Each connection says when it next needs
+//! attention ([`crate::conn::Conn::deadline`]); the loop keeps the earliest of those in a
+//! heap, and the poll timeout is the time until the heap's top.
+//!
+//! Why lazy: a deadline that moves *later* (an idle timer reset by a new request) is not
+//! pushed again; when the old, earlier entry fires, the connection finds nothing due and
+//! is rescheduled at its real deadline. Only a deadline that moves *earlier* is pushed.
+//! So a busy keep-alive connection costs no heap work per request.
+//!
+//! Invariant: never reads the clock; `now` is passed in.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+#[derive(Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, Token)>>,
+}
+
+impl Timers {
+    /// Makes sure a wake-up at `at` (or earlier) is queued. `scheduled` is the earliest
+    /// entry already queued for this token, kept by the caller.
+    pub fn schedule(&mut self, token: Token, at: Option<Instant>, scheduled: &mut Option<Instant>) {
+        if let Some(at) = at
+            && scheduled.is_none_or(|s| at < s)
+        {
+            self.heap.push(Reverse((at, token)));
+            *scheduled = Some(at);
+        }
+    }
+
+    /// Pops the next entry due at `now`, if any.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Token)> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    /// Time until the earliest entry, for the poll timeout.
+    pub fn next_in(&self, now: Instant) -> Option<Duration> {
+        self.heap
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_push_only_earlier_deadlines() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        let mut scheduled = None;
+        timers.schedule(Token(1), Some(t0 + Duration::from_secs(5)), &mut scheduled);
+        timers.schedule(Token(1), Some(t0 + Duration::from_secs(9)), &mut scheduled);
+        assert_eq!(timers.heap.len(), 1, "a later deadline is not pushed");
+        timers.schedule(Token(1), Some(t0 + Duration::from_secs(1)), &mut scheduled);
+        assert_eq!(timers.heap.len(), 2);
+        assert_eq!(timers.next_in(t0), Some(Duration::from_secs(1)));
+        assert_eq!(timers.pop_due(t0), None);
+        assert_eq!(
+            timers.pop_due(t0 + Duration::from_secs(1)),
+            Some((t0 + Duration::from_secs(1), Token(1)))
+        );
+    }
+}
