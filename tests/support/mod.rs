@@ -1,0 +1,301 @@
+//! Test support: start the real `lastcall` binary on a free loopback port and talk raw
+//! HTTP/1.1 to it over TCP, with timeouts on everything.
+//!
+//! The binary binds `127.0.0.1:0` and logs the address it got (`Listening on http://…`);
+//! tests read that line instead of probing for a free port. Every wait here is bounded,
+//! so a hang fails a test instead of stalling the suite.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Upper bound for anything that should happen "at once": only catches hangs.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `lastcall` process. Killed on drop if still running.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Server {
+    /// Starts the binary with extra environment variables and arguments.
+    pub fn start(env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastcall"));
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn lastcall");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lines, cond) = &*sink;
+                lines.lock().unwrap().push(line);
+                cond.notify_all();
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let line = server.wait_for_log("Listening on http://");
+        let addr = line.rsplit("http://").next().unwrap().trim();
+        server.addr = addr.parse().unwrap_or_else(|_| panic!("bad address in {line:?}"));
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A raw TCP client with read and write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.addr, PATIENCE).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) with kill(1): no libc needed.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "server did not exit within {limit:?}; log:\n{}", self.log_text());
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until a log line contains `needle`; returns that line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let (lines, cond) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no log line with {needle:?}; log:\n{}", guard.join("\n"));
+            guard = cond.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.0.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response, as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body was chunked and ended with the last chunk (not cut short).
+    pub complete: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Reads responses off one connection, keeping bytes that belong to the next response.
+pub struct Reader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Why reading a response failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The connection closed before any byte of a response.
+    ClosedBeforeResponse,
+    /// The connection closed partway through a response.
+    Truncated,
+    /// Reset or timed out.
+    Io(ErrorKind),
+}
+
+impl Reader {
+    pub fn new(stream: TcpStream) -> Reader {
+        Reader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    /// Reads one response to a request with method `method` (HEAD has no body).
+    pub fn response_to(&mut self, method: &str) -> Result<Response, ReadError> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill()? == 0 {
+                return Err(if self.buf.is_empty() {
+                    ReadError::ClosedBeforeResponse
+                } else {
+                    ReadError::Truncated
+                });
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            complete: true,
+        };
+        if method == "HEAD" || status == 100 || status == 204 || status == 304 {
+            return Ok(response);
+        }
+        if let Some(len) = response.header("content-length") {
+            let len: usize = len.parse().expect("numeric content-length");
+            while self.buf.len() < len {
+                if self.fill()? == 0 {
+                    return Err(ReadError::Truncated);
+                }
+            }
+            response.body = self.buf.drain(..len).collect();
+        } else if response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            response.complete = false;
+            loop {
+                let line_end = loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        break i;
+                    }
+                    if self.fill()? == 0 {
+                        return Ok(response); // cut: `complete` stays false
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                    .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    if self.fill()? == 0 {
+                        return Ok(response);
+                    }
+                }
+                if size == 0 {
+                    self.buf.drain(..line_end + 4);
+                    response.complete = true;
+                    return Ok(response);
+                }
+                response
+                    .body
+                    .extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+            }
+        } else {
+            // Close-delimited (HTTP/1.0 stream).
+            while self.fill()? > 0 {}
+            response.body = std::mem::take(&mut self.buf);
+        }
+        Ok(response)
+    }
+
+    /// Reads one response to a GET.
+    pub fn response(&mut self) -> Result<Response, ReadError> {
+        self.response_to("GET")
+    }
+
+    /// True when the server closed the connection (EOF) with nothing more to read.
+    pub fn at_eof(&mut self) -> bool {
+        self.buf.is_empty() && matches!(self.fill(), Ok(0))
+    }
+
+    fn fill(&mut self) -> Result<usize, ReadError> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e.kind())),
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One GET on a fresh connection with `Connection: close`.
+pub fn get(server: &Server, path: &str) -> Response {
+    let mut r = Reader::new(server.connect());
+    r.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
+    r.response().expect("a response")
+}
