@@ -136,8 +136,13 @@ impl Conn {
             return Err(CloseReason::WriteTimeout);
         }
         match &mut self.state {
-            // Rule: an idle connection past its keep-alive timeout is closed silently.
-            State::Idle { since } if now >= *since + t.keepalive => Err(CloseReason::IdleTimeout),
+            // Rule: an idle connection past its keep-alive timeout is closed silently. A
+            // connection whose responses are still being written is not idle.
+            State::Idle { since }
+                if now >= *since + t.keepalive && self.input.is_none() && self.output.is_none() =>
+            {
+                Err(CloseReason::IdleTimeout)
+            }
             // Rule: a head or body that does not arrive in time is answered 408.
             State::Head { since } if now >= *since + t.header => {
                 self.reject(cx, RequestError::Timeout);
@@ -165,11 +170,9 @@ impl Conn {
                 }
                 self.drive(cx)
             }
-            // Rule: a stream sends its next chunk (or its end) when its timer fires.
-            State::Streaming(s) if now >= s.next_at => {
-                self.next_chunk(cx);
-                self.drive(cx)
-            }
+            // Rule: a stream sends its next chunk (or its end) when its timer fires
+            // (`process` does it, subject to back-pressure).
+            State::Streaming(s) if now >= s.next_at => self.drive(cx),
             // Rule: a lingering close ends at its bound.
             State::Lingering { until, reason } if now >= *until => Err(*reason),
             _ => Ok(()),
@@ -248,7 +251,13 @@ impl Conn {
 
     /// When the loop must next call [`Conn::timer`].
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        let state = self.state.deadline(&limits.timeouts);
+        let state = match &self.state {
+            // Not idle while responses are still going out (the write timer guards
+            // that), and a stream held back by a full output buffer waits for writes.
+            State::Idle { .. } if !self.is_idle() => None,
+            State::Streaming(_) if self.backed_up() => None,
+            state => state.deadline(&limits.timeouts),
+        };
         let write = self.write_since.map(|since| since + limits.timeouts.write);
         match (state, write) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -333,12 +342,16 @@ impl Conn {
     fn process(&mut self, cx: &mut Cx<'_>) -> bool {
         let mut changed = false;
         loop {
-            if self
-                .output
-                .as_ref()
-                .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER)
-            {
+            if self.backed_up() {
                 return changed; // back-pressure: let the client read first
+            }
+            if let State::Streaming(s) = &self.state {
+                if cx.now < s.next_at {
+                    return changed;
+                }
+                self.next_chunk(cx);
+                changed = true;
+                continue;
             }
             let Some(input) = self.input.as_ref().filter(|i| !i.is_empty()) else {
                 return changed;
@@ -368,6 +381,13 @@ impl Conn {
             }
             changed = true;
         }
+    }
+
+    /// Output waits for the client beyond the high-water mark: take no new work.
+    fn backed_up(&self) -> bool {
+        self.output
+            .as_ref()
+            .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER)
     }
 
     /// A head is complete: dispatch it, or start reading its body.
@@ -621,6 +641,11 @@ impl Conn {
                 cx.bufs.give_output(out);
             }
             self.write_since = None;
+            // The keep-alive idle time starts when the last response is out, not when
+            // it was queued.
+            if let State::Idle { since } = &mut self.state {
+                *since = cx.now;
+            }
         } else if wrote || self.write_since.is_none() {
             self.write_since = Some(cx.now);
         }

@@ -129,7 +129,9 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(RequestError::VersionNotSupported),
+        Err(httparse::Error::Version) if names_a_version(buf) => {
+            return Err(RequestError::VersionNotSupported);
+        }
         Err(_) => return Err(RequestError::Malformed),
     };
     if request_line_too_long(buf) {
@@ -159,6 +161,21 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
         expect_continue: fields.expect_continue,
         len,
     }))
+}
+
+/// httparse says `Version` both for `HTTP/2.0` (a version we do not speak: 505) and for
+/// a request line that has no version where one should be (`GET /a b HTTP/1.1`: 400).
+/// Only the first is a version problem: the last word of the line is `HTTP/d.d`.
+fn names_a_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let words = line.split(|&b| b == b' ').count();
+    match line.rsplit(|&b| b == b' ').next() {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
+            words == 3 && major.is_ascii_digit() && minor.is_ascii_digit()
+        }
+        _ => false,
+    }
 }
 
 /// True when no line end appears within the first `MAX_REQUEST_LINE` bytes.
@@ -578,6 +595,9 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadHost),
             ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
             ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", VersionNotSupported),
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("GET / http/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("GET / HTTP/1.1x\r\nHost: a\r\n\r\n", Malformed),
             ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n", MethodNotImplemented),
             ("GET x HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
             ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),

@@ -57,7 +57,9 @@ impl Server {
         };
         let line = server.wait_for_log("Listening on http://");
         let addr = line.rsplit("http://").next().unwrap().trim();
-        server.addr = addr.parse().unwrap_or_else(|_| panic!("bad address in {line:?}"));
+        server.addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address in {line:?}"));
         server
     }
 
@@ -90,7 +92,11 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(start.elapsed() < limit, "server did not exit within {limit:?}; log:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < limit,
+                "server did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
             thread::sleep(Duration::from_millis(5));
         }
     }
@@ -105,7 +111,11 @@ impl Server {
                 return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no log line with {needle:?}; log:\n{}", guard.join("\n"));
+            assert!(
+                !left.is_zero(),
+                "no log line with {needle:?}; log:\n{}",
+                guard.join("\n")
+            );
             guard = cond.wait_timeout(guard, left).unwrap().0;
         }
     }

@@ -1,0 +1,937 @@
+//! HTTP/1.1 on the wire: what a client sees when it talks raw TCP to the real binary.
+//!
+//! Each test starts its own server on a free loopback port (see `support`), sends bytes
+//! exactly as written here, and reads the answers with `support::Reader`. Every read and
+//! write has a timeout, every loop is bounded, and nothing waits on a fixed sleep.
+//!
+//! Read in order: persistence (keep-alive, pipelining, `Connection: close`, HTTP/1.0),
+//! request bodies (Content-Length, chunked, `Expect: 100-continue`), HEAD, the reference
+//! routes, then every way a request can be refused, then a client that never reads.
+
+mod support;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{PATIENCE, Reader, Response, Server, get};
+
+const PLAINTEXT: &str = "Hello, World!";
+const JSON: &str = r#"{"message":"Hello, World!"}"#;
+const LIVE: &str = r#"{"status":"ok"}"#;
+
+/// A fresh raw connection to `server`, wrapped in a response reader.
+fn open(server: &Server) -> Reader {
+    Reader::new(server.connect())
+}
+
+/// `GET path` on HTTP/1.1 with a Host and nothing else (the connection persists).
+fn get_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+/// The body `/stream?chunks=n` sends, all chunks joined.
+fn stream_body(n: usize) -> String {
+    (1..=n).map(|i| format!("chunk {i} of {n}\n")).collect()
+}
+
+/// Asserts the API's error shape: JSON `{"error":"..."}`.
+fn assert_error_json(r: &Response, context: &str) {
+    let body = r.body_text();
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "{context}: error content type"
+    );
+    assert!(
+        body.starts_with(r#"{"error":""#) && body.ends_with(r#""}"#),
+        "{context}: error body is not {{\"error\":...}}: {body:?}"
+    );
+}
+
+/// The server still answers a new connection normally.
+fn assert_serving(server: &Server) {
+    let r = get(server, "/live");
+    assert_eq!(r.status, 200, "a fresh connection is served");
+    assert_eq!(r.body_text(), LIVE);
+}
+
+/// Resident memory of a process in KiB, from `/proc/<pid>/status`.
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Persistence: keep-alive, pipelining, Connection: close, HTTP/1.0
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    for (path, body) in [
+        ("/plaintext", PLAINTEXT),
+        ("/json", JSON),
+        ("/live", LIVE),
+        ("/plaintext", PLAINTEXT),
+        ("/json", JSON),
+    ] {
+        c.send(get_request(path).as_bytes());
+        let r = c
+            .response()
+            .expect("a response on the kept-alive connection");
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.body_text(), body, "{path}");
+        assert!(!r.closes(), "{path}: HTTP/1.1 persists by default");
+    }
+}
+
+#[test]
+fn pipelined_requests_in_one_write_are_answered_in_order() {
+    let server = Server::start(&[], &[]);
+    // Sixteen requests of mixed kinds (immediate, timer-delayed, streamed, HEAD, 404), each
+    // with a distinct query or path, written in one go.
+    let mut wire = String::new();
+    let mut expected: Vec<(&str, u16, String)> = Vec::new();
+    for i in 0..16usize {
+        let (method, target, status, body) = match i % 6 {
+            0 => (
+                "GET",
+                format!("/plaintext?i={i}"),
+                200,
+                PLAINTEXT.to_owned(),
+            ),
+            1 => ("GET", format!("/json?i={i}"), 200, JSON.to_owned()),
+            2 => ("GET", format!("/live?i={i}"), 200, LIVE.to_owned()),
+            3 => (
+                "GET",
+                format!("/stream?chunks={}&ms=0", i + 1),
+                200,
+                stream_body(i + 1),
+            ),
+            // Later requests wait less: an answer that overtook its turn would show.
+            4 => (
+                "GET",
+                format!("/work?ms={}", (16 - i) * 3),
+                200,
+                r#"{"done":true}"#.to_owned(),
+            ),
+            _ => ("HEAD", format!("/json?i={i}"), 200, String::new()),
+        };
+        wire.push_str(&format!("{method} {target} HTTP/1.1\r\nHost: test\r\n\r\n"));
+        expected.push((method, status, body));
+    }
+    let mut c = open(&server);
+    c.send(wire.as_bytes());
+    for (i, (method, status, body)) in expected.iter().enumerate() {
+        let r = c
+            .response_to(method)
+            .unwrap_or_else(|e| panic!("response {i}: {e:?}"));
+        assert_eq!(r.status, *status, "response {i}");
+        assert_eq!(&r.body_text(), body, "response {i} out of order or wrong");
+        assert!(r.complete, "response {i} complete");
+    }
+    // Nothing extra after the sixteenth answer, and the connection is still usable.
+    c.send(get_request("/plaintext?after").as_bytes());
+    let r = c.response().expect("a seventeenth response");
+    assert_eq!(r.body_text(), PLAINTEXT);
+}
+
+#[test]
+fn connection_close_is_honoured_with_eof_after_the_response() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"GET /plaintext HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let r = c.response().expect("a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), PLAINTEXT);
+    assert!(r.closes(), "the response says Connection: close");
+    assert!(c.at_eof(), "the server closes after the response");
+}
+
+#[test]
+fn connection_close_token_is_found_in_a_list_in_any_case() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"GET /json HTTP/1.1\r\nHost: test\r\nConnection: keep-alive, CLOSE\r\n\r\n");
+    let r = c.response().expect("a response");
+    assert_eq!(r.body_text(), JSON);
+    assert!(r.closes());
+    assert!(c.at_eof());
+}
+
+#[test]
+fn pipelined_request_after_connection_close_is_not_answered() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"GET /plaintext HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n\
+          GET /json HTTP/1.1\r\nHost: test\r\n\r\n",
+    );
+    let r = c.response().expect("the first response");
+    assert_eq!(r.body_text(), PLAINTEXT);
+    assert!(r.closes());
+    assert!(c.at_eof(), "nothing follows the response that closed");
+}
+
+#[test]
+fn http10_request_closes_by_default() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"GET /plaintext HTTP/1.0\r\n\r\n");
+    let r = c.response().expect("a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), PLAINTEXT);
+    assert!(
+        r.closes(),
+        "1.0 without keep-alive is answered Connection: close"
+    );
+    assert!(c.at_eof());
+}
+
+#[test]
+fn http10_request_with_keep_alive_keeps_the_connection() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    for path in ["/plaintext", "/json"] {
+        c.send(format!("GET {path} HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").as_bytes());
+        let r = c.response().expect("a response");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
+            "{path}: a 1.0 client is told keep-alive explicitly, got {:?}",
+            r.header("connection")
+        );
+        assert!(
+            r.header("content-length").is_some(),
+            "{path}: a 1.0 keep-alive body has a length"
+        );
+    }
+    // The third request omits keep-alive: answered, then closed.
+    c.send(b"GET /live HTTP/1.0\r\n\r\n");
+    let r = c.response().expect("a third response");
+    assert_eq!(r.body_text(), LIVE);
+    assert!(r.closes());
+    assert!(c.at_eof());
+}
+
+// ---------------------------------------------------------------------------------------
+// Request bodies
+// ---------------------------------------------------------------------------------------
+
+/// A 405 for `POST /health`: answered, not a framing error, so the connection stays.
+fn assert_405(r: &Response, context: &str) {
+    assert_eq!(r.status, 405, "{context}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD"), "{context}");
+    assert!(!r.closes(), "{context}: a 405 keeps the connection");
+    assert_error_json(r, context);
+}
+
+#[test]
+fn chunked_body_is_framed_so_the_next_pipelined_request_is_answered() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"POST /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n7;ext=\"a b\"\r\n, world\r\n0\r\nX-Trailer: yes\r\n\r\n\
+          GET /live HTTP/1.1\r\nHost: test\r\n\r\n",
+    );
+    assert_405(&c.response().expect("the POST's answer"), "chunked POST");
+    let r = c.response().expect("the pipelined GET's answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), LIVE);
+}
+
+#[test]
+fn content_length_body_is_framed_so_the_next_pipelined_request_is_answered() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    // The body looks like a request on purpose: it must be skipped as body, not run.
+    let body = "GET /json HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.send(
+        format!(
+            "POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}\
+             GET /live HTTP/1.1\r\nHost: test\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_405(
+        &c.response().expect("the POST's answer"),
+        "Content-Length POST",
+    );
+    let r = c.response().expect("the pipelined GET's answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), LIVE, "the body was not taken for a request");
+}
+
+#[test]
+fn body_split_across_writes_is_reassembled() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"POST /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe");
+    c.stream.flush().unwrap();
+    c.send(b"llo\r\n0\r\n\r\nGET /live HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_405(
+        &c.response().expect("the POST's answer"),
+        "split chunked POST",
+    );
+    assert_eq!(c.response().expect("the GET").body_text(), LIVE);
+}
+
+#[test]
+fn expect_100_continue_gets_continue_before_the_body_is_sent() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    let interim = c.response().expect("an interim response");
+    assert_eq!(interim.status, 100, "100 Continue before the body");
+    c.send(b"hello");
+    assert_405(
+        &c.response().expect("the final answer"),
+        "after 100 Continue",
+    );
+    // The connection goes on.
+    c.send(get_request("/plaintext").as_bytes());
+    assert_eq!(c.response().expect("next").body_text(), PLAINTEXT);
+}
+
+#[test]
+fn expect_100_continue_with_oversized_length_is_refused_without_continue() {
+    let server = Server::start(&[("MAX_BODY_BYTES", "16")], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    let r = c.response().expect("a response");
+    assert_eq!(r.status, 413, "refused before the client sends its body");
+    assert!(r.closes());
+    assert!(c.at_eof());
+}
+
+// ---------------------------------------------------------------------------------------
+// HEAD
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn head_response_has_length_but_no_body() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"HEAD /plaintext HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let r = c.response_to("HEAD").expect("a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length"),
+        Some("13"),
+        "HEAD announces GET's length"
+    );
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert!(c.at_eof(), "no body bytes follow a HEAD response");
+}
+
+#[test]
+fn head_response_leaves_the_next_pipelined_response_intact() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"HEAD /json HTTP/1.1\r\nHost: test\r\n\r\n\
+          HEAD /stream?chunks=2&ms=0 HTTP/1.1\r\nHost: test\r\n\r\n\
+          GET /plaintext HTTP/1.1\r\nHost: test\r\n\r\n",
+    );
+    let head = c.response_to("HEAD").expect("the HEAD answer");
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(&*JSON.len().to_string())
+    );
+    let head = c.response_to("HEAD").expect("the streamed HEAD answer");
+    assert_eq!(head.status, 200);
+    let r = c.response().expect("the GET after the HEADs");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), PLAINTEXT);
+}
+
+// ---------------------------------------------------------------------------------------
+// The reference routes and the fields every response carries
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn every_response_names_the_server_and_carries_a_date() {
+    let server = Server::start(&[], &[]);
+    for path in ["/plaintext", "/json", "/nope"] {
+        let r = get(&server, path);
+        assert_eq!(r.header("server"), Some("lastcall"), "{path}");
+        let date = r
+            .header("date")
+            .unwrap_or_else(|| panic!("{path}: no Date"));
+        // IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+        assert_eq!(date.len(), 29, "{path}: Date {date:?}");
+        assert!(date.ends_with(" GMT"), "{path}: Date {date:?}");
+        assert_eq!(&date[3..5], ", ", "{path}: Date {date:?}");
+    }
+}
+
+#[test]
+fn plaintext_and_json_bodies_are_exact() {
+    let server = Server::start(&[], &[]);
+    let r = get(&server, "/plaintext");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.body, PLAINTEXT.as_bytes());
+    let r = get(&server, "/json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.body, JSON.as_bytes());
+}
+
+#[test]
+fn unknown_path_is_404_json() {
+    let server = Server::start(&[], &[]);
+    let r = get(&server, "/no/such/thing");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body_text(), r#"{"error":"not found"}"#);
+    assert_error_json(&r, "404");
+}
+
+#[test]
+fn wrong_method_on_known_path_is_405_with_allow() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"POST /health HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_405(&c.response().expect("a response"), "POST /health");
+    c.send(b"DELETE /json HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_405(&c.response().expect("a response"), "DELETE /json");
+}
+
+#[test]
+fn work_answers_done_after_its_timer() {
+    let server = Server::start(&[], &[]);
+    let r = get(&server, "/work?ms=100");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), r#"{"done":true}"#);
+}
+
+#[test]
+fn stream_sends_its_chunks_and_the_last_chunk() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(get_request("/stream?chunks=3&ms=20").as_bytes());
+    let r = c.response().expect("a streamed response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.complete, "the body ends with the terminating chunk");
+    assert_eq!(r.body_text(), stream_body(3));
+    // A finished stream leaves the connection usable.
+    c.send(get_request("/plaintext").as_bytes());
+    assert_eq!(
+        c.response().expect("after the stream").body_text(),
+        PLAINTEXT
+    );
+}
+
+#[test]
+fn stream_over_http10_is_close_delimited() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    // Even a 1.0 client asking for keep-alive gets a close-delimited stream: it cannot
+    // read chunks, so the end of the body is the end of the connection.
+    c.send(b"GET /stream?chunks=3&ms=20 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response().expect("a streamed response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), None, "no chunks for 1.0");
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.closes());
+    assert_eq!(r.body_text(), stream_body(3), "the body runs to EOF");
+}
+
+// A handler panic (DESIGN: "a panicking handler costs one 500, never the server") cannot
+// be provoked from outside: no route of the reference application panics on any input,
+// so that case is covered by unit tests of the connection, not here.
+
+// ---------------------------------------------------------------------------------------
+// Refused requests: each answered with its status and a JSON error, then closed
+// ---------------------------------------------------------------------------------------
+
+/// One refused request: what is sent and the status it must get.
+struct Refused {
+    name: &'static str,
+    request: Vec<u8>,
+    status: u16,
+}
+
+fn refused(name: &'static str, request: impl Into<Vec<u8>>, status: u16) -> Refused {
+    Refused {
+        name,
+        request: request.into(),
+        status,
+    }
+}
+
+/// Sends each case on its own connection; checks the status, the JSON error, the
+/// `Connection: close`, the EOF after it, and that a fresh connection is still served.
+/// Collects every failure so one run reports them all.
+fn check_refused(server: &Server, cases: &[Refused]) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let mut c = open(server);
+        // A request larger than the server reads may meet a closed socket: that is fine,
+        // the answer is already on its way.
+        let _ = c.stream.write_all(&case.request);
+        let outcome = match c.response() {
+            Ok(r) => {
+                let body = r.body_text();
+                let json = r.header("content-type") == Some("application/json")
+                    && body.starts_with(r#"{"error":""#)
+                    && body.ends_with(r#""}"#);
+                if r.status != case.status {
+                    Err(format!("status {} (body {body:?})", r.status))
+                } else if !json {
+                    Err(format!(
+                        "error body is not JSON {{\"error\":...}}: {body:?}"
+                    ))
+                } else if !r.closes() {
+                    Err("no Connection: close".to_owned())
+                } else if !c.at_eof() {
+                    Err("connection not closed after the error".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(format!("no response: {e:?}")),
+        };
+        if let Err(why) = outcome {
+            failures.push(format!("{} (want {}): {why}", case.name, case.status));
+        }
+        let r = get(server, "/live");
+        if r.status != 200 {
+            failures.push(format!("{}: next connection got {}", case.name, r.status));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "refused requests misbehaved:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+#[test]
+fn malformed_and_ambiguous_requests_are_400_and_close() {
+    let server = Server::start(&[], &[]);
+    let post = "POST /health HTTP/1.1\r\nHost: test\r\n";
+    check_refused(
+        &server,
+        &[
+            refused(
+                "header without colon",
+                "GET /live HTTP/1.1\r\nHost: test\r\nBad Header\r\n\r\n",
+                400,
+            ),
+            refused(
+                "space before colon",
+                "GET /live HTTP/1.1\r\nHost : test\r\n\r\n",
+                400,
+            ),
+            refused("empty method", " /live HTTP/1.1\r\nHost: test\r\n\r\n", 400),
+            refused(
+                "double space in request line",
+                "GET  /live HTTP/1.1\r\nHost: test\r\n\r\n",
+                400,
+            ),
+            refused(
+                "junk after version",
+                "GET /live HTTP/1.1 x\r\nHost: test\r\n\r\n",
+                400,
+            ),
+            refused(
+                "target not origin-form",
+                "GET live HTTP/1.1\r\nHost: test\r\n\r\n",
+                400,
+            ),
+            refused(
+                "CL and TE together",
+                format!("{post}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "conflicting Content-Length fields",
+                format!("{post}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+                400,
+            ),
+            refused(
+                "conflicting Content-Length list",
+                format!("{post}Content-Length: 5, 6\r\n\r\nhello!"),
+                400,
+            ),
+            refused(
+                "non-numeric Content-Length",
+                format!("{post}Content-Length: 5x\r\n\r\nhello"),
+                400,
+            ),
+            refused(
+                "signed Content-Length",
+                format!("{post}Content-Length: +5\r\n\r\nhello"),
+                400,
+            ),
+            refused(
+                "Content-Length overflowing u64",
+                format!("{post}Content-Length: 99999999999999999999999\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "bad chunk size",
+                format!("{post}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "chunk size with bare LF",
+                format!("{post}Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "chunk data without CRLF",
+                format!("{post}Transfer-Encoding: chunked\r\n\r\n5\r\nhelloX0\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "chunked not last",
+                format!("{post}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "chunked twice",
+                format!("{post}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+                400,
+            ),
+            refused(
+                "Transfer-Encoding in HTTP/1.0",
+                "POST /health HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                400,
+            ),
+            refused(
+                "obs-fold",
+                "GET /live HTTP/1.1\r\nHost: test\r\nX-A: b\r\n c\r\n\r\n",
+                400,
+            ),
+            refused(
+                "bare CR in a field value",
+                "GET /live HTTP/1.1\r\nHost: test\r\nX-A: b\rc\r\n\r\n",
+                400,
+            ),
+            refused(
+                "control character in a field value",
+                "GET /live HTTP/1.1\r\nHost: test\r\nX-A: b\x01c\r\n\r\n",
+                400,
+            ),
+            refused(
+                "NUL in a field value",
+                "GET /live HTTP/1.1\r\nHost: test\r\nX-A: b\x00c\r\n\r\n",
+                400,
+            ),
+            refused(
+                "DEL in a field value",
+                "GET /live HTTP/1.1\r\nHost: test\r\nX-A: b\x7fc\r\n\r\n",
+                400,
+            ),
+        ],
+    );
+    assert_serving(&server);
+}
+
+#[test]
+fn request_line_with_space_in_target_is_400() {
+    // An invalid request-line is a 400 (RFC 9112 §3); 505 means a well-formed version the
+    // server does not support (RFC 9110 §15.6.6), and `b HTTP/1.1` is no version at all.
+    let server = Server::start(&[], &[]);
+    check_refused(
+        &server,
+        &[
+            refused(
+                "space inside the target",
+                "GET /a b HTTP/1.1\r\nHost: test\r\n\r\n",
+                400,
+            ),
+            refused(
+                "version in lower case",
+                "GET /live http/1.1\r\nHost: test\r\n\r\n",
+                400,
+            ),
+            refused(
+                "request line without a version",
+                "GET /live\r\nHost: test\r\n\r\n",
+                400,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn http11_request_without_exactly_one_host_is_400() {
+    let server = Server::start(&[], &[]);
+    check_refused(
+        &server,
+        &[
+            refused("no Host", "GET /live HTTP/1.1\r\n\r\n", 400),
+            refused(
+                "two Hosts",
+                "GET /live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                400,
+            ),
+        ],
+    );
+    // HTTP/1.0 needs no Host.
+    let mut c = open(&server);
+    c.send(b"GET /live HTTP/1.0\r\n\r\n");
+    assert_eq!(c.response().expect("a 1.0 response").status, 200);
+}
+
+#[test]
+fn oversized_bodies_are_413_and_close() {
+    let server = Server::start(&[("MAX_BODY_BYTES", "16")], &[]);
+    let post = "POST /health HTTP/1.1\r\nHost: test\r\n";
+    check_refused(
+        &server,
+        &[
+            refused(
+                "Content-Length over the limit",
+                format!("{post}Content-Length: 17\r\n\r\n{}", "x".repeat(17)),
+                413,
+            ),
+            refused(
+                "Content-Length far over the limit, no body sent",
+                format!("{post}Content-Length: 1000000000\r\n\r\n"),
+                413,
+            ),
+            refused(
+                "one chunk over the limit",
+                format!(
+                    "{post}Transfer-Encoding: chunked\r\n\r\n11\r\n{}\r\n0\r\n\r\n",
+                    "x".repeat(17)
+                ),
+                413,
+            ),
+            refused(
+                "chunks adding up over the limit",
+                format!(
+                    "{post}Transfer-Encoding: chunked\r\n\r\n10\r\n{}\r\n1\r\nx\r\n0\r\n\r\n",
+                    "x".repeat(16)
+                ),
+                413,
+            ),
+        ],
+    );
+    // A body of exactly the limit is taken (and answered 405: POST on /health).
+    let mut c = open(&server);
+    c.send(
+        format!(
+            "{post}Transfer-Encoding: chunked\r\n\r\n10\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(16)
+        )
+        .as_bytes(),
+    );
+    assert_405(&c.response().expect("a response"), "body at the limit");
+}
+
+#[test]
+fn oversized_heads_are_414_or_431_and_close() {
+    let server = Server::start(&[], &[]);
+    let long_target = format!("/{}", "a".repeat(9 * 1024));
+    let big_headers: String = (0..20)
+        .map(|i| format!("X-Filler-{i}: {}\r\n", "b".repeat(1000)))
+        .collect();
+    let many_headers: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
+    check_refused(
+        &server,
+        &[
+            refused(
+                "request line over 8 KiB",
+                format!("GET {long_target} HTTP/1.1\r\nHost: test\r\n\r\n"),
+                414,
+            ),
+            refused(
+                "request line over 8 KiB, never ended",
+                format!("GET {long_target}"),
+                414,
+            ),
+            refused(
+                "head over MAX_HEADER_BYTES",
+                format!("GET /live HTTP/1.1\r\nHost: test\r\n{big_headers}\r\n"),
+                431,
+            ),
+            refused(
+                "more header fields than allowed",
+                format!("GET /live HTTP/1.1\r\nHost: test\r\n{many_headers}\r\n"),
+                431,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn small_max_header_bytes_is_enforced() {
+    let server = Server::start(&[("MAX_HEADER_BYTES", "512")], &[]);
+    check_refused(
+        &server,
+        &[refused(
+            "head over a 512-byte limit",
+            format!(
+                "GET /live HTTP/1.1\r\nHost: test\r\nX-Pad: {}\r\n\r\n",
+                "p".repeat(600)
+            ),
+            431,
+        )],
+    );
+    // A head under the limit is fine.
+    assert_serving(&server);
+}
+
+#[test]
+fn unknown_methods_and_codings_are_501_and_close() {
+    let server = Server::start(&[], &[]);
+    check_refused(
+        &server,
+        &[
+            refused("BREW", "BREW /pot HTTP/1.1\r\nHost: test\r\n\r\n", 501),
+            refused(
+                "lower-case method",
+                "get /live HTTP/1.1\r\nHost: test\r\n\r\n",
+                501,
+            ),
+            refused(
+                "gzip, chunked",
+                "POST /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                501,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn unsupported_versions_are_505_and_close() {
+    let server = Server::start(&[], &[]);
+    check_refused(
+        &server,
+        &[
+            refused("HTTP/2.0", "GET /live HTTP/2.0\r\nHost: test\r\n\r\n", 505),
+            refused("HTTP/1.2", "GET /live HTTP/1.2\r\nHost: test\r\n\r\n", 505),
+        ],
+    );
+}
+
+#[test]
+fn unknown_expectation_is_417_and_close() {
+    let server = Server::start(&[], &[]);
+    check_refused(
+        &server,
+        &[refused(
+            "Expect: something-else",
+            "POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nExpect: something-else\r\n\r\nhello",
+            417,
+        )],
+    );
+}
+
+#[test]
+fn refused_request_is_not_followed_by_its_pipelined_successor() {
+    // After a framing error the next request's start cannot be trusted: it is dropped.
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n\
+          GET /live HTTP/1.1\r\nHost: test\r\n\r\n",
+    );
+    let r = c.response().expect("the 400");
+    assert_eq!(r.status, 400);
+    assert!(c.at_eof(), "the pipelined GET is not answered");
+    assert_serving(&server);
+}
+
+// ---------------------------------------------------------------------------------------
+// A client that pipelines without reading
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn pipelining_client_that_never_reads_is_held_back_without_buffering() {
+    // ~7 MiB of requests whose answers (~25 MiB) are far more than the socket buffers
+    // hold: the server must stop reading (back-pressure) rather than buffer them.
+    const REQUESTS: usize = 200_000;
+    const PIECE: usize = 64 * 1024;
+    let server = Server::start(&[], &[]);
+    let rss_before = vm_rss_kib(server.pid());
+
+    let c = server.connect();
+    let mut writer_stream = c.try_clone().expect("clone the stream");
+    let written = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::clone(&written);
+    let wire = get_request("/plaintext").repeat(REQUESTS);
+    let total = wire.len();
+    let writer = thread::spawn(move || {
+        for piece in wire.as_bytes().chunks(PIECE) {
+            writer_stream.write_all(piece)?;
+            progress.fetch_add(piece.len(), Ordering::SeqCst);
+        }
+        Ok::<(), std::io::Error>(())
+    });
+
+    // Wait until the writer is done or held back (no progress for a while), bounded.
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let now_written = written.load(Ordering::SeqCst);
+        if now_written == total || writer.is_finished() {
+            break;
+        }
+        if now_written != last.0 {
+            last = (now_written, Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(300) {
+            break; // held back
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "writer neither finished nor stalled"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    eprintln!(
+        "held back after {} of {total} request bytes ({:?})",
+        written.load(Ordering::SeqCst),
+        start.elapsed()
+    );
+    // While that client reads nothing, others are served at once: the loop is not stuck.
+    for _ in 0..5 {
+        assert_serving(&server);
+    }
+    if let (Some(before), Some(after)) = (rss_before, vm_rss_kib(server.pid())) {
+        assert!(
+            after < before + 16 * 1024,
+            "resident memory grew from {before} KiB to {after} KiB with {} of {total} \
+             request bytes written",
+            written.load(Ordering::SeqCst)
+        );
+    }
+
+    // When the client finally reads, every answer is there, whole and in order.
+    let mut r = Reader::new(c);
+    for i in 0..REQUESTS {
+        let resp = r
+            .response()
+            .unwrap_or_else(|e| panic!("response {i} of {REQUESTS}: {e:?}"));
+        assert_eq!(resp.status, 200, "response {i}");
+        assert_eq!(resp.body, PLAINTEXT.as_bytes(), "response {i}");
+    }
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("all requests written");
+    assert_serving(&server);
+}
