@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use mio::{Token, Waker};
 
+use crate::db::Pool;
 use crate::http::request::Request;
 use crate::http::response::{Response, Status};
 
@@ -52,14 +53,22 @@ pub struct Ctx<'a> {
     shutting_down: bool,
     id: ReplyId,
     inbox: &'a Arc<Inbox>,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    db: Option<&'a Pool>,
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(shutting_down: bool, id: ReplyId, inbox: &'a Arc<Inbox>) -> Ctx<'a> {
+    pub(crate) fn new(
+        shutting_down: bool,
+        id: ReplyId,
+        inbox: &'a Arc<Inbox>,
+        db: Option<&'a Pool>,
+    ) -> Ctx<'a> {
         Ctx {
             shutting_down,
             id,
             inbox,
+            db,
         }
     }
 
@@ -77,6 +86,34 @@ impl<'a> Ctx<'a> {
         };
         (handle, Pending(self.id))
     }
+}
+
+impl Ctx<'_> {
+    /// Runs `job` on a database worker and answers with what it returns. Answers 503 at
+    /// once when no database is configured, or when the pool's queue is full: a request
+    /// never waits without bound for a worker.
+    #[cfg(feature = "postgres")]
+    pub fn query(&mut self, job: crate::db::Job) -> Answer {
+        let Some(pool) = self.db else {
+            return Answer::Now(not_configured());
+        };
+        let (handle, pending) = self.defer();
+        match pool.submit(job, handle) {
+            Ok(()) => Answer::Later(pending),
+            Err(handle) => {
+                handle.abandon();
+                Answer::Now(Response::error(
+                    Status::SERVICE_UNAVAILABLE,
+                    "database busy",
+                ))
+            }
+        }
+    }
+}
+
+/// The answer of every database route when `DATABASE_URL` is unset.
+pub fn not_configured() -> Response {
+    Response::error(Status::SERVICE_UNAVAILABLE, "database not configured")
 }
 
 /// Proof that a [`ReplyHandle`] exists for this request; only [`Ctx::defer`] makes one,
@@ -137,6 +174,15 @@ impl ReplyHandle {
         if let Some(inbox) = self.inbox.take() {
             inbox.push(self.id, response);
         }
+    }
+}
+
+impl ReplyHandle {
+    /// Withdraws the promise without answering: only for a handle that never left the
+    /// handler (the pool refused the job), whose request is answered directly instead.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    fn abandon(mut self) {
+        self.inbox = None;
     }
 }
 

@@ -16,7 +16,9 @@
 //! 4. [`handler`] — what a handler gets and how it answers: now, after a loop timer,
 //!    later through a reply handle from another thread, or as a stream.
 //! 5. [`routes`] — the reference application, one `match` on (method, path).
-//! 6. [`config`] — every setting, its default and why.
+//! 6. [`db`] — the PostgreSQL worker pool (feature `postgres`): queries run on worker
+//!    threads and answer through reply handles; the pool closes after the drain.
+//! 7. [`config`] — every setting, its default and why.
 //!
 //! ## Invariants
 //!
@@ -31,6 +33,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod db;
 pub mod handler;
 pub mod http;
 pub mod routes;

@@ -32,6 +32,7 @@ pub use buf::BufPool;
 pub use close::CloseReason;
 pub use state::{LINGER, Timeouts};
 
+use crate::db::Pool;
 use crate::handler::{Answer, Ctx, Handler, Inbox, ReplyId};
 use crate::http::body::{BodyDecoder, Framing};
 use crate::http::error::RequestError;
@@ -54,6 +55,8 @@ pub struct Cx<'a> {
     pub bufs: &'a mut BufPool,
     pub handler: Handler,
     pub inbox: &'a Arc<Inbox>,
+    /// The database pool, when one is configured.
+    pub db: Option<&'a Pool>,
     /// The server is shutting down: every response from now on carries
     /// `Connection: close`, and a connection closes after its current request.
     pub draining: bool,
@@ -474,7 +477,7 @@ impl Conn {
         let answer = {
             let bytes = input.bytes();
             let request = Request::new(&head, bytes, &bytes[body.clone()]);
-            let mut ctx = Ctx::new(cx.draining, id, cx.inbox);
+            let mut ctx = Ctx::new(cx.draining, id, cx.inbox, cx.db);
             // A panicking handler costs its request a 500, never the loop.
             catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(
                 |_| {

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+mod db;
+
 use crate::handler::{Answer, Ctx, Stream};
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, Body, Response, Status};
@@ -35,13 +37,15 @@ pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
             Answer::Now(Response::json_static(Status::OK, r#"{"status":"ok"}"#))
         }
         (Get | Head, ["work"]) => work(req),
-        (Get | Head, ["users", id]) => user(id),
+        (Get | Head, ["users", id]) => user(id, ctx),
+        (Get | Head, ["db"]) => db::random_world(ctx),
         (Get | Head, ["stream"]) => stream(req),
         (Get | Head, ["plaintext"]) => plaintext(),
         (Get | Head, ["json"]) => json(),
-        (_, ["health" | "live" | "work" | "stream" | "plaintext" | "json"] | ["users", _]) => {
-            method_not_allowed()
-        }
+        (
+            _,
+            ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db"] | ["users", _],
+        ) => method_not_allowed(),
         _ => not_found(),
     }
 }
@@ -101,17 +105,15 @@ fn stream(req: &Request<'_>) -> Answer {
     })
 }
 
-fn user(id: &str) -> Answer {
-    if id.parse::<i64>().is_err() {
-        return Answer::Now(Response::error(
+/// `SELECT * FROM users WHERE id = $1`, as a JSON object or `null`.
+fn user(id: &str, ctx: &mut Ctx<'_>) -> Answer {
+    match id.parse::<i64>() {
+        Ok(id) => db::user_by_id(ctx, id),
+        Err(_) => Answer::Now(Response::error(
             Status::BAD_REQUEST,
             "id must be an integer",
-        ));
+        )),
     }
-    Answer::Now(Response::error(
-        Status::SERVICE_UNAVAILABLE,
-        "database not configured",
-    ))
 }
 
 /// TechEmpower's plaintext test.
@@ -185,7 +187,7 @@ mod tests {
             token: mio::Token(1),
             seq: 1,
         };
-        handle(&req, &mut Ctx::new(shutting_down, id, &inbox))
+        handle(&req, &mut Ctx::new(shutting_down, id, &inbox, None))
     }
 
     fn now(answer: Answer) -> Response {

@@ -39,6 +39,7 @@ pub use shutdown::{Outcome, Phase, Signal};
 
 use crate::config::Config;
 use crate::conn::{BufPool, CloseReason, Conn, Cx, Limits, Timeouts};
+use crate::db::Pool;
 use crate::handler::{Handler, Inbox, ReplyId};
 use crate::http::date::DateCache;
 use crate::http::response::Response;
@@ -54,6 +55,10 @@ const SIGNALS: Token = Token(FIRST_RESERVED + 2);
 /// Retrying at once would spin on the same error; nginx waits 500 ms, we retry sooner
 /// because a closing connection frees a descriptor quickly.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long the pool may take to close after the drain (or the deadline). Idle workers
+/// disconnect in milliseconds; this bounds a worker stuck in a query that ignores cancel.
+const POOL_CLOSE_BOUND: Duration = Duration::from_secs(2);
 
 /// Timers fired per loop turn at most, so a stream with a zero interval cannot keep one
 /// turn going forever; the rest fire on the next turn (the poll timeout is then zero).
@@ -95,6 +100,8 @@ pub struct Server {
     inbox: Arc<Inbox>,
     /// Reused vector for draining the inbox without allocating per wake-up.
     replies: Vec<(ReplyId, Response)>,
+    /// The database pool; closed after the last connection (`finish`).
+    pool: Option<Pool>,
     phase: Phase,
     budget: Budget,
     report: Report,
@@ -118,6 +125,7 @@ impl Server {
         if let Some(signal) = signals.pending().find_map(signal_of) {
             return Ok(Started::Signalled(signal));
         }
+        let pool = start_pool(config)?;
 
         let limits = Limits {
             timeouts: Timeouts {
@@ -149,6 +157,7 @@ impl Server {
                 drain_delay: config.drain_delay,
                 shutdown_timeout: config.shutdown_timeout,
             },
+            pool,
             report: Report::default(),
         })))
     }
@@ -300,6 +309,7 @@ impl Server {
             bufs: &mut self.bufs,
             handler: self.handler,
             inbox: &self.inbox,
+            db: self.pool.as_ref(),
             draining: self.phase.shutting_down(),
         };
         match f(conn, &mut cx) {
@@ -440,22 +450,14 @@ impl Server {
     /// Step 7: the deadline passed.
     fn force(&mut self, now: Instant) {
         let cut_before = self.report.answered_503 + self.report.cut;
+        if let Some(pool) = self.pool.as_ref() {
+            let cancelled = pool.cancel_in_flight();
+            if cancelled > 0 {
+                log::warn!("cancelled {cancelled} database queries still running");
+            }
+        }
         for token in self.conns.tokens() {
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            let mut cx = Cx {
-                now,
-                token,
-                date: self.date.as_bytes(),
-                limits: &self.limits,
-                bufs: &mut self.bufs,
-                handler: self.handler,
-                inbox: &self.inbox,
-                draining: true,
-            };
-            let reason = conn.force_close(&mut cx);
-            self.close(token, reason, now);
+            self.with_conn(token, now, |conn, cx| Err(conn.force_close(cx)));
         }
         let forced = self.report.answered_503 + self.report.cut - cut_before;
         log::warn!("Drain timed out — forcing exit ({forced} connections answered 503 or cut)");
@@ -463,19 +465,62 @@ impl Server {
 
     /// Step 6 (and the end of 7): release resources, log the report.
     fn finish(&mut self, outcome: Outcome, now: Instant) {
-        let drained_at = now;
-        // Resources registered with the server (the database pool) close here, after the
-        // last connection.
-        let pool_ms = 0;
+        // The pool closes after the last connection: no request can need it any more.
+        // Its close is the one step that reads the clock itself, because it waits on
+        // other threads outside the loop.
+        let pool_started = Instant::now();
+        if let Some(pool) = self.pool.take() {
+            let closed = pool.close(POOL_CLOSE_BOUND);
+            if closed.joined == closed.workers {
+                log::info!(
+                    "DB pool closed: {} workers disconnected and joined",
+                    closed.workers
+                );
+            } else {
+                log::warn!(
+                    "DB pool close timed out: {} of {} workers joined",
+                    closed.joined,
+                    closed.workers
+                );
+            }
+        }
+        let pool_ms = pool_started.elapsed().as_millis();
         if outcome == Outcome::Drained {
             let drain_ms = self
                 .report
                 .drain_at
-                .map_or(0, |t| drained_at.saturating_duration_since(t).as_millis());
+                .map_or(0, |t| now.saturating_duration_since(t).as_millis());
             log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
         }
         self.report.log(outcome, now, pool_ms);
     }
+}
+
+/// Starts the worker pool when `DATABASE_URL` is set. The workers connect in the
+/// background: a database that is down does not keep the server from starting.
+#[cfg(feature = "postgres")]
+fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
+    let Some(url) = config.database_url.as_deref() else {
+        return Ok(None);
+    };
+    Pool::start(url, config.db_pool_size)
+        .map(Some)
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid DATABASE_URL: {e}"),
+            )
+        })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
+    if config.database_url.is_some() {
+        log::warn!(
+            "DATABASE_URL is set but this build has no `postgres` feature: database routes answer 503"
+        );
+    }
+    Ok(None)
 }
 
 fn signal_of(raw: i32) -> Option<Signal> {
