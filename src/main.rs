@@ -6,9 +6,17 @@
 use std::process::ExitCode;
 
 use lastcall::config::{self, Command, Config};
-use lastcall::server::{Outcome, Server, Started};
+use lastcall::server::{self, Outcome, Server, Started};
 
 fn main() -> ExitCode {
+    // First of all: from here on a SIGTERM during start-up is a clean exit, not a kill.
+    let signals = match server::install_signal_handlers() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("lastcall: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let config = match Config::from_process() {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
@@ -22,7 +30,7 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let server = match Server::bind(&config, lastcall::routes::handle) {
+    let server = match Server::bind(&config, lastcall::routes::handle, signals) {
         Ok(Started::Ready(server)) => server,
         Ok(Started::Signalled(signal)) => {
             log::info!(

@@ -213,6 +213,16 @@ impl Conn {
         if self.is_idle() {
             return Err(CloseReason::IdleOnShutdown);
         }
+        // Idle but still writing its last response, with no request left behind it:
+        // close once that response is out (lingering, like any answered connection).
+        if matches!(self.state, State::Idle { .. }) && self.input.is_none() {
+            self.state.set(
+                State::Closing {
+                    reason: CloseReason::Done,
+                },
+                cx.token,
+            );
+        }
         Ok(())
     }
 

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
+pub use signal_hook_mio::v1_0::Signals;
 
 pub use shutdown::{Outcome, Phase, Signal};
 
@@ -108,11 +108,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Installs the signal handlers, then binds the listener. In that order: a SIGTERM
-    /// that arrives while we start must not kill us half-started, it must stop us cleanly.
-    pub fn bind(config: &Config, handler: Handler) -> io::Result<Started> {
+    /// Registers the signal handlers (installed by [`install_signal_handlers`], first thing
+    /// in `main`), then binds the listener. In that order: a SIGTERM that arrives while we
+    /// start must not kill us half-started, it must stop us cleanly.
+    pub fn bind(config: &Config, handler: Handler, mut signals: Signals) -> io::Result<Started> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -494,6 +494,13 @@ impl Server {
         }
         self.report.log(outcome, now, pool_ms);
     }
+}
+
+/// Installs the SIGTERM and SIGINT handlers. From here on those signals no longer kill
+/// the process; they queue up until the loop reads them, so `main` calls this before
+/// anything else.
+pub fn install_signal_handlers() -> io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT])
 }
 
 /// Starts the worker pool when `DATABASE_URL` is set. The workers connect in the
