@@ -71,13 +71,18 @@ pub struct Limits {
 }
 
 /// What we know about the socket's read side. Events are edge-triggered: after a
-/// readable event we must read until `WouldBlock`, and we must remember that we stopped
-/// early (buffer full, back-pressure) because no new event will remind us.
+/// readable event we must read until the socket is drained, and we must remember that we
+/// stopped early (buffer full, back-pressure) because no new event will remind us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadSide {
-    /// There may be bytes to read.
+    /// There may be bytes to read. A read that returns less than it asked for has
+    /// emptied the kernel's queue, so it counts as drained without a second read to see
+    /// `WouldBlock` (nginx does the same): anything arriving later raises a new edge.
     Ready,
-    /// The last read said `WouldBlock`: wait for an event.
+    /// The event also said the peer hung up: its FIN is queued behind the data and raises
+    /// no further edge, so read until the read returns 0, short reads or not.
+    ReadyUntilEof,
+    /// The socket's queue is empty: wait for an event.
     Drained,
     /// The client shut its write side (read returned 0).
     Eof,
@@ -123,10 +128,20 @@ impl Conn {
         matches!(self.state, State::Idle { .. }) && self.input.is_none() && self.output.is_none()
     }
 
-    /// The socket is readable or writable: do all the work that allows.
-    pub fn ready(&mut self, cx: &mut Cx<'_>, readable: bool) -> Result<(), CloseReason> {
-        if readable && self.read == ReadSide::Drained {
-            self.read = ReadSide::Ready;
+    /// The socket is readable (perhaps with the peer hung up) or writable: do all the
+    /// work that allows.
+    pub fn ready(
+        &mut self,
+        cx: &mut Cx<'_>,
+        readable: bool,
+        hung_up: bool,
+    ) -> Result<(), CloseReason> {
+        if self.read != ReadSide::Eof {
+            if hung_up {
+                self.read = ReadSide::ReadyUntilEof;
+            } else if readable && self.read == ReadSide::Drained {
+                self.read = ReadSide::Ready;
+            }
         }
         self.drive(cx)
     }
@@ -304,7 +319,9 @@ impl Conn {
     /// Reads into the input buffer until `WouldBlock`, EOF, or the buffer's limit.
     /// Returns whether any byte was read.
     fn fill(&mut self, cx: &mut Cx<'_>) -> Result<bool, CloseReason> {
-        if !self.state.reads_input() || self.read != ReadSide::Ready {
+        if !self.state.reads_input()
+            || !matches!(self.read, ReadSide::Ready | ReadSide::ReadyUntilEof)
+        {
             return Ok(false);
         }
         let limit = match &mut self.state {
@@ -324,7 +341,8 @@ impl Conn {
         let mut any = false;
         loop {
             let spare = input.spare(limit);
-            if spare.is_empty() {
+            let asked = spare.len();
+            if asked == 0 {
                 break; // full: the parser will decide (431/413) or make room
             }
             match self.socket.read(spare) {
@@ -335,6 +353,10 @@ impl Conn {
                 Ok(n) => {
                     input.filled(n);
                     any = true;
+                    if n < asked && self.read == ReadSide::Ready {
+                        self.read = ReadSide::Drained;
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read = ReadSide::Drained;

@@ -188,9 +188,9 @@ impl Server {
                     WAKER => self.deliver_replies(now),
                     SIGNALS => self.take_signals(now),
                     token => {
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        self.with_conn(token, now, |conn, cx| conn.ready(cx, readable));
+                        let hung_up = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable();
+                        self.with_conn(token, now, |conn, cx| conn.ready(cx, readable, hung_up));
                     }
                 }
             }
