@@ -90,24 +90,21 @@ impl<'a> Ctx<'a> {
 
 impl Ctx<'_> {
     /// Runs `job` on a database worker and answers with what it returns. Answers 503 at
-    /// once when no database is configured, or when the pool's queue is full: a request
-    /// never waits without bound for a worker.
+    /// once when no database is configured, none is reachable, or the pool's queue is
+    /// full: a request never waits without bound for a worker.
     #[cfg(feature = "postgres")]
     pub fn query(&mut self, job: crate::db::Job) -> Answer {
         let Some(pool) = self.db else {
             return Answer::Now(not_configured());
         };
         let (handle, pending) = self.defer();
-        match pool.submit(job, handle) {
-            Ok(()) => Answer::Later(pending),
-            Err(handle) => {
-                handle.abandon();
-                Answer::Now(Response::error(
-                    Status::SERVICE_UNAVAILABLE,
-                    "database busy",
-                ))
-            }
-        }
+        let (handle, reason) = match pool.submit(job, handle) {
+            Ok(()) => return Answer::Later(pending),
+            Err(crate::db::Refused::Unavailable(handle)) => (handle, "database unavailable"),
+            Err(crate::db::Refused::Busy(handle)) => (handle, "database busy"),
+        };
+        handle.abandon();
+        Answer::Now(Response::error(Status::SERVICE_UNAVAILABLE, reason))
     }
 }
 

@@ -9,7 +9,7 @@
 mod pool;
 
 #[cfg(feature = "postgres")]
-pub use pool::{Closed, Job, Pool, Session};
+pub use pool::{Closed, Job, Pool, Refused, Session};
 
 /// Without the `postgres` feature there is no pool to have.
 #[cfg(not(feature = "postgres"))]

@@ -9,20 +9,28 @@
 //!
 //! Lifecycle:
 //! - start: workers connect in the background; the server serves whether or not the
-//!   database is up;
-//! - a worker whose connection is down answers `503 database unavailable` at once and
-//!   reconnects with exponential backoff (100 ms up to 5 s), also while idle;
+//!   database is up. While no worker is connected, [`Pool::submit`] refuses at once
+//!   (`503 database unavailable`) instead of queueing work nobody can do;
+//! - a worker whose connection breaks answers its job 503 and reconnects with exponential
+//!   backoff (100 ms up to 5 s), whether or not jobs arrive; a disconnected worker takes
+//!   no jobs while another worker is connected;
 //! - shutdown, clean: after the last connection, [`Pool::close`] closes the queue; workers
-//!   finish, disconnect (a clean `Terminate`), and are joined, within a bound;
+//!   finish what is queued, disconnect (a clean `Terminate`), and are joined, within a bound;
 //! - shutdown, deadline: [`Pool::cancel_in_flight`] sends PostgreSQL's cancel request for
 //!   every query still running, then `close` as above.
+//!
+//! Why a mutex and a condvar rather than a channel: every worker must be able to wait at
+//! once — connected ones for a job, disconnected ones for their retry time — and a shared
+//! `Receiver` lets only one thread wait on it at a time.
 //!
 //! Invariant: a job's reply is always sent — with the job's response, an error response,
 //! or (if a worker panics mid-job) the 500 a dropped `ReplyHandle` sends by itself.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -91,13 +99,47 @@ struct Task {
     reply: ReplyHandle,
 }
 
+/// Why [`Pool::submit`] did not take a job; the reply handle comes back to answer with.
+pub enum Refused {
+    /// No worker is connected to the database.
+    Unavailable(ReplyHandle),
+    /// The queue is full (or closed).
+    Busy(ReplyHandle),
+}
+
+/// What the loop and the workers share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Connected workers wait here for a task (one is woken per task).
+    task_queued: Condvar,
+    /// Disconnected workers wait here for their retry time, woken early when a worker
+    /// goes down (they may have to answer queued tasks) or the queue closes. Two condvars,
+    /// so a task's wake-up can never go to a worker that will not take it.
+    availability_changed: Condvar,
+    /// Workers connected, or making their first connection attempt: the ones that may
+    /// serve a job soon. Read by the loop without taking the lock.
+    available: AtomicUsize,
+    capacity: usize,
+    /// The cancel token of the query each worker is running, if any.
+    in_flight: Mutex<Vec<Option<CancelToken>>>,
+}
+
+struct Queue {
+    tasks: VecDeque<Task>,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 pub struct Pool {
-    queue: Option<SyncSender<Task>>,
+    shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     /// Each worker reports here when it has disconnected and is about to return.
     finished: Receiver<usize>,
-    /// The cancel token of the query each worker is running, if any.
-    in_flight: Arc<Mutex<Vec<Option<CancelToken>>>>,
 }
 
 /// How a pool close went.
@@ -119,50 +161,58 @@ impl Pool {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let (queue, jobs) = mpsc::sync_channel(size * QUEUE_PER_WORKER);
-        let jobs = Arc::new(Mutex::new(jobs));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                tasks: VecDeque::new(),
+                closed: false,
+            }),
+            task_queued: Condvar::new(),
+            availability_changed: Condvar::new(),
+            available: AtomicUsize::new(size),
+            capacity: size * QUEUE_PER_WORKER,
+            in_flight: Mutex::new(vec![None; size]),
+        });
         let (finished_tx, finished) = mpsc::channel();
-        let in_flight = Arc::new(Mutex::new(vec![None; size]));
-        let workers = (0..size)
-            .map(|index| {
-                let worker = Worker {
-                    index,
-                    config: config.clone(),
-                    jobs: Arc::clone(&jobs),
-                    in_flight: Arc::clone(&in_flight),
-                };
-                let finished = finished_tx.clone();
-                thread::Builder::new()
-                    .name(format!("db-worker-{index}"))
-                    .spawn(move || {
-                        worker.run();
-                        let _ = finished.send(index);
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                log::error!("cannot start database workers: {e}");
-                e
-            });
-        let workers = workers.unwrap_or_default();
+        let mut workers = Vec::with_capacity(size);
+        for index in 0..size {
+            let worker = Worker {
+                index,
+                config: config.clone(),
+                shared: Arc::clone(&shared),
+            };
+            let finished = finished_tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("db-worker-{index}"))
+                .spawn(move || {
+                    worker.run();
+                    let _ = finished.send(index);
+                });
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => log::error!("cannot start database worker {index}: {e}"),
+            }
+        }
         Ok(Pool {
-            queue: Some(queue),
+            shared,
             workers,
             finished,
-            in_flight,
         })
     }
 
-    /// Queues `job`; its response goes to `reply`. Never blocks: when the queue is full
-    /// the handle comes back so the caller can answer 503 at once.
-    pub fn submit(&self, job: Job, reply: ReplyHandle) -> Result<(), ReplyHandle> {
-        let Some(queue) = self.queue.as_ref() else {
-            return Err(reply);
-        };
-        match queue.try_send(Task { job, reply }) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(task) | TrySendError::Disconnected(task)) => Err(task.reply),
+    /// Queues `job`; its response goes to `reply`. Never blocks on the database: with no
+    /// worker connected, or the queue full, the handle comes back at once.
+    pub fn submit(&self, job: Job, reply: ReplyHandle) -> Result<(), Refused> {
+        if self.shared.available.load(Ordering::Acquire) == 0 {
+            return Err(Refused::Unavailable(reply));
         }
+        let mut queue = self.shared.lock();
+        if queue.closed || queue.tasks.len() >= self.shared.capacity {
+            return Err(Refused::Busy(reply));
+        }
+        queue.tasks.push_back(Task { job, reply });
+        drop(queue);
+        self.shared.task_queued.notify_one();
+        Ok(())
     }
 
     /// At the shutdown deadline: asks PostgreSQL to cancel every query still running
@@ -170,6 +220,7 @@ impl Pool {
     /// threads, never from the loop). Returns how many were asked.
     pub fn cancel_in_flight(&self) -> usize {
         let tokens: Vec<CancelToken> = self
+            .shared
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -194,7 +245,9 @@ impl Pool {
     /// disconnect and return. Workers still busy after `bound` are left to the process
     /// exit: the pool never holds the exit longer than its bound.
     pub fn close(mut self, bound: Duration) -> Closed {
-        drop(self.queue.take());
+        self.shared.lock().closed = true;
+        self.shared.task_queued.notify_all();
+        self.shared.availability_changed.notify_all();
         let deadline = Instant::now() + bound;
         let workers = self.workers.len();
         let mut done = Vec::with_capacity(workers);
@@ -217,16 +270,15 @@ impl Pool {
     }
 }
 
-/// One worker thread's state.
+/// One worker thread.
 struct Worker {
     index: usize,
     config: postgres::Config,
-    jobs: Arc<Mutex<Receiver<Task>>>,
-    in_flight: Arc<Mutex<Vec<Option<CancelToken>>>>,
+    shared: Arc<Shared>,
 }
 
-/// A worker's connection: up, or down with when to try again. One per worker thread,
-/// so the size difference between the variants costs nothing worth boxing.
+/// A worker's connection: up, or down with when to try again.
+/// One per worker thread, so the size difference between the variants is not worth a box.
 #[allow(clippy::large_enum_variant)]
 enum Link {
     Up(Session),
@@ -236,43 +288,89 @@ enum Link {
     },
 }
 
+/// What a worker does next.
+enum Next {
+    Serve(Task),
+    Reconnect,
+    Exit,
+}
+
 impl Worker {
     fn run(self) {
-        let mut link = self.connect(BACKOFF_MIN);
+        // Counted as available while this first attempt runs, so jobs that arrive right
+        // after start-up wait for it instead of being refused.
+        let mut link = self.connect(BACKOFF_MIN, true);
         loop {
-            // While down, wake up to reconnect even if no job comes.
-            let wait = match &link {
-                Link::Up(_) => Duration::from_secs(3600),
-                Link::Down { retry_at, .. } => retry_at.saturating_duration_since(Instant::now()),
-            };
-            let next = {
-                let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-                jobs.recv_timeout(wait)
-            };
-            if let Link::Down { retry_at, backoff } = link
-                && Instant::now() >= retry_at
-            {
-                link = self.connect(backoff);
-            }
-            match next {
-                Ok(task) => link = self.serve(link, task),
-                Err(RecvTimeoutError::Timeout) => {}
-                // The queue is closed: the server is shutting down.
-                Err(RecvTimeoutError::Disconnected) => break,
+            match (self.next(&link), link) {
+                (Next::Serve(task), current) => link = self.serve(current, task),
+                (Next::Reconnect, Link::Down { backoff, .. }) => {
+                    link = self.connect(backoff, false)
+                }
+                (Next::Reconnect, up) => link = up,
+                (Next::Exit, last) => {
+                    // Dropping the client sends PostgreSQL a Terminate and closes the socket.
+                    drop(last);
+                    break;
+                }
             }
         }
-        // Dropping the client sends PostgreSQL a Terminate and closes the socket.
-        drop(link);
         log::debug!("db worker {} finished", self.index);
     }
 
-    fn connect(&self, backoff: Duration) -> Link {
+    /// Waits for something to do. A connected worker takes queued tasks (and exits once
+    /// the queue is closed and empty). A disconnected one waits for its retry time, taking
+    /// tasks only when no worker at all is connected (to answer them 503 at once).
+    fn next(&self, link: &Link) -> Next {
+        let mut queue = self.shared.lock();
+        loop {
+            let nobody_up = self.shared.available.load(Ordering::Acquire) == 0;
+            let retry_at = match link {
+                Link::Up(_) => None,
+                Link::Down { retry_at, .. } => Some(*retry_at),
+            };
+            if (retry_at.is_none() || nobody_up)
+                && let Some(task) = queue.tasks.pop_front()
+            {
+                return Next::Serve(task);
+            }
+            if queue.closed {
+                return Next::Exit;
+            }
+            queue = match retry_at {
+                None => self
+                    .shared
+                    .task_queued
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Next::Reconnect;
+                    }
+                    self.shared
+                        .availability_changed
+                        .wait_timeout(queue, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// One connection attempt. `counted`: this worker already counts as available.
+    fn connect(&self, backoff: Duration, counted: bool) -> Link {
         match self.config.connect(NoTls) {
             Ok(client) => {
                 log::info!("db worker {}: connected", self.index);
+                if !counted {
+                    self.shared.available.fetch_add(1, Ordering::AcqRel);
+                }
                 Link::Up(Session::new(client))
             }
             Err(e) => {
+                if counted {
+                    self.went_down();
+                }
                 log::warn!(
                     "db worker {}: database unavailable ({e}); retrying in {}ms",
                     self.index,
@@ -284,6 +382,13 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// This worker can no longer serve. Wake the others: if nobody is available now, a
+    /// disconnected worker must take over answering queued tasks with 503.
+    fn went_down(&self) {
+        self.shared.available.fetch_sub(1, Ordering::AcqRel);
+        self.shared.availability_changed.notify_all();
     }
 
     /// Runs one task and answers it, whatever happens.
@@ -304,6 +409,7 @@ impl Worker {
             Ok(Err(e)) if session.client.is_closed() => {
                 log::warn!("db worker {}: connection lost ({e})", self.index);
                 reply.send(unavailable());
+                self.went_down();
                 return Link::Down {
                     retry_at: Instant::now(),
                     backoff: BACKOFF_MIN,
@@ -332,6 +438,7 @@ impl Worker {
 
     fn set_in_flight(&self, token: Option<CancelToken>) {
         let mut slots = self
+            .shared
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);

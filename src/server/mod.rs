@@ -391,9 +391,9 @@ impl Server {
             Step::StartDrain => self.start_drain(now),
             Step::Force => {
                 self.force(now);
-                self.finish(Outcome::TimedOut, now);
+                self.finish(Outcome::TimedOut);
             }
-            Step::Finish(outcome) => self.finish(outcome, now),
+            Step::Finish(outcome) => self.finish(outcome),
         }
     }
 
@@ -464,11 +464,13 @@ impl Server {
     }
 
     /// Step 6 (and the end of 7): release resources, log the report.
-    fn finish(&mut self, outcome: Outcome, now: Instant) {
+    fn finish(&mut self, outcome: Outcome) {
+        // The last step reads the clock itself: closing thousands of sockets, or the
+        // pool's threads, can take far longer than the turn that started it, and the
+        // report must say how long the shutdown really took.
+        let now = Instant::now();
         // The pool closes after the last connection: no request can need it any more.
-        // Its close is the one step that reads the clock itself, because it waits on
-        // other threads outside the loop.
-        let pool_started = Instant::now();
+        let pool_started = now;
         if let Some(pool) = self.pool.take() {
             let closed = pool.close(POOL_CLOSE_BOUND);
             if closed.joined == closed.workers {
@@ -575,7 +577,7 @@ impl Report {
             ms(self.signal_at, self.drain_at),
             ms(self.drain_at, Some(now)),
             pool_ms,
-            ms(self.signal_at, Some(now)),
+            ms(self.signal_at, Some(now)) + pool_ms,
             self.open_at_signal,
             self.idle_closed,
             self.drained,

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod pg;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
