@@ -25,7 +25,7 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -900,19 +900,7 @@ fn kill(pid: u32, name: &str) {
 /// The binary started directly, for runs that never reach (or must not wait for)
 /// `Listening on`: its process and a thread collecting its stderr.
 fn spawn_binary(env: &[(&str, &str)]) -> (Child, thread::JoinHandle<String>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastcall"));
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .env_remove("DRAIN_DELAY_MS")
-        .env_remove("SHUTDOWN_TIMEOUT_MS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn lastcall");
+    let mut child = support::command(env).spawn().expect("spawn lastcall");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let log = thread::spawn(move || {
         let mut text = String::new();

@@ -18,6 +18,41 @@ use std::time::{Duration, Instant};
 /// Upper bound for anything that should happen "at once": only catches hangs.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Every setting the binary reads from its environment: cleared for each test, so the
+/// environment the suite runs in cannot change what a test sees.
+const SETTINGS: &[&str] = &[
+    "PORT",
+    "DATABASE_URL",
+    "DB_POOL_SIZE",
+    "SHUTDOWN_TIMEOUT_MS",
+    "DRAIN_DELAY_MS",
+    "KEEPALIVE_TIMEOUT_MS",
+    "HEADER_TIMEOUT_MS",
+    "BODY_TIMEOUT_MS",
+    "WRITE_TIMEOUT_MS",
+    "MAX_CONNECTIONS",
+    "MAX_HEADER_BYTES",
+    "MAX_BODY_BYTES",
+];
+
+/// The binary on `127.0.0.1:0` with debug logs on a piped stderr, a clean configuration
+/// and the given environment on top.
+pub fn command(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastcall"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for name in SETTINGS {
+        cmd.env_remove(name);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// A running `lastcall` process. Killed on drop if still running.
 pub struct Server {
     child: Child,
@@ -28,18 +63,7 @@ pub struct Server {
 impl Server {
     /// Starts the binary with extra environment variables and arguments.
     pub fn start(env: &[(&str, &str)], args: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastcall"));
-        cmd.args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn lastcall");
+        let mut child = command(env).args(args).spawn().expect("spawn lastcall");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&log);
