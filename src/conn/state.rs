@@ -82,6 +82,9 @@ impl Exchange {
     }
 }
 
+/// Boxed inside `State`, so the size of the `Timer` variant does not grow every
+/// connection.
+#[allow(clippy::large_enum_variant)]
 pub enum Waiting {
     /// `Answer::After`: the response is ready and goes out at `at`.
     Timer {

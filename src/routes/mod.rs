@@ -83,19 +83,17 @@ fn work(req: &Request<'_>) -> Answer {
             Duration::from_millis(ms),
             Response::json_static(Status::OK, r#"{"done":true}"#),
         ),
-        Err(answer) => answer,
+        Err(reason) => bad_request(&reason),
     }
 }
 
 /// A chunked response: `chunks` chunks, one every `ms` milliseconds.
 fn stream(req: &Request<'_>) -> Answer {
-    let chunks = match query_number(req, "chunks", 10, 1..=STREAM_CHUNKS_MAX) {
-        Ok(n) => n,
-        Err(answer) => return answer,
-    };
-    let ms = match query_number(req, "ms", 100, 0..=WORK_MS_MAX) {
-        Ok(n) => n,
-        Err(answer) => return answer,
+    let params = query_number(req, "chunks", 10, 1..=STREAM_CHUNKS_MAX)
+        .and_then(|chunks| Ok((chunks, query_number(req, "ms", 100, 0..=WORK_MS_MAX)?)));
+    let (chunks, ms) = match params {
+        Ok(params) => params,
+        Err(reason) => return bad_request(&reason),
     };
     Answer::Stream(Stream {
         head: Response::new(Status::OK, response::TEXT, Body::Empty),
@@ -110,10 +108,7 @@ fn stream(req: &Request<'_>) -> Answer {
 fn user(id: &str, ctx: &mut Ctx<'_>) -> Answer {
     match id.parse::<i64>() {
         Ok(id) => db::user_by_id(ctx, id),
-        Err(_) => Answer::Now(Response::error(
-            Status::BAD_REQUEST,
-            "id must be an integer",
-        )),
+        Err(_) => bad_request("id must be an integer"),
     }
 }
 
@@ -151,27 +146,28 @@ fn method_not_allowed() -> Answer {
     )
 }
 
-/// A decimal query parameter within `range`, `default` when absent; a 400 naming the
-/// parameter otherwise.
+fn bad_request(reason: &str) -> Answer {
+    Answer::Now(Response::error(Status::BAD_REQUEST, reason))
+}
+
+/// A decimal query parameter within `range`, `default` when absent; otherwise the reason
+/// for a 400, naming the parameter.
 fn query_number(
     req: &Request<'_>,
     name: &'static str,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, Answer> {
+) -> Result<u64, String> {
     let Some(raw) = req.query_param(name) else {
         return Ok(default);
     };
     match raw.parse::<u64>() {
         Ok(n) if range.contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => {
-            let reason = format!(
-                "{name} must be an integer from {} to {}",
-                range.start(),
-                range.end()
-            );
-            Err(Answer::Now(Response::error(Status::BAD_REQUEST, &reason)))
-        }
+        _ => Err(format!(
+            "{name} must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
