@@ -9,6 +9,9 @@
 //! not 10,000 × (read buffer + write buffer). A busy connection takes a buffer that some
 //! other request just gave back, so steady state allocates nothing.
 //!
+//! Buffers are lent boxed: a connection holds a pointer-sized `Option<Box<_>>` for each,
+//! which keeps the connection itself small (see the memory figure in the README).
+//!
 //! Invariant: buffers go back into the pool cleared, and oversized ones (grown for a large
 //! body) are dropped rather than kept, so the pool's memory stays bounded.
 
@@ -142,8 +145,8 @@ impl OutBuf {
 /// Lends buffers to connections and takes them back.
 #[derive(Debug)]
 pub struct BufPool {
-    inputs: Vec<InBuf>,
-    outputs: Vec<OutBuf>,
+    inputs: Vec<Box<InBuf>>,
+    outputs: Vec<Box<OutBuf>>,
     /// Size of a fresh buffer: `MAX_HEADER_BYTES`, so any legal head fits without growing.
     size: usize,
 }
@@ -160,26 +163,26 @@ impl BufPool {
         }
     }
 
-    pub fn take_input(&mut self) -> InBuf {
+    pub fn take_input(&mut self) -> Box<InBuf> {
         self.inputs
             .pop()
-            .unwrap_or_else(|| InBuf::with_capacity(self.size))
+            .unwrap_or_else(|| Box::new(InBuf::with_capacity(self.size)))
     }
 
-    pub fn take_output(&mut self) -> OutBuf {
+    pub fn take_output(&mut self) -> Box<OutBuf> {
         self.outputs
             .pop()
-            .unwrap_or_else(|| OutBuf::with_capacity(self.size))
+            .unwrap_or_else(|| Box::new(OutBuf::with_capacity(self.size)))
     }
 
-    pub fn give_input(&mut self, mut buf: InBuf) {
+    pub fn give_input(&mut self, mut buf: Box<InBuf>) {
         if self.inputs.len() < POOL_MAX && buf.capacity() <= self.size * 2 {
             buf.consume(buf.len());
             self.inputs.push(buf);
         }
     }
 
-    pub fn give_output(&mut self, mut buf: OutBuf) {
+    pub fn give_output(&mut self, mut buf: Box<OutBuf>) {
         if self.outputs.len() < POOL_MAX && buf.capacity() <= self.size * 4 {
             buf.data.clear();
             buf.written = 0;

@@ -93,9 +93,9 @@ pub struct Conn {
     state: State,
     read: ReadSide,
     /// Lent by the loop while a request is in progress; `None` when idle.
-    input: Option<InBuf>,
+    input: Option<Box<InBuf>>,
     /// Lent by the loop while output is pending; `None` when everything is written.
-    output: Option<OutBuf>,
+    output: Option<Box<OutBuf>>,
     /// When pending output last made progress; the write timer runs from here.
     write_since: Option<Instant>,
     /// Number of the current request on this connection, for [`ReplyId`].
@@ -690,7 +690,7 @@ impl Conn {
     /// After reading, handling and writing: the transitions that depend on what the
     /// socket said (EOF) and on output having drained.
     fn settle(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
-        let input_empty = self.input.as_ref().is_none_or(InBuf::is_empty);
+        let input_empty = self.input.as_ref().is_none_or(|i| i.is_empty());
         if input_empty && let Some(buf) = self.input.take() {
             cx.bufs.give_input(buf);
         }
