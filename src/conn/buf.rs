@@ -145,7 +145,10 @@ impl OutBuf {
 /// Lends buffers to connections and takes them back.
 #[derive(Debug)]
 pub struct BufPool {
+    // Boxed here too, so lending one is a pointer move, not a re-allocation.
+    #[allow(clippy::vec_box)]
     inputs: Vec<Box<InBuf>>,
+    #[allow(clippy::vec_box)]
     outputs: Vec<Box<OutBuf>>,
     /// Size of a fresh buffer: `MAX_HEADER_BYTES`, so any legal head fits without growing.
     size: usize,
