@@ -171,23 +171,19 @@ impl Conn {
                 self.drive(cx)
             }
             // Rule: an `After` answer goes out when its timer fires.
-            State::Waiting(w) if matches!(**w, Waiting::Timer { at, .. } if now >= at) => {
-                let State::Waiting(w) = std::mem::replace(
-                    &mut self.state,
-                    State::Closing {
-                        reason: CloseReason::Done,
-                    },
-                ) else {
-                    unreachable!("matched Waiting above")
-                };
-                if let Waiting::Timer {
-                    response, exchange, ..
-                } = *w
-                {
+            State::Waiting(w) => match &**w {
+                Waiting::Timer {
+                    at,
+                    response,
+                    exchange,
+                } if now >= *at => {
+                    // Cloning is cheap: timer answers carry static bodies.
+                    let (response, exchange) = (response.clone(), *exchange);
                     self.respond(cx, exchange, &response);
+                    self.drive(cx)
                 }
-                self.drive(cx)
-            }
+                _ => Ok(()),
+            },
             // Rule: a stream sends its next chunk (or its end) when its timer fires
             // (`process` does it, subject to back-pressure).
             State::Streaming(s) if now >= s.next_at => self.drive(cx),
