@@ -43,9 +43,11 @@ pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
         (Get | Head, ["stream"]) => stream(req),
         (Get | Head, ["plaintext"]) => plaintext(),
         (Get | Head, ["json"]) => json(),
+        (Get | Head, ["bytes", n]) => bytes(n),
         (
             _,
-            ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db"] | ["users", _],
+            ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db"]
+            | ["users" | "bytes", _],
         ) => method_not_allowed(),
         _ => not_found(),
     }
@@ -133,6 +135,36 @@ fn json() -> Answer {
         Ok(()) => Response::new(Status::OK, response::JSON, Body::Inline(body)),
         Err(_) => Response::error(Status::INTERNAL_SERVER_ERROR, "internal error"),
     })
+}
+
+/// The most `/bytes/:n` serves: large enough to measure throughput, small enough that a
+/// typo cannot ask for gigabytes.
+const BYTES_MAX: usize = 1 << 20;
+
+/// `n` bytes of a fixed pattern (`abc…xyz` repeated), for harnesses that need a body of a
+/// given size. Up to 64 KiB it is a slice of a pattern compiled into the binary (no
+/// allocation); beyond, the pattern is repeated into a fresh buffer.
+fn bytes(raw: &str) -> Answer {
+    const PATTERN_LEN: usize = 64 * 1024;
+    static PATTERN: [u8; PATTERN_LEN] = {
+        let mut bytes = [0u8; PATTERN_LEN];
+        let mut i = 0;
+        while i < PATTERN_LEN {
+            bytes[i] = b'a' + (i % 26) as u8;
+            i += 1;
+        }
+        bytes
+    };
+    // Digits only: `parse` alone would also take `+5`.
+    let n = match raw.parse::<usize>() {
+        Ok(n) if n <= BYTES_MAX && raw.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => return bad_request(&format!("n must be an integer from 0 to {BYTES_MAX}")),
+    };
+    let body = match PATTERN.get(..n) {
+        Some(slice) => Body::Static(slice),
+        None => Body::Bytes((0..n).map(|i| b'a' + (i % 26) as u8).collect()),
+    };
+    Answer::Now(Response::new(Status::OK, "application/octet-stream", body))
 }
 
 fn not_found() -> Answer {
@@ -231,11 +263,37 @@ mod tests {
                 400,
                 r#"{"error":"chunks must be an integer from 1 to 10000"}"#,
             ),
+            ("/bytes/5", 200, "abcde"),
+            ("/bytes/0", 200, ""),
+            (
+                "/bytes/1048577",
+                400,
+                r#"{"error":"n must be an integer from 0 to 1048576"}"#,
+            ),
+            (
+                "/bytes/+5",
+                400,
+                r#"{"error":"n must be an integer from 0 to 1048576"}"#,
+            ),
         ];
         for (path, status, body) in cases {
             let r = now(call(&get(path), false));
             assert_eq!(r.status.0, *status, "{path}");
             assert_eq!(r.body.as_bytes(), body.as_bytes(), "{path}");
+        }
+    }
+
+    #[test]
+    fn bytes_repeats_the_pattern_past_the_static_slice() {
+        for n in [26, 65_536, 65_537, 1 << 20] {
+            let r = now(call(&get(&format!("/bytes/{n}")), false));
+            let body = r.body.as_bytes();
+            assert_eq!(body.len(), n);
+            assert!(
+                body.iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == b'a' + (i % 26) as u8)
+            );
         }
     }
 
