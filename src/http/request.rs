@@ -119,16 +119,13 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Complete(_)) => return Err(RequestError::HeadTooLarge),
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() < max_head && !request_line_too_long(buf) {
-                Ok(None)
-            } else if request_line_too_long(buf) {
-                Err(RequestError::UriTooLong)
-            } else {
-                Err(RequestError::HeadTooLarge)
-            };
-        }
+        Ok(httparse::Status::Partial) => return partial(buf, max_head),
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
+        // httparse rejects a version at its first unexpected byte; whether that is a
+        // version we do not speak (505) or no version at all (400) shows only once the
+        // line is complete. Until then it is partial, so the answer does not depend on
+        // how the bytes were split.
+        Err(httparse::Error::Version) if !buf.contains(&b'\n') => return partial(buf, max_head),
         Err(httparse::Error::Version) if names_a_version(buf) => {
             return Err(RequestError::VersionNotSupported);
         }
@@ -161,6 +158,18 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
         expect_continue: fields.expect_continue,
         len,
     }))
+}
+
+/// "Not enough bytes yet", within bounds: a request line longer than
+/// `MAX_REQUEST_LINE` is 414, a head longer than `max_head` is 431.
+fn partial(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestError> {
+    if request_line_too_long(buf) {
+        Err(RequestError::UriTooLong)
+    } else if buf.len() >= max_head {
+        Err(RequestError::HeadTooLarge)
+    } else {
+        Ok(None)
+    }
 }
 
 /// httparse says `Version` both for `HTTP/2.0` (a version we do not speak: 505) and for
@@ -286,9 +295,16 @@ fn judge_fields(
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !is_host(h.value) {
+                return Err(RequestError::BadHost);
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             // RFC 9110 §8.6: a list of identical values may be taken as that value; differing
-            // values, or anything that is not digits, is an unrecoverable framing error.
+            // values, or anything that is not digits — an empty value included — is an
+            // unrecoverable framing error.
+            if list_items(h.value).next().is_none() {
+                return Err(RequestError::BadContentLength);
+            }
             for item in list_items(h.value) {
                 let n = parse_decimal(item).ok_or(RequestError::BadContentLength)?;
                 match content_length {
@@ -367,6 +383,16 @@ fn judge_fields(
         fields.expect_continue = false;
     }
     Ok(fields)
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2), checked by its alphabet: reg-name
+/// characters (unreserved, pct-encoded, sub-delims), `[`, `]` and `:` for IPv6 literals and
+/// the port. Space, `/`, `@`, `?` and `#` cannot be part of a host. Empty is allowed (a
+/// target URI with an empty authority).
+fn is_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%[]:".contains(&b))
 }
 
 /// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed of optional
@@ -593,6 +619,16 @@ mod tests {
         let cases: &[(&str, RequestError)] = &[
             ("GET / HTTP/1.1\r\n\r\n", BadHost),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", BadHost),
+            ("GET / HTTP/1.1\r\nHost: a/b@c\r\n\r\n", BadHost),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+                BadContentLength,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ,\r\n\r\n",
+                BadContentLength,
+            ),
             ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
             ("GET / HTTP/1.2\r\nHost: a\r\n\r\n", VersionNotSupported),
             ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
@@ -680,6 +716,42 @@ mod tests {
             );
         }
         assert!(parse(input).unwrap().is_some());
+    }
+
+    #[test]
+    fn parse_head_answers_a_version_the_same_however_it_is_split() {
+        for input in [
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let whole = parse(input);
+            for end in 0..input.len() {
+                let prefix = parse(&input[..end]);
+                assert!(
+                    prefix == Ok(None) || prefix == whole,
+                    "{input:?} cut at {end}: {prefix:?} vs {whole:?}"
+                );
+            }
+        }
+        assert_eq!(
+            parse("GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+            Err(RequestError::VersionNotSupported)
+        );
+        assert_eq!(parse("GET / HTTP/2"), Ok(None));
+    }
+
+    #[test]
+    fn parse_head_accepts_host_forms() {
+        for host in [
+            "example.com",
+            "example.com:8080",
+            "[::1]:80",
+            "127.0.0.1",
+            "",
+        ] {
+            let input = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(parse(&input).is_ok_and(|h| h.is_some()), "{host:?}");
+        }
     }
 
     #[test]
