@@ -23,7 +23,8 @@
 //! ## Invariants
 //!
 //! - One thread runs the loop, and nothing on it blocks except `poll` itself.
-//! - Only the loop reads the clock; everything below it takes `now` as an argument.
+//! - On the loop's thread only `server` reads the clock; everything below it takes `now`
+//!   as an argument. (Database workers, on threads of their own, time their own backoff.)
 //! - Tokens are never reused for a new socket while an event or reply may name the old one.
 //! - An idle keep-alive connection owns no buffers.
 //! - Every close has a [`conn::CloseReason`].

@@ -17,8 +17,8 @@
 //! 4. fire due timers;
 //! 5. let the shutdown phase advance.
 //!
-//! Invariants: the loop never blocks except in `poll`; only this module calls
-//! `Instant::now()`; tokens are never reused for a new socket while an event or a reply
+//! Invariants: the loop never blocks except in `poll`; on the loop's thread only this
+//! module calls `Instant::now()`; tokens are never reused for a new socket while an event or a reply
 //! may still name the old one (see `slab`).
 
 mod shutdown;
