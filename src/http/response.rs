@@ -84,7 +84,7 @@ impl Body {
 }
 
 /// Bytes an [`Inline`] body can hold.
-pub const INLINE_CAPACITY: usize = 128;
+pub const INLINE_CAPACITY: usize = 64;
 
 /// A small body written with `write!` into a fixed array. A JSON object serialised per
 /// request (TechEmpower's rule for `/json`) then costs no trip to the allocator; a body
