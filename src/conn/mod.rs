@@ -162,7 +162,7 @@ impl Conn {
                 Err(CloseReason::IdleTimeout)
             }
             // Rule: a head or body that does not arrive in time is answered 408.
-            State::Head { since } if now >= *since + t.header => {
+            State::Head { since, .. } if now >= *since + t.header => {
                 self.reject(cx, RequestError::Timeout);
                 self.drive(cx)
             }
@@ -388,13 +388,31 @@ impl Conn {
                 return changed;
             };
             match &mut self.state {
+                // Rule: no new line, no new verdict — unless the bytes reach a limit,
+                // which `parse_head` turns into 414 or 431.
+                State::Head { seen, .. }
+                    if !input.bytes()[*seen..].contains(&b'\n')
+                        && input.len() < cx.limits.max_head
+                        && !request::request_line_too_long(input.bytes()) =>
+                {
+                    *seen = input.len();
+                    return changed;
+                }
                 State::Idle { .. } | State::Head { .. } => {
                     match request::parse_head(input.bytes(), cx.limits.max_head) {
                         // Rule: a partial head starts the header timer at its first byte.
                         Ok(None) => {
-                            if matches!(self.state, State::Idle { .. }) {
-                                self.state.set(State::Head { since: cx.now }, cx.token);
-                                changed = true;
+                            let seen = input.len();
+                            match &mut self.state {
+                                State::Head { seen: s, .. } => *s = seen,
+                                _ => {
+                                    let head = State::Head {
+                                        since: cx.now,
+                                        seen,
+                                    };
+                                    self.state.set(head, cx.token);
+                                    changed = true;
+                                }
                             }
                             return changed;
                         }

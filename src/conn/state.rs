@@ -39,13 +39,26 @@ use crate::http::response::Response;
 use super::close::CloseReason;
 
 pub enum State {
-    Idle { since: Instant },
-    Head { since: Instant },
+    Idle {
+        since: Instant,
+    },
+    /// `seen`: bytes already found to be a partial head. A head can only complete when a
+    /// line does, so new bytes without a line feed are not parsed again (a client that
+    /// trickles a head byte by byte must not cost a full re-parse per byte).
+    Head {
+        since: Instant,
+        seen: usize,
+    },
     Body(Box<BodyState>),
     Waiting(Box<Waiting>),
     Streaming(Box<Streaming>),
-    Closing { reason: CloseReason },
-    Lingering { until: Instant, reason: CloseReason },
+    Closing {
+        reason: CloseReason,
+    },
+    Lingering {
+        until: Instant,
+        reason: CloseReason,
+    },
 }
 
 /// A request whose body is being read. The input buffer holds, from its front:
@@ -143,7 +156,7 @@ impl State {
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match self {
             State::Idle { since } => Some(*since + t.keepalive),
-            State::Head { since } => Some(*since + t.header),
+            State::Head { since, .. } => Some(*since + t.header),
             State::Body(b) => Some(b.since + t.body),
             State::Waiting(w) => match **w {
                 Waiting::Timer { at, .. } => Some(at),

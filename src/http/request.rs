@@ -188,7 +188,7 @@ fn names_a_version(buf: &[u8]) -> bool {
 }
 
 /// True when no line end appears within the first `MAX_REQUEST_LINE` bytes.
-fn request_line_too_long(buf: &[u8]) -> bool {
+pub fn request_line_too_long(buf: &[u8]) -> bool {
     let window = &buf[..buf.len().min(MAX_REQUEST_LINE + 1)];
     window.len() > MAX_REQUEST_LINE && !window.contains(&b'\n')
 }
