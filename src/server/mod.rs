@@ -60,6 +60,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// disconnect in milliseconds; this bounds a worker stuck in a query that ignores cancel.
 const POOL_CLOSE_BOUND: Duration = Duration::from_secs(2);
 
+/// At most one "at MAX_CONNECTIONS" warning this often.
+const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// Timers fired per loop turn at most, so a stream with a zero interval cannot keep one
 /// turn going forever; the rest fire on the next turn (the poll timeout is then zero).
 const MAX_TIMERS_PER_TURN: usize = 4096;
@@ -89,6 +92,10 @@ pub struct Server {
     local_addr: SocketAddr,
     signals: Signals,
     accept: Accept,
+    /// Failed accepts in a row, so a long EMFILE episode logs once, not ten times a second.
+    accept_failures: u64,
+    /// When the connection limit was last reported.
+    full_warned: Option<Instant>,
     max_connections: usize,
     conns: Slab<Conn>,
     timers: Timers,
@@ -143,6 +150,8 @@ impl Server {
             local_addr,
             signals,
             accept: Accept::Open,
+            accept_failures: 0,
+            full_warned: None,
             max_connections: config.max_connections,
             conns: Slab::new(),
             timers: Timers::default(),
@@ -234,15 +243,32 @@ impl Server {
                 return;
             };
             if self.conns.len() >= self.max_connections {
-                log::warn!(
-                    "at MAX_CONNECTIONS ({}): new connections wait in the backlog",
-                    self.max_connections
-                );
+                // Under sustained overload this happens at every close: warn at most
+                // once per `OVERLOAD_WARNING_EVERY`.
+                if self
+                    .full_warned
+                    .is_none_or(|t| now >= t + OVERLOAD_WARNING_EVERY)
+                {
+                    log::warn!(
+                        "at MAX_CONNECTIONS ({}): new connections wait in the backlog",
+                        self.max_connections
+                    );
+                    self.full_warned = Some(now);
+                }
                 self.accept = Accept::Full;
                 return;
             }
             match listener.accept() {
-                Ok((socket, _peer)) => self.add_conn(socket, now),
+                Ok((socket, _peer)) => {
+                    if self.accept_failures > 0 {
+                        log::info!(
+                            "accepting again after {} failed attempts",
+                            self.accept_failures
+                        );
+                        self.accept_failures = 0;
+                    }
+                    self.add_conn(socket, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The client gave up between the handshake and our accept: nothing to do.
@@ -253,11 +279,15 @@ impl Server {
                     ) => {}
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS/ENOMEM and anything unexpected: retrying now
-                    // would fail the same way and spin the loop.
-                    log::warn!(
-                        "accept failed: {e}; pausing accepts for {}ms",
-                        ACCEPT_PAUSE.as_millis()
-                    );
+                    // would fail the same way and spin the loop. Warn once per episode,
+                    // not every 100 ms.
+                    if self.accept_failures == 0 {
+                        log::warn!(
+                            "accept failed: {e}; pausing accepts for {}ms at a time until it works",
+                            ACCEPT_PAUSE.as_millis()
+                        );
+                    }
+                    self.accept_failures += 1;
                     self.accept = Accept::Paused {
                         until: now + ACCEPT_PAUSE,
                     };
