@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -934,4 +934,60 @@ fn pipelining_client_that_never_reads_is_held_back_without_buffering() {
         .expect("writer thread")
         .expect("all requests written");
     assert_serving(&server);
+}
+
+// ---------------------------------------------------------------------------------------
+// Overload
+// ---------------------------------------------------------------------------------------
+
+/// CPU time (user + system) a process has used, in clock ticks, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the `(comm)`; utime and stime are the 12th and 13th of those.
+    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn connection_over_max_connections_waits_in_the_backlog_without_spinning() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "2")], &[]);
+    let mut a = open(&server);
+    let mut b = open(&server);
+    for client in [&mut a, &mut b] {
+        client.send(get_request("/live").as_bytes());
+        assert_eq!(
+            client.response().expect("served under the limit").status,
+            200
+        );
+    }
+
+    // The third connection completes its handshake (the kernel's backlog takes it) but
+    // is not accepted while two are open.
+    let mut c = open(&server);
+    c.send(get_request("/plaintext").as_bytes());
+    let before = cpu_ticks(server.pid());
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = c.stream.peek(&mut byte);
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "not answered while at the limit: {waited:?}"
+    );
+    // Half a second at the limit must not cost the server half a second of CPU.
+    let spent = cpu_ticks(server.pid()) - before;
+    assert!(
+        spent < 20,
+        "the loop spun at the limit: {spent} ticks in 0.5 s"
+    );
+
+    // One connection closes: the waiting one is accepted and answered.
+    drop(a);
+    c.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let r = c.response().expect("served once a slot is free");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_text(), PLAINTEXT);
+    server.wait_for_log("at MAX_CONNECTIONS (2)");
 }
