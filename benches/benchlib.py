@@ -1,4 +1,5 @@
-"""Shared parts of the benchmarks that run lastcall against nginx (`shutdown.py`, `load.py`).
+"""Shared parts of the benchmarks that run lastcall against nginx (`shutdown.py`, `load.py`);
+`db.py` uses the generic ones (logging, the build, /proc readers, machine line, tables).
 
 What it is: finding and building the two servers, starting each on 127.0.0.1 pinned to one
 CPU, holding N idle keep-alive connections open, and reading a process's CPU time and memory
@@ -84,11 +85,12 @@ def missing_tools_message(missing, why):
     )
 
 
-def build_lastcall():
+def build_lastcall(quiet=False):
+    """`cargo build --release` in ROOT; the path of the binary. `quiet` adds cargo's --quiet."""
     if not shutil.which("cargo"):
         fail("cargo not found: install Rust (https://rustup.rs) to build lastcall")
     log(f"building lastcall: cargo build --release (in {ROOT})")
-    result = subprocess.run(["cargo", "build", "--release"], cwd=ROOT)
+    result = subprocess.run(["cargo", "build", "--release"] + (["--quiet"] if quiet else []), cwd=ROOT)
     if result.returncode != 0:
         fail(f"cargo build --release failed with exit code {result.returncode}")
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
@@ -137,7 +139,8 @@ def nproc():
         return str(os.cpu_count())
 
 
-def machine_lines(nproc_all, pinned_server, client_cpus):
+def machine_line(nproc_all):
+    """`machine: nproc=N, kernel K, CPU M`, with N as given."""
     model = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -147,8 +150,12 @@ def machine_lines(nproc_all, pinned_server, client_cpus):
                     break
     except OSError:
         pass
+    return f"machine: nproc={nproc_all}, kernel {platform.release()}, CPU {model}"
+
+
+def machine_lines(nproc_all, pinned_server, client_cpus):
     return [
-        f"machine: nproc={nproc_all}, kernel {platform.release()}, CPU {model}",
+        machine_line(nproc_all),
         "pinning: server on CPU {}, client on CPU {}".format(
             SERVER_CPU if pinned_server else "any (no taskset)",
             ",".join(map(str, sorted(client_cpus))),

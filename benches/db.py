@@ -26,6 +26,9 @@ What it does:
 Nothing is pinned unless --pin-wrk is given: PostgreSQL, lastcall (its loop and its
 workers) and wrk share every core, and the numbers are for that setting.
 
+The generic parts (logging, the build, /proc readers, the machine line, tables) come from
+benchlib.py, shared with load.py and shutdown.py.
+
 Python 3 standard library only; Linux only (/proc). Loopback and a Unix socket only. Every
 wait is bounded, and it only signals the processes it started, by PID.
 """
@@ -35,7 +38,6 @@ import glob
 import http.client
 import json
 import os
-import platform
 import pwd
 import re
 import resource
@@ -48,7 +50,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (  # benches/ is sys.path[0] when run as a script
+    CLK_TCK, ROOT, build_lastcall, children, cpu_ticks, cpu_times, fail, find_tool, git_rev, log, machine_line,
+    pin_prefix, render_table, version_of,
+)
+
 PG_PORT = 5432  # only names the socket file (.s.PGSQL.5432); no TCP port is opened
 PG_SETTINGS = """
 listen_addresses = ''
@@ -62,23 +68,6 @@ ROWS = 10_000
 SAMPLES = 20  # /db bodies checked against the table before each run
 READY_TIMEOUT = 30.0  # s: lastcall listening, /db 200, all pool sessions up
 EXIT_TIMEOUT = 20.0  # s after SIGTERM (lastcall's own shutdown budget is 10 s)
-
-
-def log(msg=""):
-    print(msg, flush=True)
-
-
-def fail(msg, code=2):
-    print(f"db.py: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def run_text(cmd, timeout=10):
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        return (r.stdout + r.stderr).strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
 
 
 # --------------------------------------------------------------------------- tools
@@ -100,7 +89,7 @@ def pg_bin_dir():
 
 
 def check_tools():
-    wrk, pg = shutil.which("wrk"), pg_bin_dir()
+    wrk, pg = find_tool("wrk"), pg_bin_dir()
     missing = [name for name, path in (("wrk", wrk), ("PostgreSQL server (initdb, pg_ctl, psql)", pg)) if not path]
     if not shutil.which("cargo"):
         missing.append("cargo (Rust: https://rustup.rs)")
@@ -119,18 +108,6 @@ def check_tools():
             fail("running as root needs a `postgres` user to own the throwaway cluster "
                  "(PostgreSQL refuses to run as root); the postgresql package creates it")
     return wrk, pg
-
-
-def build_lastcall():
-    log(f"building lastcall: cargo build --release (in {ROOT})")
-    r = subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    if r.returncode != 0:
-        fail(f"cargo build --release failed with exit code {r.returncode}")
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
-    binary = os.path.join(target, "release", "lastcall")
-    if not os.access(binary, os.X_OK):
-        fail(f"built, but {binary} is not there")
-    return binary
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -221,30 +198,22 @@ class Cluster:
 # --------------------------------------------------------------------------- measuring
 
 
-def cpu_ticks(pid):
-    """utime+stime of one process, in clock ticks, or None when it is gone."""
+def ticks_or_none(pid):
+    """benchlib's cpu_ticks (utime+stime, clock ticks), or None when the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        return cpu_ticks(pid)
     except (OSError, IndexError, ValueError):
         return None
 
 
 def children_ticks(ppid):
     """utime+stime summed over the direct children of `ppid` (the PostgreSQL backends)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == ppid:
-                total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return sum(t for t in map(ticks_or_none, children(ppid)) if t is not None)
+
+
+def busy_seconds():
+    """CPU seconds the whole machine has been busy (every CPU, idle and iowait left out)."""
+    return sum(busy for busy, _steal in cpu_times().values())
 
 
 def listening_port(pid):
@@ -391,23 +360,22 @@ def run_pool(binary, wrk_prefix, cluster, world, pool, args, workdir):
         subprocess.run(warm, capture_output=True, timeout=60)
         cmd = wrk_prefix + ["-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
         pg_pid = cluster.postmaster_pid()
-        tick = os.sysconf("SC_CLK_TCK")
-        before = (cpu_ticks(server.proc.pid), children_ticks(pg_pid), resource.getrusage(resource.RUSAGE_CHILDREN),
-                  busy_ticks())
+        before = (ticks_or_none(server.proc.pid), children_ticks(pg_pid),
+                  resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds())
         t0 = time.monotonic()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
         wall = time.monotonic() - t0
-        after = (cpu_ticks(server.proc.pid), children_ticks(pg_pid), resource.getrusage(resource.RUSAGE_CHILDREN),
-                 busy_ticks())
+        after = (ticks_or_none(server.proc.pid), children_ticks(pg_pid),
+                 resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds())
         if r.returncode != 0:
             result["problems"].append(f"wrk exit {r.returncode}: {r.stderr.strip()}")
         result.update(parse_wrk(r.stdout))
         result["wrk_out"] = r.stdout
         result["cpu"] = {  # cores used on average during the measured run
-            "lastcall": (after[0] - before[0]) / tick / wall if None not in (after[0], before[0]) else None,
-            "postgres": (after[1] - before[1]) / tick / wall,
+            "lastcall": (after[0] - before[0]) / CLK_TCK / wall if None not in (after[0], before[0]) else None,
+            "postgres": (after[1] - before[1]) / CLK_TCK / wall,
             "wrk": (after[2].ru_utime + after[2].ru_stime - before[2].ru_utime - before[2].ru_stime) / wall,
-            "machine": (after[3][0] - before[3][0]) / tick / wall,
+            "machine": (after[3] - before[3]) / wall,
         }
         ours = sum(v for k, v in result["cpu"].items() if k != "machine" and v is not None)
         if result["cpu"]["machine"] - ours > 0.25:  # kernel threads, other users: noisy numbers
@@ -443,37 +411,15 @@ def run_pool(binary, wrk_prefix, cluster, world, pool, args, workdir):
 # --------------------------------------------------------------------------- report
 
 
-def wrk_version():
-    first = (run_text(["wrk", "--version"]).splitlines() or ["wrk"])[0]
-    return first.split(" Copyright")[0]
-
-
-def busy_ticks():
-    """(busy, total) clock ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return sum(ticks) - idle, sum(ticks)
-
-
-def machine_lines(cluster, pin_cpu):
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-    except OSError:
-        pass
-    rev = run_text(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) or "unknown"
-    if run_text(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
-        rev += "+dirty"
+def machine_lines(cluster, wrk, pin_cpu):
     pin = (f"wrk pinned to CPU {pin_cpu} (taskset); PostgreSQL and lastcall unpinned"
            if pin_cpu is not None else "no pinning: PostgreSQL, lastcall (loop + workers) and wrk share all cores")
     return [
-        f"machine: nproc={run_text(['nproc']) or os.cpu_count()}, CPU {model}, kernel {platform.release()}",
+        machine_line(len(os.sched_getaffinity(0))),  # the CPUs this bench may use, as `nproc` counts
         f"PostgreSQL {cluster.psql('SHOW server_version')} (throwaway cluster, Unix socket, "
         "fsync=off synchronous_commit=off full_page_writes=off, other settings default)",
-        f"{wrk_version()}; "
-        f"lastcall at {rev} (release build), RUST_LOG=warn",
+        f"{version_of([wrk, '--version']).split(' Copyright')[0]}; "
+        f"lastcall at {git_rev()} (release build), RUST_LOG=warn",
         pin,
     ]
 
@@ -508,13 +454,7 @@ def table(results, pools, markdown):
                        for k in ("lastcall", "postgres", "wrk", "machine")),
         ]
         rows.append(row)
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-        lines = ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in [head] + rows]
-    return "\n".join(lines)
+    return "\n".join(render_table(head, rows, markdown))
 
 
 def main():
@@ -537,12 +477,11 @@ def main():
         fail("--duration, --connections and --runs must be at least 1")
 
     wrk, pg_bin = check_tools()
-    wrk_prefix = [wrk]
-    if args.pin_wrk is not None:
-        if not shutil.which("taskset") or args.pin_wrk not in os.sched_getaffinity(0):
-            fail(f"--pin-wrk {args.pin_wrk}: needs taskset and an available CPU")
-        wrk_prefix = ["taskset", "-c", str(args.pin_wrk), wrk]
-    binary = build_lastcall()
+    pin = [] if args.pin_wrk is None else pin_prefix(args.pin_wrk)
+    if args.pin_wrk is not None and not pin:
+        fail(f"--pin-wrk {args.pin_wrk}: needs taskset and an available CPU")
+    wrk_prefix = pin + [wrk]
+    binary = build_lastcall(quiet=True)
 
     # SIGTERM to the bench unwinds like Ctrl+C, through the finally below.
     def on_term(signum, frame):
@@ -563,7 +502,7 @@ def main():
             world[int(i)] = int(n)
         if len(world) != ROWS:
             fail(f"world has {len(world)} rows after loading schema.sql, expected {ROWS}")
-        machine = machine_lines(cluster, args.pin_wrk)
+        machine = machine_lines(cluster, wrk, args.pin_wrk)
         for run in range(args.runs):
             # Alternate the order, so drift (other load, page cache) does not favour one size.
             for pool in (pools if run % 2 == 0 else pools[::-1]):

@@ -1,12 +1,12 @@
 //! Start-up only: configuration, logger, bind, run, exit code.
 //!
 //! Exit codes: 0 clean drain (or a signal during start-up), 1 the shutdown deadline
-//! passed or start-up failed, 2 bad configuration or usage.
+//! passed, a shutdown step failed, or start-up failed; 2 bad configuration or usage.
 
 use std::process::ExitCode;
 
 use lastcall::config::{self, Command, Config};
-use lastcall::server::{self, Outcome, Server, Started};
+use lastcall::server::{self, Server, Started};
 
 fn main() -> ExitCode {
     // First of all: from here on a SIGTERM during start-up is a clean exit, not a kill.
@@ -45,8 +45,7 @@ fn main() -> ExitCode {
         }
     };
     match server.run() {
-        Ok(Outcome::Drained) => ExitCode::SUCCESS,
-        Ok(Outcome::TimedOut) => ExitCode::from(1),
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {
             log::error!("event loop failed: {e}");
             ExitCode::from(1)

@@ -112,6 +112,8 @@ pub struct Server {
     phase: Phase,
     budget: Budget,
     report: Report,
+    /// Set by the last shutdown step: the loop returns it.
+    exit: Option<Outcome>,
 }
 
 impl Server {
@@ -168,6 +170,7 @@ impl Server {
             },
             pool,
             report: Report::default(),
+            exit: None,
         })))
     }
 
@@ -214,7 +217,7 @@ impl Server {
             if self.phase.shutting_down() && self.conns.is_empty() {
                 self.advance(Event::Empty(now), now);
             }
-            if let Phase::Done { outcome } = self.phase {
+            if let Some(outcome) = self.exit {
                 return Ok(outcome);
             }
         }
@@ -493,7 +496,8 @@ impl Server {
         log::warn!("Drain timed out — forcing exit ({forced} connections answered 503 or cut)");
     }
 
-    /// Step 6 (and the end of 7): release resources, log the report.
+    /// Step 6 (and the end of 7): release resources, log the report, and settle the
+    /// outcome the process exits with.
     fn finish(&mut self, outcome: Outcome) {
         // The last step reads the clock itself: closing thousands of sockets, or the
         // pool's threads, can take far longer than the turn that started it, and the
@@ -501,6 +505,7 @@ impl Server {
         let now = Instant::now();
         // The pool closes after the last connection: no request can need it any more.
         let pool_started = now;
+        let mut outcome = outcome;
         if let Some(pool) = self.pool.take() {
             let closed = pool.close(POOL_CLOSE_BOUND);
             if closed.joined == closed.workers {
@@ -514,6 +519,9 @@ impl Server {
                     closed.joined,
                     closed.workers
                 );
+                if outcome == Outcome::Drained {
+                    outcome = Outcome::StepFailed;
+                }
             }
         }
         let pool_ms = pool_started.elapsed().as_millis();
@@ -525,6 +533,7 @@ impl Server {
             log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
         }
         self.report.log(outcome, now, pool_ms);
+        self.exit = Some(outcome);
     }
 }
 
@@ -598,10 +607,6 @@ impl Report {
             (Some(a), Some(b)) => b.saturating_duration_since(a).as_millis(),
             _ => 0,
         };
-        let code = match outcome {
-            Outcome::Drained => 0,
-            Outcome::TimedOut => 1,
-        };
         log::info!(
             "shutdown report: delay={}ms drain={}ms pool={}ms total={}ms; connections at signal={} idle_closed={} drained={} answered_503={} cut={}; exit {}",
             ms(self.signal_at, self.drain_at),
@@ -613,7 +618,7 @@ impl Report {
             self.drained,
             self.answered_503,
             self.cut,
-            code
+            outcome.exit_code()
         );
     }
 }

@@ -66,6 +66,19 @@ pub enum Outcome {
     Drained,
     /// The deadline passed first: exit 1.
     TimedOut,
+    /// Every connection finished, but a later step did not (the pool missed its bound):
+    /// exit 1.
+    StepFailed,
+}
+
+impl Outcome {
+    /// The process exit code that tells an orchestrator how the shutdown went.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Drained => 0,
+            Outcome::TimedOut | Outcome::StepFailed => 1,
+        }
+    }
 }
 
 /// What happened, as far as the phase machine cares.
