@@ -174,6 +174,42 @@ fn idle_keepalive_connections_see_eof_at_once_and_the_server_exits_0() {
 }
 
 #[test]
+fn connection_taken_from_the_backlog_may_still_send_its_first_request() {
+    // One slot: the second client's handshake completes in the kernel's backlog.
+    let mut server = Server::start(&[("MAX_CONNECTIONS", "1")], &[]);
+    let mut first = keepalive_idle(&server);
+    let mut second = Reader::new(server.connect());
+    signal_taken(&server, "TERM");
+    // Step 3 accepted it; this client is slow to send its first request (that delay is
+    // the scenario, not a wait for the server): it arrives well after the drain began.
+    thread::sleep(Duration::from_millis(300));
+    second.send(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n");
+    let r = second
+        .response()
+        .expect("a fresh connection is not dropped at the drain");
+    assert_eq!(r.status, 200);
+    assert!(r.closes(), "answered with Connection: close");
+    assert!(first.at_eof(), "the idle keep-alive connection was closed");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+}
+
+#[test]
+fn fresh_connection_that_never_sends_is_closed_after_its_grace() {
+    let mut server = Server::start(&[], &[]);
+    let mut silent = Reader::new(server.connect());
+    let signalled = signal_taken(&server, "TERM");
+    assert!(silent.at_eof(), "closed once its grace is over");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "a silent connection held the drain for {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
 fn in_flight_requests_finish_with_connection_close_while_new_connects_are_refused() {
     let mut server = Server::start(&[], &[]);
     let mut work: Vec<Reader> = (0..5)

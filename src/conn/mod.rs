@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::net::TcpStream;
@@ -44,6 +44,11 @@ use state::{BodyState, Exchange, State, Streaming, Waiting};
 /// Stop taking new requests off the input while this much output waits for the client:
 /// a client that pipelines without reading cannot make us buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// During a shutdown, how long a connection that has not sent a request yet may take to
+/// send its first one, counted from its accept. Long enough for a client that has just
+/// connected; short enough not to hold the drain up for a client that never will.
+pub const FRESH_GRACE: Duration = Duration::from_secs(1);
 
 /// What the loop lends a connection for the length of one call.
 pub struct Cx<'a> {
@@ -154,6 +159,17 @@ impl Conn {
             return Err(CloseReason::WriteTimeout);
         }
         match &mut self.state {
+            // Rule: during a shutdown, a connection that never sent a request is closed
+            // once its grace is over.
+            State::Idle { since }
+                if cx.draining
+                    && self.seq == 0
+                    && now >= *since + FRESH_GRACE
+                    && self.input.is_none()
+                    && self.output.is_none() =>
+            {
+                Err(CloseReason::IdleOnShutdown)
+            }
             // Rule: an idle connection past its keep-alive timeout is closed silently. A
             // connection whose responses are still being written is not idle.
             State::Idle { since }
@@ -222,6 +238,16 @@ impl Conn {
         }
         self.drive(cx)?;
         if self.is_idle() {
+            // A connection that has not carried a request yet may be a client that
+            // connected just before the signal (perhaps one we just took from the
+            // backlog) and is about to send its first request: it gets `FRESH_GRACE`
+            // from its accept to do so (Go's `Shutdown` treats `StateNew` alike).
+            if let State::Idle { since } = self.state
+                && self.seq == 0
+                && cx.now < since + FRESH_GRACE
+            {
+                return Ok(());
+            }
             return Err(CloseReason::IdleOnShutdown);
         }
         // Idle but still writing its last response, with no request left behind it:
@@ -274,11 +300,14 @@ impl Conn {
     }
 
     /// When the loop must next call [`Conn::timer`].
-    pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    pub fn deadline(&self, limits: &Limits, draining: bool) -> Option<Instant> {
         let state = match &self.state {
             // Not idle while responses are still going out (the write timer guards
             // that), and a stream held back by a full output buffer waits for writes.
             State::Idle { .. } if !self.is_idle() => None,
+            State::Idle { since } if draining && self.seq == 0 => {
+                Some((*since + FRESH_GRACE).min(*since + limits.timeouts.keepalive))
+            }
             State::Streaming(_) if self.backed_up() => None,
             state => state.deadline(&limits.timeouts),
         };

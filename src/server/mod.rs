@@ -318,8 +318,11 @@ impl Server {
             self.conns.remove(token);
             return;
         }
-        self.timers
-            .schedule(token, conn.deadline(&self.limits), &mut conn.scheduled);
+        self.timers.schedule(
+            token,
+            conn.deadline(&self.limits, self.phase.shutting_down()),
+            &mut conn.scheduled,
+        );
         if matches!(self.phase, Phase::Delaying { .. }) {
             self.report.last_accept_in_delay = Some(now);
         }
@@ -347,7 +350,7 @@ impl Server {
         };
         match f(conn, &mut cx) {
             Ok(()) => {
-                let at = conn.deadline(&self.limits);
+                let at = conn.deadline(&self.limits, self.phase.shutting_down());
                 self.timers.schedule(token, at, &mut conn.scheduled);
             }
             Err(reason) => self.close(token, reason, now),
