@@ -28,6 +28,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Err(e)) = config.database_url.as_deref().map(lastcall::db::check_url) {
+        eprintln!("lastcall: {e}");
+        return ExitCode::from(2);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let server = match Server::bind(&config, lastcall::routes::handle, signals) {

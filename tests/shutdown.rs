@@ -65,6 +65,15 @@ fn budget_exits_2_naming_drain_delay_when_it_is_not_below_the_timeout() {
     }
 }
 
+#[test]
+fn invalid_database_url_exits_2_naming_the_setting() {
+    let child = spawn_binary(&[("DATABASE_URL", "host=/tmp port=not-a-port")]);
+    let (status, log) = wait_binary(child, PATIENCE);
+    assert_eq!(status.code(), Some(2), "{status:?}; stderr:\n{log}");
+    assert!(log.contains("DATABASE_URL"), "stderr:\n{log}");
+    assert!(!log.contains("Listening on"), "stderr:\n{log}");
+}
+
 /// The race cannot be aimed from outside the process, so the signal is sent as soon as
 /// the process exists, several times: each run must end in one of the two allowed ways.
 #[test]
@@ -553,6 +562,21 @@ fn deadline_answers_a_pending_request_503_with_retry_after_and_exits_1() {
     assert!(report.contains("answered_503=1"), "{report}");
     assert!(report.contains("exit 1"), "{report}");
     assert_last_line_is_the_report(&server);
+}
+
+#[test]
+fn deadline_answers_a_pending_head_request_503_without_a_body() {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT_MS", "500")], &[]);
+    let mut work = Reader::new(server.connect());
+    work.send(b"HEAD /work?ms=5000 HTTP/1.1\r\nHost: test\r\n\r\n");
+    barrier(&server);
+    signal_taken(&server, "TERM");
+    let response = work.response_to("HEAD").expect("a 503 at the deadline");
+    assert_eq!(response.status, 503, "{response:?}");
+    // RFC 9110 §9.3.2: the length a GET would have had, and no body bytes after it.
+    assert!(response.header("content-length").is_some(), "{response:?}");
+    assert!(work.at_eof(), "bytes followed the head of a HEAD response");
+    assert_eq!(server.wait_exit(SLACK).code(), Some(1));
 }
 
 #[test]

@@ -30,13 +30,13 @@ use mio::net::TcpStream;
 
 pub use buf::BufPool;
 pub use close::CloseReason;
-pub use state::{LINGER, Timeouts};
+pub use state::{LINGER, LINGER_MAX, Timeouts};
 
 use crate::db::Pool;
 use crate::handler::{Answer, Ctx, Handler, Inbox, ReplyId};
 use crate::http::body::{BodyDecoder, Framing};
 use crate::http::error::RequestError;
-use crate::http::request::{self, Head, Persistence, Request, Version};
+use crate::http::request::{self, Head, Method, Persistence, Request, Version};
 use crate::http::response::{self, Delivery, Length, Response, Status};
 use buf::{InBuf, OutBuf};
 use state::{BodyState, Exchange, State, Streaming, Waiting};
@@ -49,6 +49,16 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// send its first one, counted from its accept. Long enough for a client that has just
 /// connected; short enough not to hold the drain up for a client that never will.
 pub const FRESH_GRACE: Duration = Duration::from_secs(1);
+
+/// What one round of discarding input found.
+enum Discarded {
+    /// The socket was empty.
+    Nothing,
+    /// Some bytes, then the socket was empty.
+    Some,
+    /// EOF (or an error): the client's side is done.
+    Finished,
+}
 
 /// What the loop lends a connection for the length of one call.
 pub struct Cx<'a> {
@@ -204,7 +214,18 @@ impl Conn {
             // (`process` does it, subject to back-pressure).
             State::Streaming(s) if now >= s.next_at => self.drive(cx),
             // Rule: a lingering close ends at its bound.
-            State::Lingering { until, reason } if now >= *until => Err(*reason),
+            // Rule: a lingering close ends when the client has been quiet for LINGER, or
+            // at LINGER_MAX; what arrived meanwhile is read first, so it cannot turn the
+            // close into an RST.
+            State::Lingering {
+                until,
+                stop,
+                reason,
+            } if now >= (*until).min(*stop) => {
+                let reason = *reason;
+                self.discard_input(cx);
+                Err(reason)
+            }
             _ => Ok(()),
         }
     }
@@ -269,16 +290,19 @@ impl Conn {
         let reason = match &self.state {
             State::Idle { .. } => CloseReason::IdleOnShutdown,
             State::Head { .. } | State::Body(_) | State::Waiting(_) => {
+                let head_only = match &self.state {
+                    State::Body(b) => b.head.method == Method::Head,
+                    State::Waiting(w) => match **w {
+                        Waiting::Timer { exchange, .. } | Waiting::Reply { exchange, .. } => {
+                            exchange.head_only
+                        }
+                    },
+                    _ => false,
+                };
                 let response =
                     Response::error(Status::SERVICE_UNAVAILABLE, "server is shutting down")
                         .with_header("Retry-After", "1");
-                let delivery = Delivery {
-                    version: Version::Http11,
-                    close: true,
-                    head_only: false,
-                };
-                let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
-                response::encode(&response, delivery, cx.date, out.vec());
+                self.encode_last(cx, &response, head_only);
                 CloseReason::AnsweredUnavailable
             }
             State::Streaming(_) => CloseReason::CutAtDeadline,
@@ -482,8 +506,7 @@ impl Conn {
         let body_arrived = self.input.as_ref().is_some_and(|i| i.len() > head.len);
         if head.expect_continue && head.version == Version::Http11 && !body_arrived {
             // RFC 9110 §10.1.1: the client waits for this before sending the body.
-            let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
-            out.vec().extend_from_slice(response::CONTINUE);
+            self.out(cx.bufs).extend_from_slice(response::CONTINUE);
         }
         let raw = head.len;
         let body = BodyState {
@@ -590,8 +613,8 @@ impl Conn {
             }
             Answer::Stream(stream) => {
                 let delivery = Self::delivery(cx, exchange, Length::Streamed);
-                let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
-                response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out.vec());
+                let out = self.out(cx.bufs);
+                response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out);
                 if exchange.head_only {
                     return self.finish_response(cx, delivery.close);
                 }
@@ -623,9 +646,9 @@ impl Conn {
 
     /// Encodes a complete response and moves on to the next request or to closing.
     fn respond(&mut self, cx: &mut Cx<'_>, exchange: Exchange, response: &Response) {
-        let delivery = Self::delivery(cx, exchange, Length::Known(0));
-        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
-        response::encode(response, delivery, cx.date, out.vec());
+        let length = Length::Known(response.body.as_bytes().len());
+        let delivery = Self::delivery(cx, exchange, length);
+        response::encode(response, delivery, cx.date, self.out(cx.bufs));
         self.finish_response(cx, delivery.close);
     }
 
@@ -671,18 +694,7 @@ impl Conn {
     fn reject(&mut self, cx: &mut Cx<'_>, error: RequestError) {
         let (status, reason) = error.status();
         log::debug!("conn {}: rejected with {}: {reason}", cx.token.0, status.0);
-        let delivery = Delivery {
-            version: Version::Http11,
-            close: true,
-            head_only: false,
-        };
-        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
-        response::encode(
-            &Response::error(status, reason),
-            delivery,
-            cx.date,
-            out.vec(),
-        );
+        self.encode_last(cx, &Response::error(status, reason), false);
         if let Some(input) = self.input.as_mut() {
             input.consume(input.len());
         }
@@ -691,6 +703,22 @@ impl Conn {
             _ => CloseReason::Done,
         };
         self.state.set(State::Closing { reason }, cx.token);
+    }
+
+    /// Encodes the connection's last response: `Connection: close`, and framed for 1.1,
+    /// because the request it answers may not have parsed far enough to know better.
+    fn encode_last(&mut self, cx: &mut Cx<'_>, response: &Response, head_only: bool) {
+        let delivery = Delivery {
+            version: Version::Http11,
+            close: true,
+            head_only,
+        };
+        response::encode(response, delivery, cx.date, self.out(cx.bufs));
+    }
+
+    /// The output buffer, borrowed from the pool when there is none.
+    fn out(&mut self, bufs: &mut BufPool) -> &mut Vec<u8> {
+        self.output.get_or_insert_with(|| bufs.take_output()).vec()
     }
 
     /// Writes pending output until `WouldBlock`. Returns whether any byte was written.
@@ -756,13 +784,12 @@ impl Conn {
                     return Err(reason);
                 }
                 let _ = self.socket.shutdown(Shutdown::Write);
-                self.state.set(
-                    State::Lingering {
-                        until: cx.now + LINGER,
-                        reason,
-                    },
-                    cx.token,
-                );
+                let lingering = State::Lingering {
+                    until: cx.now + LINGER,
+                    stop: cx.now + LINGER_MAX,
+                    reason,
+                };
+                self.state.set(lingering, cx.token);
                 self.linger(cx)
             }
             State::Lingering { .. } => self.linger(cx),
@@ -772,31 +799,46 @@ impl Conn {
 
     /// Reads and discards until EOF (then the close is clean) or `WouldBlock`.
     fn linger(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
-        let State::Lingering { reason, .. } = self.state else {
-            return Ok(());
-        };
-        if self.discard_input(cx) {
-            return Err(reason);
+        match self.discard_input(cx) {
+            Discarded::Finished => match self.state {
+                State::Lingering { reason, .. } => Err(reason),
+                _ => Ok(()),
+            },
+            // The client is still sending: it is alive and may not have read our
+            // response yet, so wait for it a little longer (up to `stop`).
+            Discarded::Some => {
+                if let State::Lingering { until, .. } = &mut self.state {
+                    *until = cx.now + LINGER;
+                }
+                Ok(())
+            }
+            Discarded::Nothing => Ok(()),
         }
-        Ok(())
     }
 
-    /// Reads and throws away whatever the socket holds. Returns true at EOF or on error.
-    fn discard_input(&mut self, cx: &mut Cx<'_>) -> bool {
+    /// Reads and throws away whatever the socket holds, until `WouldBlock`, EOF or an
+    /// error.
+    fn discard_input(&mut self, cx: &mut Cx<'_>) -> Discarded {
         let mut scratch = self.input.take().unwrap_or_else(|| cx.bufs.take_input());
-        let finished = loop {
+        let mut outcome = Discarded::Nothing;
+        loop {
             scratch.consume(scratch.len());
-            let spare = scratch.spare(usize::MAX);
-            match self.socket.read(spare) {
-                Ok(0) => break true,
-                Ok(_) => {}
+            match self.socket.read(scratch.spare(usize::MAX)) {
+                Ok(0) => {
+                    outcome = Discarded::Finished;
+                    break;
+                }
+                Ok(_) => outcome = Discarded::Some,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(_) => break true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    outcome = Discarded::Finished;
+                    break;
+                }
             }
-        };
+        }
         scratch.consume(scratch.len());
         cx.bufs.give_input(scratch);
-        finished
+        outcome
     }
 }

@@ -55,8 +55,11 @@ pub enum State {
     Closing {
         reason: CloseReason,
     },
+    /// `until`: LINGER after the client last sent something; `stop`: LINGER_MAX after
+    /// lingering began, whatever the client does.
     Lingering {
         until: Instant,
+        stop: Instant,
         reason: CloseReason,
     },
 }
@@ -127,10 +130,14 @@ pub struct Timeouts {
     pub write: Duration,
 }
 
-/// How long a lingering close may last. Go's net/http waits 500 ms for the same reason
-/// (`rstAvoidanceDelay`); long enough for a client to read a response and close, short
-/// enough not to hold a shutdown up.
+/// How long a lingering close waits for the client's EOF after the client last sent
+/// anything. Go's net/http waits 500 ms for the same reason (`rstAvoidanceDelay`); long
+/// enough for a client to read a response and close.
 pub const LINGER: Duration = Duration::from_millis(500);
+
+/// The most a lingering close lasts, even for a client that keeps sending (nginx's
+/// `lingering_time` is the same idea): short enough not to hold a shutdown up.
+pub const LINGER_MAX: Duration = Duration::from_secs(2);
 
 impl State {
     /// A short name for logs and the transition trace.
@@ -164,7 +171,7 @@ impl State {
             },
             State::Streaming(s) => Some(s.next_at),
             State::Closing { .. } => None,
-            State::Lingering { until, .. } => Some(*until),
+            State::Lingering { until, stop, .. } => Some((*until).min(*stop)),
         }
     }
 

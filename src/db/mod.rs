@@ -22,6 +22,22 @@ pub struct Closed {
     pub joined: usize,
 }
 
+/// Checks that `url` is a connection string PostgreSQL's client understands, at start-up,
+/// so a typo is a configuration error (exit 2) naming `DATABASE_URL`, not a worker that
+/// retries forever.
+#[cfg(feature = "postgres")]
+pub fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<postgres::Config>()
+        .map(drop)
+        .map_err(|e| format!("invalid DATABASE_URL: {e}"))
+}
+
+/// Without the `postgres` feature any URL is accepted: it is never used.
+#[cfg(not(feature = "postgres"))]
+pub fn check_url(_url: &str) -> Result<(), String> {
+    Ok(())
+}
+
 #[cfg(not(feature = "postgres"))]
 impl Pool {
     pub fn cancel_in_flight(&self) -> usize {

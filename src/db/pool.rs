@@ -215,10 +215,16 @@ impl Pool {
         Ok(())
     }
 
-    /// At the shutdown deadline: asks PostgreSQL to cancel every query still running
+    /// At the shutdown deadline: drops the queued jobs and asks PostgreSQL to cancel every
+    /// query still running
     /// (the cancel request opens its own connection, so it is sent from short-lived
     /// threads, never from the loop). Returns how many were asked.
     pub fn cancel_in_flight(&self) -> usize {
+        // Jobs still queued are dropped first: their clients are being answered 503, and
+        // a worker must not start a query for nobody after its cancel. Dropping a task
+        // drops its reply handle, whose 500 the loop ignores (the connection is gone).
+        let queued = std::mem::take(&mut self.shared.lock().tasks);
+        drop(queued);
         let tokens: Vec<CancelToken> = self
             .shared
             .in_flight

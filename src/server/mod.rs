@@ -213,10 +213,12 @@ impl Server {
                 self.accept = Accept::Open;
                 self.accept_all(now);
             }
-            self.advance(Event::Tick(now), now);
+            // Empty before Tick: a drain that completes in the turn its deadline passes
+            // is a clean drain.
             if self.phase.shutting_down() && self.conns.is_empty() {
                 self.advance(Event::Empty(now), now);
             }
+            self.advance(Event::Tick(now), now);
             if let Some(outcome) = self.exit {
                 return Ok(outcome);
             }
