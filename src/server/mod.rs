@@ -247,7 +247,11 @@ impl Server {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
-            if self.conns.len() >= self.max_connections {
+            // Draining, the limit no longer applies: this is the one last accept of the
+            // backlog (its clients connected before we stopped), and the listener closes
+            // right after.
+            let draining = matches!(self.phase, Phase::Draining { .. });
+            if !draining && self.conns.len() >= self.max_connections {
                 // Under sustained overload this happens at every close: warn at most
                 // once per `OVERLOAD_WARNING_EVERY`.
                 if self
@@ -413,13 +417,14 @@ impl Server {
 
     /// Feeds the shutdown phase machine and carries out the step it returns.
     fn advance(&mut self, event: Event, now: Instant) {
-        let was_serving = !self.phase.shutting_down();
-        let step = self.phase.on(event, self.budget);
-        if was_serving && self.phase.shutting_down() {
-            self.announce(now);
-        }
-        match step {
-            Step::Nothing | Step::Announce => {}
+        match self.phase.on(event, self.budget) {
+            Step::Nothing => {}
+            Step::Announce { drain_now } => {
+                self.announce(now);
+                if drain_now {
+                    self.start_drain(now);
+                }
+            }
             Step::IgnoreSignal(signal) => {
                 log::info!(
                     "{} received again: already shutting down, ignored",
@@ -471,9 +476,8 @@ impl Server {
         }
         self.report.drain_at = Some(now);
         // Clients in the backlog completed their handshake before we stopped: they are
-        // ours to serve. Take them regardless of the connection limit.
+        // ours to serve. Take them regardless of the connection limit (`accept_all`).
         self.accept = Accept::Open;
-        self.max_connections = usize::MAX;
         self.accept_all(now);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);

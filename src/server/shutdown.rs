@@ -52,7 +52,6 @@ pub enum Phase {
     Draining {
         signal: Signal,
         at: Instant,
-        drain_started: Instant,
         deadline: Instant,
     },
     Done {
@@ -87,7 +86,7 @@ pub enum Event {
     Signal(Signal, Instant),
     /// Time passed (the loop woke up).
     Tick(Instant),
-    /// No connection and no pending job remain.
+    /// No connection remains (a pending database job always belongs to a connection).
     Empty(Instant),
 }
 
@@ -95,9 +94,13 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Nothing,
-    /// Shutdown began: flip readiness, log, (maybe) keep accepting during a delay.
-    Announce,
-    /// Accept the backlog, close the listener, close idle connections.
+    /// Shutdown began: say so (readiness flips with the phase itself), and drain at once
+    /// unless a drain delay keeps the listener open first.
+    Announce {
+        drain_now: bool,
+    },
+    /// The drain delay is over: accept the backlog, close the listener, close idle
+    /// connections.
     StartDrain,
     /// The deadline passed: answer or cut what is left.
     Force,
@@ -137,10 +140,9 @@ impl Phase {
                 Phase::Draining {
                     signal,
                     at: now,
-                    drain_started: now,
                     deadline: now + budget.shutdown_timeout,
                 },
-                Step::StartDrain,
+                Step::Announce { drain_now: true },
             ),
             (Phase::Serving, Event::Signal(signal, now)) => (
                 Phase::Delaying {
@@ -149,7 +151,7 @@ impl Phase {
                     until: now + budget.drain_delay,
                     deadline: now + budget.shutdown_timeout,
                 },
-                Step::Announce,
+                Step::Announce { drain_now: false },
             ),
             // Rule: further signals during a shutdown are logged and ignored.
             (Phase::Delaying { .. } | Phase::Draining { .. }, Event::Signal(signal, _)) => {
@@ -168,7 +170,6 @@ impl Phase {
                 Phase::Draining {
                     signal,
                     at,
-                    drain_started: now,
                     deadline,
                 },
                 Step::StartDrain,
@@ -223,7 +224,7 @@ mod tests {
         let mut phase = Phase::Serving;
         assert_eq!(
             phase.on(Event::Signal(Signal::Term, t0), budget(0)),
-            Step::StartDrain
+            Step::Announce { drain_now: true }
         );
         assert!(phase.shutting_down());
         assert_eq!(phase.deadline(), Some(t0 + Duration::from_millis(1000)));
@@ -244,7 +245,7 @@ mod tests {
         let mut phase = Phase::Serving;
         assert_eq!(
             phase.on(Event::Signal(Signal::Int, t0), budget(200)),
-            Step::Announce
+            Step::Announce { drain_now: false }
         );
         assert_eq!(
             phase.on(Event::Tick(t0 + ms(100)), budget(200)),
