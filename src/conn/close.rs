@@ -3,6 +3,9 @@
 //! Every socket the server closes is closed for exactly one [`CloseReason`]. The reason is
 //! logged, counted in the shutdown report, and asserted on in tests; it is never inferred
 //! after the fact from flags.
+//!
+//! What it is not: it decides nothing. The connection picks the reason where the close is
+//! decided; the loop logs it (ordinary client behaviour at debug) and counts it.
 
 use std::fmt;
 

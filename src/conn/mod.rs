@@ -203,7 +203,8 @@ impl Conn {
                     response,
                     exchange,
                 } if now >= *at => {
-                    // Cloning is cheap: timer answers carry static bodies.
+                    // A clone, because `respond` borrows `self`: cheap for the static and
+                    // inline bodies timer answers carry, one copy for a large one.
                     let (response, exchange) = (response.clone(), *exchange);
                     self.respond(cx, exchange, &response);
                     self.drive(cx)

@@ -12,18 +12,26 @@
 //!    │   (closed)   respond ◀───────────────────┴───────────────────────┘
 //!    │                 │ keep-alive                     │ Connection: close
 //!    └─────────────────┘                                ▼
-//!                                  Closing ──output flushed──▶ Lingering ──EOF/bound──▶ (closed)
+//!                                  Closing ──output flushed──▶ Lingering ──EOF/quiet/bound──▶ (closed)
+//!                                     ▲  └──client already sent EOF──▶ (closed)
+//!   Head, Body ──bad request / 408────┘
+//!   Idle still writing at shutdown ───┘
+//!
+//!   any state ──reset, write timeout, shutdown deadline──▶ (closed)
 //! ```
 //!
 //! One line per state:
-//! - `Idle` — between requests; owns no buffers; timer: keep-alive idle.
+//! - `Idle` — between requests (or before the first); owns no buffers; timer: keep-alive
+//!   idle (during a shutdown, a connection that never sent a request gets only a short
+//!   grace).
 //! - `Head` — part of a request head has arrived; timer: header read, from its first byte.
 //! - `Body` — head parsed, body arriving; timer: body read, reset on progress.
 //! - `Waiting` — the handler answers later (loop timer or reply handle); no read timer.
 //! - `Streaming` — response head sent, chunks go out on a timer.
 //! - `Closing` — the last response is queued; once written, the write side is shut.
-//! - `Lingering` — write side shut; input is read and discarded until EOF or a short bound,
-//!   so unread client bytes do not turn into an RST that destroys our response (RFC 9112 §9.6).
+//! - `Lingering` — write side shut; input is read and discarded until EOF, until the client
+//!   has been quiet for `LINGER`, or at `LINGER_MAX`, so unread client bytes do not turn
+//!   into an RST that destroys our response (RFC 9112 §9.6).
 //!
 //! Output pending in any state adds one more timer: write progress.
 //!

@@ -369,7 +369,8 @@ fn judge_fields(
         Framing::Chunked
     } else {
         match content_length {
-            // §6.3 step 6: a request with neither has no body.
+            // §6.3 step 7: a request with neither has no body (step 6 is a valid
+            // Content-Length).
             None | Some(0) => Framing::None,
             Some(n) => Framing::Length(n),
         }
@@ -445,8 +446,9 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// Builds the view from the bytes a `Head` was parsed from and the decoded body.
     pub fn new(head: &Head, raw: &'a [u8], body: &'a [u8]) -> Request<'a> {
-        // The ranges came from a successful parse of these same bytes, and httparse only
-        // accepts ASCII in the target, so these slices are in range and valid UTF-8.
+        // The ranges came from a successful parse of these same bytes, so they are in
+        // range; httparse handed the target out as `&str` and the ranges split it at
+        // ASCII bytes (`?`, `/`), so they are valid UTF-8 and the fallback never runs.
         let text = |r: &Range<usize>| std::str::from_utf8(&raw[r.clone()]).unwrap_or("");
         Request {
             method: head.method,

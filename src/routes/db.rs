@@ -1,6 +1,10 @@
 //! The database routes. Each builds a job for the worker pool; the loop never waits on it.
 //!
 //! Without the `postgres` feature they answer `503 database not configured`.
+//!
+//! What it is not: the pool. Jobs here only say which SQL to run and how to render the
+//! row; connecting, queueing, cancelling and closing are `db::pool`'s. Invariant: every
+//! parameter is bound, never spliced into SQL text.
 
 use crate::handler::{Answer, Ctx};
 

@@ -17,7 +17,9 @@
 //! 4. fire due timers;
 //! 5. let the shutdown phase advance.
 //!
-//! Invariants: the loop never blocks except in `poll`; on the loop's thread only this
+//! Invariants: the loop never blocks except in `poll` — and, once, in the last shutdown
+//! step, which waits (within `POOL_CLOSE_BOUND`) for the database workers to disconnect,
+//! when there is nothing left to serve; on the loop's thread only this
 //! module calls `Instant::now()`; tokens are never reused for a new socket while an event or a reply
 //! may still name the old one (see `slab`).
 
@@ -63,8 +65,9 @@ const POOL_CLOSE_BOUND: Duration = Duration::from_secs(2);
 /// At most one "at MAX_CONNECTIONS" warning this often.
 const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 
-/// Timers fired per loop turn at most, so a stream with a zero interval cannot keep one
-/// turn going forever; the rest fire on the next turn (the poll timeout is then zero).
+/// Timers fired per loop turn at most, so a flood of due timers (thousands of
+/// connections timing out together) cannot hold one turn while sockets wait; the rest
+/// fire on the next turn (the poll timeout is then zero).
 const MAX_TIMERS_PER_TURN: usize = 4096;
 
 /// Whether the listener is being accepted from.
@@ -190,7 +193,7 @@ impl Server {
                 }
                 return Err(e);
             }
-            // The one clock read of this turn.
+            // The clock reading every step of this turn uses.
             let now = Instant::now();
             self.date.update(SystemTime::now());
 

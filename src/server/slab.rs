@@ -8,8 +8,14 @@
 //! events), and a reply handle may name a connection long gone. With plain indexes, those
 //! would be delivered to whatever new socket took the slot; with generations they name a
 //! token that no longer exists, and the loop ignores them.
+//!
+//! What it is not: it knows nothing of sockets or mio's registry; the loop registers and
+//! deregisters. Invariant: a token names at most one value in the slab's whole life.
 
 use mio::Token;
+
+// A token packs a 32-bit generation above a 32-bit index.
+const _: () = assert!(usize::BITS >= 64, "tokens need a 64-bit usize");
 
 /// Tokens at or above this are the loop's own (listener, waker, signals).
 pub const FIRST_RESERVED: usize = usize::MAX - 16;
