@@ -91,14 +91,14 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadSide {
     /// There may be bytes to read. A read that returns less than it asked for has
-    /// emptied the kernel's queue, so it counts as drained without a second read to see
+    /// emptied the kernel's queue, so it counts as empty without a second read to see
     /// `WouldBlock` (nginx does the same): anything arriving later raises a new edge.
     Ready,
     /// The event also said the peer hung up: its FIN is queued behind the data and raises
     /// no further edge, so read until the read returns 0, short reads or not.
     ReadyUntilEof,
     /// The socket's queue is empty: wait for an event.
-    Drained,
+    Empty,
     /// The client shut its write side (read returned 0).
     Eof,
 }
@@ -154,7 +154,7 @@ impl Conn {
         if self.read != ReadSide::Eof {
             if hung_up {
                 self.read = ReadSide::ReadyUntilEof;
-            } else if readable && self.read == ReadSide::Drained {
+            } else if readable && self.read == ReadSide::Empty {
                 self.read = ReadSide::Ready;
             }
         }
@@ -255,7 +255,7 @@ impl Conn {
     /// a request already on the wire is served (with `Connection: close`), not dropped.
     /// Only a connection with truly nothing in progress is closed at once.
     pub fn drain(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
-        if self.read == ReadSide::Drained {
+        if self.read == ReadSide::Empty {
             self.read = ReadSide::Ready;
         }
         self.drive(cx)?;
@@ -404,12 +404,12 @@ impl Conn {
                     input.filled(n);
                     any = true;
                     if n < asked && self.read == ReadSide::Ready {
-                        self.read = ReadSide::Drained;
+                        self.read = ReadSide::Empty;
                         break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read = ReadSide::Drained;
+                    self.read = ReadSide::Empty;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
