@@ -353,16 +353,18 @@ class Lastcall:
         with open(self.log_path, errors="replace") as f:
             text = f.read()
         m = re.search(
-            r"shutdown report: .*total=(\d+)ms; connections at signal=(\d+) idle_closed=(\d+) "
-            r"drained=(\d+) answered_503=(\d+) cut=(\d+); exit (\d+)",
+            r"shutdown report: .*total=(\d+)ms; connections at signal=(\d+) accepted after=(\d+) "
+            r"idle_closed=(\d+) drained=(\d+) failed=(\d+) answered_503=(\d+) cut=(\d+); exit (\d+)",
             text,
         )
         if not m:
             return False, f"no shutdown report line in {self.log_path}"
-        total, at_signal, idle, drained, a503, cut, code = map(int, m.groups())
-        note = (f"report: total={total}ms at_signal={at_signal} idle_closed={idle} "
-                f"drained={drained} answered_503={a503} cut={cut} exit={code}")
-        ok = at_signal == n and idle == n and drained == a503 == cut == 0 and code == 0
+        total, at_signal, after, idle, drained, failed, a503, cut, code = map(int, m.groups())
+        note = (f"report: total={total}ms at_signal={at_signal} accepted_after={after} "
+                f"idle_closed={idle} drained={drained} failed={failed} answered_503={a503} "
+                f"cut={cut} exit={code}")
+        ok = (at_signal == n and idle == n and after == drained == failed == a503 == cut == 0
+              and code == 0)
         if not ok:
             note += f"  <-- expected at_signal=idle_closed={n}, others 0, exit 0"
         return ok, note

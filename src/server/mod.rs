@@ -332,6 +332,10 @@ impl Server {
             conn.deadline(&self.limits, self.phase.shutting_down()),
             &mut conn.scheduled,
         );
+        if self.phase.shutting_down() {
+            // During the drain delay, or the last accept of the backlog.
+            self.report.accepted_after_signal += 1;
+        }
         if matches!(self.phase, Phase::Delaying { .. }) {
             self.report.last_accept_in_delay = Some(now);
         }
@@ -598,8 +602,13 @@ struct Report {
     drain_at: Option<Instant>,
     last_accept_in_delay: Option<Instant>,
     open_at_signal: usize,
+    accepted_after_signal: usize,
     idle_closed: usize,
+    /// Finished their request and closed, or the client closed them.
     drained: usize,
+    /// Ended by the client's fault during the drain: a reset, a timeout, a request left
+    /// half-sent.
+    failed: usize,
     answered_503: usize,
     cut: usize,
 }
@@ -610,7 +619,12 @@ impl Report {
             CloseReason::IdleOnShutdown => self.idle_closed += 1,
             CloseReason::AnsweredUnavailable => self.answered_503 += 1,
             CloseReason::CutAtDeadline => self.cut += 1,
-            _ => self.drained += 1,
+            CloseReason::Done | CloseReason::PeerClosed => self.drained += 1,
+            CloseReason::PeerReset
+            | CloseReason::PeerClosedMidRequest
+            | CloseReason::IdleTimeout
+            | CloseReason::RequestTimeout
+            | CloseReason::WriteTimeout => self.failed += 1,
         }
     }
 
@@ -620,14 +634,16 @@ impl Report {
             _ => 0,
         };
         log::info!(
-            "shutdown report: delay={}ms drain={}ms pool={}ms total={}ms; connections at signal={} idle_closed={} drained={} answered_503={} cut={}; exit {}",
+            "shutdown report: delay={}ms drain={}ms pool={}ms total={}ms; connections at signal={} accepted after={} idle_closed={} drained={} failed={} answered_503={} cut={}; exit {}",
             ms(self.signal_at, self.drain_at),
             ms(self.drain_at, Some(now)),
             pool_ms,
             ms(self.signal_at, Some(now)) + pool_ms,
             self.open_at_signal,
+            self.accepted_after_signal,
             self.idle_closed,
             self.drained,
+            self.failed,
             self.answered_503,
             self.cut,
             outcome.exit_code()
