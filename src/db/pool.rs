@@ -90,6 +90,9 @@ const QUEUE_PER_WORKER: usize = 64;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The default bound on one statement, passed as a server option at connect.
+const STATEMENT_TIMEOUT: &str = "-c statement_timeout=30000";
+
 /// How long one connection attempt may take. It runs on a worker thread, but while it
 /// runs that worker answers nothing.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -160,6 +163,12 @@ impl Pool {
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_options().is_none() {
+            // A query stuck on a lock must not hold its client's connection (and a worker)
+            // forever: PostgreSQL cancels it, and the client gets a 503. A URL that sets
+            // its own `options` keeps them.
+            config.options(STATEMENT_TIMEOUT);
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
