@@ -16,6 +16,7 @@ import platform
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -42,6 +43,18 @@ DEFAULT_WINDOW = 256
 
 def log(msg=""):
     print(msg, flush=True)
+
+
+def check_args(args, ranges):
+    """Checks each `(option, low, high)` of the parsed `args` and that this is Linux;
+    exits 2 naming the option otherwise. Returns the command line, for the report."""
+    for option, low, high in ranges:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if not low <= value <= high:
+            fail(f"{option} must be from {low} to {high}")
+    if sys.platform != "linux":
+        fail("Linux only (epoll, pidfd, taskset, /proc)")
+    return shlex.join(["python3"] + sys.argv)
 
 
 def fail(msg):

@@ -58,6 +58,7 @@ import time
 import shutdown as shutdown_bench  # benches/ is sys.path[0] when run as a script
 from benchlib import (
     BODY, CLIENT_CPU, CLK_TCK, DEFAULT_WINDOW, JSON_BODY, SERVER_CPU, Lastcall, Nginx, all_cpu_ticks,
+    check_args,
     build_lastcall, cpu_split, cpu_times, fail, find_tool, git_rev, log, machine_lines,
     missing_tools_message, nproc, others_cpu, parse_response, pin_prefix, raise_nofile,
     render_table, rss_bytes, stop, version_of,
@@ -465,19 +466,13 @@ def main():
                    help="memory+shutdown runs per server, alternating; medians reported (default 1)")
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and wrk's output")
     args = p.parse_args()
-    if not 1 <= args.duration <= 600:
-        fail("--duration must be from 1 to 600 seconds")
-    if not 0 <= args.warmup <= 60:
-        fail("--warmup must be from 0 to 60 seconds")
-    if not 1 <= args.rounds <= 20:
-        fail("--rounds must be from 1 to 20")
-    if not 1 <= args.idle <= 500_000:
-        fail("--idle must be from 1 to 500000")
-    if not 1 <= args.shutdown_runs <= 20:
-        fail("--shutdown-runs must be from 1 to 20")
-    if sys.platform != "linux":
-        fail("Linux only (epoll, pidfd, taskset, /proc)")
-    command = shlex.join(["python3"] + sys.argv)
+    command = check_args(args, [
+        ("--duration", 1, 600),
+        ("--warmup", 0, 60),
+        ("--rounds", 1, 20),
+        ("--idle", 1, 500_000),
+        ("--shutdown-runs", 1, 20),
+    ])
 
     tools = {name: find_tool(name) for name in ("wrk", "nginx")}
     missing = [name for name, path in tools.items() if not path]

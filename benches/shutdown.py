@@ -36,7 +36,6 @@ import argparse
 import gc
 import os
 import select
-import shlex
 import shutil
 import statistics
 import sys
@@ -44,7 +43,7 @@ import tempfile
 import time
 
 from benchlib import (
-    CLIENT_CPU, DEFAULT_WINDOW, Lastcall, Nginx, build_lastcall, fail, find_nginx, git_rev, log,
+    CLIENT_CPU, DEFAULT_WINDOW, Lastcall, Nginx, build_lastcall, check_args, fail, find_nginx, git_rev, log,
     machine_lines, missing_tools_message, nproc, open_idle_connections, pin_prefix, raise_nofile,
     render_table, stop, version_of,
 )
@@ -233,15 +232,11 @@ def main():
     p.add_argument("--exit-timeout", type=float, default=30, help="seconds to wait for exit and EOFs (default 30)")
     p.add_argument("--keep-logs", action="store_true", help="keep every run's server logs (failed runs' always are)")
     args = p.parse_args()
-    if not 1 <= args.connections <= 500_000:
-        fail("--connections must be from 1 to 500000")
-    if not 1 <= args.runs <= 100:
-        fail("--runs must be from 1 to 100")
-    if not 1 <= args.window <= 4096:
-        fail("--window must be from 1 to 4096")
-    if sys.platform != "linux":
-        fail("Linux only (epoll, pidfd, taskset, /proc)")
-    command = shlex.join(["python3"] + sys.argv)
+    command = check_args(args, [
+        ("--connections", 1, 500_000),
+        ("--runs", 1, 100),
+        ("--window", 1, 4096),
+    ])
 
     nginx = find_nginx()
     if not nginx:
