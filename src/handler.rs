@@ -172,9 +172,7 @@ impl ReplyHandle {
             inbox.push(self.id, response);
         }
     }
-}
 
-impl ReplyHandle {
     /// Withdraws the promise without answering: only for a handle that never left the
     /// handler (the pool refused the job), whose request is answered directly instead.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]

@@ -188,14 +188,8 @@ impl Conn {
                 Err(CloseReason::IdleTimeout)
             }
             // Rule: a head or body that does not arrive in time is answered 408.
-            State::Head { since, .. } if now >= *since + t.header => {
-                self.reject(cx, RequestError::Timeout);
-                self.drive(cx)
-            }
-            State::Body(b) if now >= b.since + t.body => {
-                self.reject(cx, RequestError::Timeout);
-                self.drive(cx)
-            }
+            State::Head { since, .. } if now >= *since + t.header => self.time_out(cx),
+            State::Body(b) if now >= b.since + t.body => self.time_out(cx),
             // Rule: an `After` answer goes out when its timer fires.
             State::Waiting(w) => match &**w {
                 Waiting::Timer {
@@ -241,12 +235,13 @@ impl Conn {
         match &self.state {
             // Rule: only the request this connection is waiting on gets the reply; a reply
             // for an earlier request (one answered 500 after a panic) is dropped.
-            State::Waiting(w) if matches!(**w, Waiting::Reply { seq: s, .. } if s == seq) => {
-                if let Waiting::Reply { exchange, .. } = **w {
+            State::Waiting(w) => match **w {
+                Waiting::Reply { seq: s, exchange } if s == seq => {
                     self.respond(cx, exchange, &response);
+                    self.drive(cx)
                 }
-                self.drive(cx)
-            }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -688,6 +683,12 @@ impl Conn {
         }
         let close = Self::delivery(cx, s.exchange, Length::Streamed).close;
         self.finish_response(cx, close);
+    }
+
+    /// A head or body that did not arrive in time: 408, then close.
+    fn time_out(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+        self.reject(cx, RequestError::Timeout);
+        self.drive(cx)
     }
 
     /// Answers a request that broke a rule, then closes: after a framing error the start

@@ -67,20 +67,11 @@ impl<T> Slab<T> {
     }
 
     pub fn get_mut(&mut self, token: Token) -> Option<&mut T> {
-        let (generation, index) = split(token)?;
-        let slot = self.slots.get_mut(index)?;
-        if slot.generation != generation {
-            return None;
-        }
-        slot.value.as_mut()
+        self.slot(token)?.1.value.as_mut()
     }
 
     pub fn remove(&mut self, token: Token) -> Option<T> {
-        let (generation, index) = split(token)?;
-        let slot = self.slots.get_mut(index)?;
-        if slot.generation != generation {
-            return None;
-        }
+        let (index, slot) = self.slot(token)?;
         let value = slot.value.take()?;
         // Skip the generation whose tokens would reach into the reserved range.
         slot.generation = match slot.generation.wrapping_add(1) {
@@ -90,6 +81,13 @@ impl<T> Slab<T> {
         self.free.push(index as u32);
         self.len -= 1;
         Some(value)
+    }
+
+    /// The slot a token names, if the token is still current (not stale, not reserved).
+    fn slot(&mut self, token: Token) -> Option<(usize, &mut Slot<T>)> {
+        let (generation, index) = split(token)?;
+        let slot = self.slots.get_mut(index)?;
+        (slot.generation == generation).then_some((index, slot))
     }
 
     /// The tokens of every stored value (a snapshot, so the caller may remove while
