@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Load benchmark: lastcall against nginx on one core, in the same run, with the targets of
-issue 5 ("beat nginx on one core").
+"""Load benchmark: lastcall against nginx on one core, in the same run, against the
+performance targets ("beat nginx on one core").
 
     python3 benches/load.py [--duration S] [--rounds N] [--warmup S] [--idle N] [--shutdown-runs R]
 
@@ -119,7 +119,7 @@ WORKLOADS = [
 ]
 
 # The rows of the table: (workload key, measure key, measure label, target), where a target
-# is (op, ratio) on lastcall/nginx, from issue 5; None when the row is context only.
+# is (op, ratio) on lastcall/nginx, from the performance targets; None when the row is context only.
 ROWS = [
     ("pipelined", "rps", "req/s", (">=", 8.0)),
     ("pipelined", "cpu_us", "server CPU µs/req", ("<=", 0.1)),
