@@ -5,47 +5,56 @@
 //! second changes. A server answering a million requests a second formats the date once a
 //! second, not a million times.
 //!
-//! Invariant: never reads the clock. The event loop reads it once per turn and passes the
-//! time in, so tests can pin it.
+//! Invariant: never reads the clock itself. The event loop passes in the monotonic time it
+//! read for its turn, and a way to read the wall clock, which the cache uses only when the
+//! second it formatted has run out: once a second, not once per turn. Tests pass both in.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const DATE_LEN: usize = 29;
 
-/// The last formatted date and the second it is for.
+/// The last formatted date, the second it is for, and when to look at the wall clock again.
 #[derive(Debug, Clone)]
 pub struct DateCache {
     second: u64,
     text: [u8; DATE_LEN],
+    refresh_at: Instant,
 }
 
 impl DateCache {
-    pub fn new(now: SystemTime) -> DateCache {
-        let second = unix_seconds(now);
-        DateCache {
-            second,
-            text: format_imf_fixdate(second),
-        }
+    pub fn new(now: Instant, wall: SystemTime) -> DateCache {
+        let mut cache = DateCache {
+            second: 0,
+            text: format_imf_fixdate(0),
+            refresh_at: now,
+        };
+        cache.update(now, || wall);
+        cache
     }
 
-    /// Brings the cached value up to `now`; formats only when the second changed.
-    pub fn update(&mut self, now: SystemTime) {
-        let second = unix_seconds(now);
+    /// Brings the cached value up to `now`. Reads the wall clock (`wall`) only when the
+    /// second it last saw has ended by the monotonic clock, and formats only when the
+    /// second changed. A step of the wall clock (settimeofday) shows within a second.
+    pub fn update(&mut self, now: Instant, wall: impl FnOnce() -> SystemTime) {
+        if now < self.refresh_at {
+            return;
+        }
+        // A clock set before 1970 is a broken clock; 1970 is the least wrong answer.
+        let since_epoch = wall().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since_epoch.as_secs();
         if second != self.second {
             self.second = second;
             self.text = format_imf_fixdate(second);
         }
+        let rest_of_second =
+            Duration::from_secs(1) - Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+        self.refresh_at = now + rest_of_second;
     }
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.text
     }
-}
-
-fn unix_seconds(now: SystemTime) -> u64 {
-    // A clock set before 1970 is a broken clock; 1970 is the least wrong answer.
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Formats Unix seconds as IMF-fixdate, always in GMT.
@@ -116,11 +125,38 @@ mod tests {
 
     #[test]
     fn date_cache_changes_only_with_the_second() {
-        let t0 = UNIX_EPOCH + Duration::from_millis(784_111_777_100);
-        let mut cache = DateCache::new(t0);
-        cache.update(t0 + Duration::from_millis(800));
+        let wall0 = UNIX_EPOCH + Duration::from_millis(784_111_777_100);
+        let t0 = Instant::now();
+        let at = |ms| {
+            (
+                t0 + Duration::from_millis(ms),
+                wall0 + Duration::from_millis(ms),
+            )
+        };
+        let mut cache = DateCache::new(t0, wall0);
+        let (now, wall) = at(800);
+        cache.update(now, || wall);
         assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        cache.update(t0 + Duration::from_millis(900));
+        let (now, wall) = at(900);
+        cache.update(now, || wall);
         assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:38 GMT");
+    }
+
+    #[test]
+    fn date_cache_reads_the_wall_clock_once_a_second() {
+        let wall0 = UNIX_EPOCH + Duration::from_millis(784_111_777_250);
+        let t0 = Instant::now();
+        let mut cache = DateCache::new(t0, wall0);
+        let mut reads = 0;
+        for ms in (0..2_000).step_by(10) {
+            let wall = wall0 + Duration::from_millis(ms);
+            cache.update(t0 + Duration::from_millis(ms), || {
+                reads += 1;
+                wall
+            });
+        }
+        // At 750 ms (…:38) and 1750 ms (…:39), each when its second began.
+        assert_eq!(reads, 2);
+        assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:39 GMT");
     }
 }

@@ -37,6 +37,22 @@ impl Status {
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
 
+    /// `HTTP/1.1 NNN `: the status line up to its reason phrase, in one piece. A status
+    /// code is three digits (RFC 9110 §15); a handler's code outside 100..=999 cannot be
+    /// sent as it is, and goes out as 500, the answer to a handler bug.
+    pub fn line_start(self) -> [u8; 13] {
+        let code = if (100..=999).contains(&self.0) {
+            self.0
+        } else {
+            500
+        };
+        let mut line = *b"HTTP/1.1 000 ";
+        line[9] += (code / 100) as u8;
+        line[10] += (code / 10 % 10) as u8;
+        line[11] += (code % 10) as u8;
+        line
+    }
+
     /// The reason phrase (RFC 9110 §15). Clients ignore it; humans reading a trace do not.
     pub fn reason(self) -> &'static str {
         match self.0 {
@@ -225,9 +241,7 @@ pub fn encode_head(
     length: Length,
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(resp.status.0));
-    out.push(b' ');
+    out.extend_from_slice(&resp.status.line_start());
     out.extend_from_slice(resp.status.reason().as_bytes());
     out.extend_from_slice(b"\r\nServer: lastcall\r\nDate: ");
     out.extend_from_slice(date);
@@ -321,6 +335,16 @@ mod tests {
             close,
             head_only,
         }
+    }
+
+    #[test]
+    fn status_line_start_is_three_digits() {
+        assert_eq!(&Status::OK.line_start(), b"HTTP/1.1 200 ");
+        assert_eq!(&Status(100).line_start(), b"HTTP/1.1 100 ");
+        assert_eq!(&Status(999).line_start(), b"HTTP/1.1 999 ");
+        // Not a status code: sent as the 500 it is.
+        assert_eq!(&Status(99).line_start(), b"HTTP/1.1 500 ");
+        assert_eq!(&Status(1000).line_start(), b"HTTP/1.1 500 ");
     }
 
     #[test]

@@ -161,7 +161,7 @@ impl Server {
             conns: Slab::new(),
             timers: Timers::default(),
             bufs: BufPool::new(config.max_header_bytes),
-            date: DateCache::new(SystemTime::now()),
+            date: DateCache::new(Instant::now(), SystemTime::now()),
             limits,
             handler,
             inbox: Arc::new(Inbox::new(waker)),
@@ -195,7 +195,7 @@ impl Server {
             }
             // The clock reading every step of this turn uses.
             let now = Instant::now();
-            self.date.update(SystemTime::now());
+            self.date.update(now, SystemTime::now);
 
             for event in events.iter() {
                 match event.token() {
@@ -216,12 +216,15 @@ impl Server {
                 self.accept = Accept::Open;
                 self.accept_all(now);
             }
-            // Empty before Tick: a drain that completes in the turn its deadline passes
-            // is a clean drain.
-            if self.phase.shutting_down() && self.conns.is_empty() {
-                self.advance(Event::Empty(now), now);
+            // Serving has no timed transitions, so only a shutdown feeds the phase
+            // machine every turn. Empty before Tick: a drain that completes in the turn
+            // its deadline passes is a clean drain.
+            if self.phase.shutting_down() {
+                if self.conns.is_empty() {
+                    self.advance(Event::Empty(now), now);
+                }
+                self.advance(Event::Tick(now), now);
             }
-            self.advance(Event::Tick(now), now);
             if let Some(outcome) = self.exit {
                 return Ok(outcome);
             }
