@@ -387,8 +387,11 @@ class Nginx:
     name = "nginx"
     stop_signal = signal.SIGQUIT  # graceful quit, as `nginx -s quit`
 
-    def __init__(self, binary, prefix, connections, nofile):
+    def __init__(self, binary, prefix, connections, nofile, master=True):
+        """`master=False` runs one process that both listens and serves (nginx's
+        `master_process off`), for a profiler that follows one process."""
         self.binary = binary
+        self.master = master
         self.prefix = prefix
         # 20000, or more for more connections; never above the descriptor limit.
         self.worker_connections = min(max(20000, connections + 1024), nofile)
@@ -406,7 +409,7 @@ class Nginx:
             f.write(f"""\
 worker_processes 1;
 daemon off;
-master_process on;
+master_process {"on" if self.master else "off"};
 pid {temp("nginx.pid")};
 error_log {self.error_log} notice;
 worker_rlimit_nofile {self.nofile};

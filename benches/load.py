@@ -11,7 +11,7 @@ What it does:
     nginx (generated config: 1 worker, `return 200` for /plaintext and /json, no access
     log), both pinned to CPU 0 with `taskset -c 0`; wrk runs pinned to CPU 1
     (`taskset -c 1 wrk -t1 ...`);
- 3. --rounds times (default 3), for each workload, for each server (alternating which goes
+ 3. --rounds times (default 5), for each workload, for each server (alternating which goes
     first): a short wrk warm-up, then a measured wrk run of --duration seconds (default 5).
     Measured: req/s and p99 latency (wrk), the server's CPU time per request (utime+stime
     from /proc/PID/stat before and after the run, nginx's master and worker summed,
@@ -458,8 +458,8 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up before each run, 0 for none (default 1)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="times to run every workload on both servers; the table shows medians (default 3)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="times to run every workload on both servers; the table shows medians (default 5)")
     p.add_argument("--idle", type=int, default=10_000,
                    help="idle keep-alive connections for the memory and shutdown figures (default 10000)")
     p.add_argument("--shutdown-runs", type=int, default=1,
