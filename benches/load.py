@@ -538,11 +538,12 @@ def main():
             running[server.name] = (server, proc, port)
             check_routes(server.name, port)
             log(f"{server.name}: PID {proc.pid}, port {port}, CPU time from PIDs {server.cpu_pids(proc)}")
-        step = 0
         for rnd in range(1, args.rounds + 1):
-            for w in WORKLOADS:
-                order = servers if step % 2 == 0 else list(reversed(servers))
-                step += 1
+            for i, w in enumerate(WORKLOADS):
+                # Who goes first alternates from round to round for every workload (and
+                # from one workload to the next within a round), so neither server is
+                # always the one measured right after a warm-up of the other.
+                order = servers if (rnd + i) % 2 == 1 else list(reversed(servers))
                 for server in order:
                     _, proc, port = running[server.name]
                     where = f"{server.name} {w.title}" + (f" round {rnd}" if args.rounds > 1 else "")
