@@ -5,7 +5,7 @@
 //! lent output buffer and writes them out — in order, with back-pressure, under timers.
 //!
 //! What it is not: it never touches the mio `Registry` (registration is the event
-//! loop's), and it never reads the clock (`Cx::now` is passed in).
+//! loop's), and it never reads the clock (`LoopCx::now` is passed in).
 //!
 //! How the loop talks to it: every entry point (`ready`, `timer`, `reply`, `drain`,
 //! `force_close`) returns `Ok(())` to keep the connection, or `Err(CloseReason)` to have
@@ -61,7 +61,7 @@ enum Discarded {
 }
 
 /// What the loop lends a connection for the length of one call.
-pub struct Cx<'a> {
+pub struct LoopCx<'a> {
     pub now: Instant,
     pub token: Token,
     /// The current `Date` value, formatted once a second by the loop.
@@ -147,7 +147,7 @@ impl Conn {
     /// work that allows.
     pub fn ready(
         &mut self,
-        cx: &mut Cx<'_>,
+        cx: &mut LoopCx<'_>,
         readable: bool,
         hung_up: bool,
     ) -> Result<(), CloseReason> {
@@ -162,7 +162,7 @@ impl Conn {
     }
 
     /// A timer may have expired.
-    pub fn timer(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+    pub fn timer(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         let now = cx.now;
         let t = cx.limits.timeouts;
         if self.write_since.is_some_and(|since| now >= since + t.write) {
@@ -228,7 +228,7 @@ impl Conn {
     /// A reply arrived through a [`ReplyHandle`](crate::handler::ReplyHandle).
     pub fn reply(
         &mut self,
-        cx: &mut Cx<'_>,
+        cx: &mut LoopCx<'_>,
         seq: u32,
         response: Response,
     ) -> Result<(), CloseReason> {
@@ -249,7 +249,7 @@ impl Conn {
     /// The server began its graceful shutdown. Read what the client has already sent:
     /// a request already on the wire is served (with `Connection: close`), not dropped.
     /// Only a connection with truly nothing in progress is closed at once.
-    pub fn drain(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+    pub fn drain(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         if self.read == ReadSide::Empty {
             self.read = ReadSide::Ready;
         }
@@ -282,7 +282,7 @@ impl Conn {
 
     /// The shutdown deadline passed. A request whose response has not started gets a
     /// real 503 with `Retry-After`; anything already being sent is cut. Always closes.
-    pub fn force_close(&mut self, cx: &mut Cx<'_>) -> CloseReason {
+    pub fn force_close(&mut self, cx: &mut LoopCx<'_>) -> CloseReason {
         let reason = match &self.state {
             State::Idle { .. } => CloseReason::IdleOnShutdown,
             State::Head { .. } | State::Body(_) | State::Waiting(_) => {
@@ -349,7 +349,7 @@ impl Conn {
     }
 
     /// Reads, handles and writes until nothing more can happen without a new event.
-    fn drive(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+    fn drive(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         loop {
             let read = self.fill(cx)?;
             let handled = self.process(cx);
@@ -363,7 +363,7 @@ impl Conn {
 
     /// Reads into the input buffer until `WouldBlock`, EOF, or the buffer's limit.
     /// Returns whether any byte was read.
-    fn fill(&mut self, cx: &mut Cx<'_>) -> Result<bool, CloseReason> {
+    fn fill(&mut self, cx: &mut LoopCx<'_>) -> Result<bool, CloseReason> {
         if !self.state.reads_input()
             || !matches!(self.read, ReadSide::Ready | ReadSide::ReadyUntilEof)
         {
@@ -419,7 +419,7 @@ impl Conn {
 
     /// Turns buffered input into requests and answers, in order, until input runs out,
     /// an answer is pending, or output backs up. Returns whether any state changed.
-    fn process(&mut self, cx: &mut Cx<'_>) -> bool {
+    fn process(&mut self, cx: &mut LoopCx<'_>) -> bool {
         let mut changed = false;
         loop {
             if self.backed_up() {
@@ -489,7 +489,7 @@ impl Conn {
     }
 
     /// A head is complete: dispatch it, or start reading its body.
-    fn begin(&mut self, cx: &mut Cx<'_>, head: Head) {
+    fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head) {
         if head.framing == Framing::None {
             let len = head.len;
             return self.dispatch(cx, head, len..len);
@@ -517,7 +517,7 @@ impl Conn {
 
     /// Decodes as much body as is buffered. Returns whether progress was made; a
     /// completed body is dispatched.
-    fn decode_body(&mut self, cx: &mut Cx<'_>) -> bool {
+    fn decode_body(&mut self, cx: &mut LoopCx<'_>) -> bool {
         let (State::Body(b), Some(input)) = (&mut self.state, self.input.as_mut()) else {
             return false;
         };
@@ -558,7 +558,7 @@ impl Conn {
     }
 
     /// Calls the handler for a complete request and acts on its answer.
-    fn dispatch(&mut self, cx: &mut Cx<'_>, head: Head, body: std::ops::Range<usize>) {
+    fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: Head, body: std::ops::Range<usize>) {
         self.seq = self.seq.wrapping_add(1);
         let id = ReplyId {
             token: cx.token,
@@ -628,7 +628,7 @@ impl Conn {
 
     /// How this response is to be framed: whether the connection persists after it
     /// (RFC 9112 §9.3), decided here and nowhere else.
-    fn delivery(cx: &Cx<'_>, exchange: Exchange, length: Length) -> Delivery {
+    fn delivery(cx: &LoopCx<'_>, exchange: Exchange, length: Length) -> Delivery {
         let close = exchange.persistence == Persistence::Close
             || cx.draining
             // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
@@ -641,7 +641,7 @@ impl Conn {
     }
 
     /// Encodes a complete response and moves on to the next request or to closing.
-    fn respond(&mut self, cx: &mut Cx<'_>, exchange: Exchange, response: &Response) {
+    fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
         let length = Length::Known(response.body.as_bytes().len());
         let delivery = Self::delivery(cx, exchange, length);
         response::encode(response, delivery, cx.date, self.out(cx.bufs));
@@ -649,7 +649,7 @@ impl Conn {
     }
 
     /// The response is fully encoded: the connection persists or closes.
-    fn finish_response(&mut self, cx: &mut Cx<'_>, close: bool) {
+    fn finish_response(&mut self, cx: &mut LoopCx<'_>, close: bool) {
         let next = if close {
             State::Closing {
                 reason: CloseReason::Done,
@@ -661,7 +661,7 @@ impl Conn {
     }
 
     /// Sends the next chunk of a stream, and the end of the body with the last one.
-    fn next_chunk(&mut self, cx: &mut Cx<'_>) {
+    fn next_chunk(&mut self, cx: &mut LoopCx<'_>) {
         let State::Streaming(s) = &mut self.state else {
             return;
         };
@@ -686,14 +686,14 @@ impl Conn {
     }
 
     /// A head or body that did not arrive in time: 408, then close.
-    fn time_out(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+    fn time_out(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         self.reject(cx, RequestError::Timeout);
         self.drive(cx)
     }
 
     /// Answers a request that broke a rule, then closes: after a framing error the start
     /// of the next request cannot be trusted (see `http::error`).
-    fn reject(&mut self, cx: &mut Cx<'_>, error: RequestError) {
+    fn reject(&mut self, cx: &mut LoopCx<'_>, error: RequestError) {
         let (status, reason) = error.status();
         log::debug!("conn {}: rejected with {}: {reason}", cx.token.0, status.0);
         self.encode_last(cx, &Response::error(status, reason), false);
@@ -709,7 +709,7 @@ impl Conn {
 
     /// Encodes the connection's last response: `Connection: close`, and framed for 1.1,
     /// because the request it answers may not have parsed far enough to know better.
-    fn encode_last(&mut self, cx: &mut Cx<'_>, response: &Response, head_only: bool) {
+    fn encode_last(&mut self, cx: &mut LoopCx<'_>, response: &Response, head_only: bool) {
         let delivery = Delivery {
             version: Version::Http11,
             close: true,
@@ -724,7 +724,7 @@ impl Conn {
     }
 
     /// Writes pending output until `WouldBlock`. Returns whether any byte was written.
-    fn flush(&mut self, cx: &mut Cx<'_>) -> Result<bool, CloseReason> {
+    fn flush(&mut self, cx: &mut LoopCx<'_>) -> Result<bool, CloseReason> {
         let Some(out) = self.output.as_mut() else {
             return Ok(false);
         };
@@ -762,7 +762,7 @@ impl Conn {
 
     /// After reading, handling and writing: the transitions that depend on what the
     /// socket said (EOF) and on output having drained.
-    fn settle(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+    fn settle(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         let input_empty = self.input.as_ref().is_none_or(|i| i.is_empty());
         if input_empty && let Some(buf) = self.input.take() {
             cx.bufs.give_input(buf);
@@ -800,7 +800,7 @@ impl Conn {
     }
 
     /// Reads and discards until EOF (then the close is clean) or `WouldBlock`.
-    fn linger(&mut self, cx: &mut Cx<'_>) -> Result<(), CloseReason> {
+    fn linger(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         match self.discard_input(cx) {
             Discarded::Finished => match self.state {
                 State::Lingering { reason, .. } => Err(reason),
@@ -820,7 +820,7 @@ impl Conn {
 
     /// Reads and throws away whatever the socket holds, until `WouldBlock`, EOF or an
     /// error.
-    fn discard_input(&mut self, cx: &mut Cx<'_>) -> Discarded {
+    fn discard_input(&mut self, cx: &mut LoopCx<'_>) -> Discarded {
         let mut scratch = self.input.take().unwrap_or_else(|| cx.bufs.take_input());
         let mut outcome = Discarded::Nothing;
         loop {

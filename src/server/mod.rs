@@ -40,7 +40,7 @@ pub use signal_hook_mio::v1_0::Signals;
 pub use shutdown::{Outcome, Phase, Signal};
 
 use crate::config::Config;
-use crate::conn::{BufPool, CloseReason, Conn, Cx, Limits, Timeouts};
+use crate::conn::{BufPool, CloseReason, Conn, Limits, LoopCx, Timeouts};
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox, ReplyId};
 use crate::http::date::DateCache;
@@ -348,12 +348,12 @@ impl Server {
     /// reschedules its timer or closes it.
     fn with_conn<F>(&mut self, token: Token, now: Instant, f: F)
     where
-        F: FnOnce(&mut Conn, &mut Cx<'_>) -> Result<(), CloseReason>,
+        F: FnOnce(&mut Conn, &mut LoopCx<'_>) -> Result<(), CloseReason>,
     {
         let Some(conn) = self.conns.get_mut(token) else {
             return; // a stale event or reply for a connection already closed
         };
-        let mut cx = Cx {
+        let mut cx = LoopCx {
             now,
             token,
             date: self.date.as_bytes(),
