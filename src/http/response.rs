@@ -37,15 +37,20 @@ impl Status {
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
 
-    /// `HTTP/1.1 NNN `: the status line up to its reason phrase, in one piece. A status
-    /// code is three digits (RFC 9110 §15); a handler's code outside 100..=999 cannot be
-    /// sent as it is, and goes out as 500, the answer to a handler bug.
-    pub fn line_start(self) -> [u8; 13] {
-        let code = if (100..=999).contains(&self.0) {
-            self.0
+    /// The status as it can go on the wire. A status code is three digits (RFC 9110 §15);
+    /// a handler's code outside 100..=999 cannot be sent as it is, and goes out as 500,
+    /// the answer to a handler bug.
+    pub fn sendable(self) -> Status {
+        if (100..=999).contains(&self.0) {
+            self
         } else {
-            500
-        };
+            Status::INTERNAL_SERVER_ERROR
+        }
+    }
+
+    /// `HTTP/1.1 NNN `: the status line up to its reason phrase, in one piece.
+    pub fn line_start(self) -> [u8; 13] {
+        let code = self.sendable().0;
         let mut line = *b"HTTP/1.1 000 ";
         line[9] += (code / 100) as u8;
         line[10] += (code / 10 % 10) as u8;
@@ -241,8 +246,9 @@ pub fn encode_head(
     length: Length,
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(&resp.status.line_start());
-    out.extend_from_slice(resp.status.reason().as_bytes());
+    let status = resp.status.sendable();
+    out.extend_from_slice(&status.line_start());
+    out.extend_from_slice(status.reason().as_bytes());
     out.extend_from_slice(b"\r\nServer: lastcall\r\nDate: ");
     out.extend_from_slice(date);
     if let Some(ct) = resp.content_type {
@@ -345,6 +351,11 @@ mod tests {
         // Not a status code: sent as the 500 it is.
         assert_eq!(&Status(99).line_start(), b"HTTP/1.1 500 ");
         assert_eq!(&Status(1000).line_start(), b"HTTP/1.1 500 ");
+        let resp = Response::new(Status(1000), TEXT, Body::Empty);
+        assert!(
+            encoded(&resp, delivery(Version::Http11, false, false))
+                .starts_with("HTTP/1.1 500 Internal Server Error\r\n")
+        );
     }
 
     #[test]
