@@ -156,6 +156,25 @@ fn drain_delay_keeps_serving_with_health_503_then_closes_the_listener() {
     assert!((800..800 + 500).contains(&delay_ms), "{report}");
 }
 
+#[test]
+fn drain_delay_with_nothing_left_to_drain_exits_when_the_delay_ends() {
+    // No connection at the end of the delay: the drain is complete the moment it starts,
+    // and the process must not sit out the rest of its shutdown timeout.
+    let mut server = Server::start(
+        &[("DRAIN_DELAY_MS", "300"), ("SHUTDOWN_TIMEOUT_MS", "20000")],
+        &[],
+    );
+    let signalled = signal_taken(&server, "TERM");
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(300),
+        "exited before the drain delay was over"
+    );
+    let report = server.wait_for_log("shutdown report");
+    assert!(report.contains("exit 0"), "{report}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 3–4. The listener closes; idle connections close; work in progress finishes
 // ---------------------------------------------------------------------------------------

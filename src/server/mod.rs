@@ -12,10 +12,10 @@
 //!
 //! One turn of the loop:
 //! 1. `poll` until an event or the nearest deadline (timers, shutdown phase, accept pause);
-//! 2. read the clock once (`now`) and the `Date` value with it;
+//! 2. read the clock once (`now`), and bring the `Date` value up to it;
 //! 3. handle events: accept, deliver replies, signals, connection readiness;
 //! 4. fire due timers;
-//! 5. let the shutdown phase advance.
+//! 5. once a shutdown has begun, let its phase advance (`Empty`, `Tick`, `Empty`).
 //!
 //! Invariants: the loop never blocks except in `poll` — and, once, in the last shutdown
 //! step, which waits (within `POOL_CLOSE_BOUND`) for the database workers to disconnect,
@@ -218,12 +218,16 @@ impl Server {
             }
             // Serving has no timed transitions, so only a shutdown feeds the phase
             // machine every turn. Empty before Tick: a drain that completes in the turn
-            // its deadline passes is a clean drain.
+            // its deadline passes is a clean drain. Empty after Tick too: the Tick that
+            // ends a drain delay starts the drain, and it may find nothing left to drain.
             if self.phase.shutting_down() {
                 if self.conns.is_empty() {
                     self.advance(Event::Empty(now), now);
                 }
                 self.advance(Event::Tick(now), now);
+                if self.conns.is_empty() {
+                    self.advance(Event::Empty(now), now);
+                }
             }
             if let Some(outcome) = self.exit {
                 return Ok(outcome);

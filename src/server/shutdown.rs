@@ -84,9 +84,11 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Signal(Signal, Instant),
-    /// Time passed (the loop woke up).
+    /// Time passed (the loop woke up). Fed only once a shutdown has begun: `Serving`
+    /// has no timed transitions.
     Tick(Instant),
     /// No connection remains (a pending database job always belongs to a connection).
+    /// Fed, during a shutdown, before and after each `Tick`.
     Empty(Instant),
 }
 
