@@ -466,6 +466,8 @@ http {{
         raise RuntimeError(f"nginx not answering on port {port} within {timeout}s ({last_error}); see {self.error_log}")
 
     def worker_pid(self, proc):
+        if not self.master:
+            return proc.pid  # the one process both listens and serves
         workers = children(proc.pid)
         if len(workers) != 1:
             raise RuntimeError(f"expected one nginx worker under master {proc.pid}, found {workers}")

@@ -61,19 +61,22 @@ def drive(port, path, depth, requests):
     with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT) as s:
         buf = b""
         for _ in range(requests // depth):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{requests} requests took over {RUN_TIMEOUT} s")
             s.sendall(batch)
             answered = 0
             while answered < depth:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{requests} requests took over {RUN_TIMEOUT} s")
                 end = buf.find(b"\r\n\r\n")
-                m = re.search(rb"\r\ncontent-length: *(\d+)", buf[:end], re.I) if end >= 0 else None
-                if m and len(buf) >= end + 4 + int(m.group(1)):
+                if end >= 0:
                     if not buf.startswith(b"HTTP/1.1 200 "):
                         raise RuntimeError(f"not a 200: {buf[:40]!r}")
-                    buf = buf[end + 4 + int(m.group(1)):]
-                    answered += 1
-                    continue
+                    m = re.search(rb"\r\ncontent-length: *(\d+)", buf[:end], re.I)
+                    if not m:
+                        raise RuntimeError(f"a response without Content-Length: {buf[:end]!r}")
+                    if len(buf) >= end + 4 + int(m.group(1)):
+                        buf = buf[end + 4 + int(m.group(1)):]
+                        answered += 1
+                        continue
                 chunk = s.recv(65536)
                 if not chunk:
                     raise RuntimeError("the server closed the connection")
@@ -168,8 +171,8 @@ def main():
             log("\n".join(render_table(header, rows, markdown)))
             log()
         if args.top and hottest:
-            log(f"lastcall, {hottest[0]}: the hottest functions by their own instructions "
-                "(the whole run, start-up included)")
+            log(f"lastcall, {hottest[0]} (the first workload): the hottest functions by their "
+                "own instructions, over the whole larger run, start-up included")
             for pct, name in top_functions(hottest[1], args.top):
                 log(f"  {pct:5.1f}%  {name}")
     except (RuntimeError, OSError) as e:

@@ -11,8 +11,9 @@ What it does:
     nginx (generated config: 1 worker, `return 200` for /plaintext and /json, no access
     log), both pinned to CPU 0 with `taskset -c 0`; wrk runs pinned to CPU 1
     (`taskset -c 1 wrk -t1 ...`);
- 3. --rounds times (default 5), for each workload, for each server (alternating which goes
-    first): a short wrk warm-up, then a measured wrk run of --duration seconds (default 5).
+ 3. --rounds times (default 5), for each workload, for each server (which goes first
+    alternates from round to round, so with an odd count one of them goes first once more):
+    a short wrk warm-up, then a measured wrk run of --duration seconds (default 5).
     Measured: req/s and p99 latency (wrk), the server's CPU time per request (utime+stime
     from /proc/PID/stat before and after the run, nginx's master and worker summed,
     divided by the requests wrk completed), wrk's own CPU use (to see when the client, not

@@ -159,4 +159,25 @@ mod tests {
         assert_eq!(reads, 2);
         assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:39 GMT");
     }
+
+    #[test]
+    fn date_cache_follows_a_wall_clock_step_within_a_second() {
+        let ms = Duration::from_millis;
+        let wall0 = UNIX_EPOCH + ms(784_111_777_000); // 08:49:37.000
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        // The system clock is set an hour back, or forward, 200 ms in: the new time shows
+        // when the next second begins by the monotonic clock.
+        let steps: [(SystemTime, &[u8]); 2] = [
+            (wall0 - hour, b"Sun, 06 Nov 1994 07:49:38 GMT"),
+            (wall0 + hour, b"Sun, 06 Nov 1994 09:49:38 GMT"),
+        ];
+        for (stepped, want) in steps {
+            let mut cache = DateCache::new(t0, wall0);
+            cache.update(t0 + ms(200), || stepped + ms(200));
+            assert_eq!(cache.as_bytes(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+            cache.update(t0 + ms(1000), || stepped + ms(1000));
+            assert_eq!(cache.as_bytes(), want);
+        }
+    }
 }

@@ -37,11 +37,11 @@ impl Status {
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
 
-    /// The status as it can go on the wire. A status code is three digits (RFC 9110 §15);
-    /// a handler's code outside 100..=999 cannot be sent as it is, and goes out as 500,
-    /// the answer to a handler bug.
+    /// The status as it can go on the wire. "All valid status codes are within the range
+    /// of 100 to 599, inclusive" (RFC 9110 §15): a handler's code outside it cannot be
+    /// sent as it is, and goes out as 500, the answer to a handler bug.
     pub fn sendable(self) -> Status {
-        if (100..=999).contains(&self.0) {
+        if (100..=599).contains(&self.0) {
             self
         } else {
             Status::INTERNAL_SERVER_ERROR
@@ -344,10 +344,11 @@ mod tests {
     }
 
     #[test]
-    fn status_line_start_is_three_digits() {
+    fn status_line_start_is_a_valid_code() {
         assert_eq!(&Status::OK.line_start(), b"HTTP/1.1 200 ");
         assert_eq!(&Status(100).line_start(), b"HTTP/1.1 100 ");
-        assert_eq!(&Status(999).line_start(), b"HTTP/1.1 999 ");
+        assert_eq!(&Status(599).line_start(), b"HTTP/1.1 599 ");
+        assert_eq!(&Status(600).line_start(), b"HTTP/1.1 500 ");
         // Not a status code: sent as the 500 it is.
         assert_eq!(&Status(99).line_start(), b"HTTP/1.1 500 ");
         assert_eq!(&Status(1000).line_start(), b"HTTP/1.1 500 ");
