@@ -98,6 +98,16 @@ def missing_tools_message(missing, why):
     )
 
 
+def require_tools(names, why):
+    """The path of each tool in `names`, by name; exits 2 saying how to install the ones
+    that are missing, and `why` they are needed."""
+    tools = {name: find_tool(name) for name in names}
+    missing = [name for name, path in tools.items() if not path]
+    if missing:
+        fail(missing_tools_message(missing, why))
+    return tools
+
+
 def build_lastcall(quiet=False):
     """`cargo build --release` in ROOT; the path of the binary. `quiet` adds cargo's --quiet."""
     if not shutil.which("cargo"):
@@ -127,6 +137,19 @@ def raise_nofile(wanted):
             wanted = hard
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return wanted
+
+
+def nofile_for(connections, option):
+    """Raises RLIMIT_NOFILE for `connections` client sockets here and as many server
+    connections there (the servers inherit the limit; nginx also gets it as
+    worker_rlimit_nofile), with room for nginx's default worker_connections. Exits 2 naming
+    `option` when the hard limit is too low. Returns the limit in force."""
+    nofile = raise_nofile(max(20000, connections + 1024) + 64)
+    needed = connections + 300
+    if nofile < needed:
+        fail(f"RLIMIT_NOFILE is {nofile}, below the {needed} needed for {option} {connections}; "
+             f"raise the hard limit (ulimit -Hn) or use fewer")
+    return nofile
 
 
 def free_port():

@@ -28,16 +28,14 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 from benchlib import (
-    BODY, JSON_BODY, Lastcall, Nginx, build_lastcall, check_args, fail, find_nginx, find_tool, git_rev,
-    log, missing_tools_message, render_table, stop, version_of,
+    Lastcall, Nginx, build_lastcall, check_args, fail, git_rev, log, render_table, require_tools, stop,
+    version_of,
 )
 
 # (title, path, requests per write)
@@ -135,11 +133,8 @@ def main():
     args = ap.parse_args()
     command = check_args(args, [("--requests", 320, 1_000_000), ("--top", 0, 100)])
 
-    nginx = find_nginx()
-    missing = [name for name, path in (("valgrind", find_tool("valgrind")), ("nginx", nginx)) if not path]
-    if missing:
-        fail(missing_tools_message(missing, "instructions.py counts instructions with valgrind's "
-                                   "callgrind, for lastcall and for nginx."))
+    nginx = require_tools(["valgrind", "nginx"], "instructions.py counts instructions with "
+                          "valgrind's callgrind, for lastcall and for nginx.")["nginx"]
     binary = build_lastcall(quiet=True)
     large = args.requests // 16 * 16
     small = large // 10 // 16 * 16

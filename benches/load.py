@@ -60,8 +60,8 @@ import shutdown as shutdown_bench  # benches/ is sys.path[0] when run as a scrip
 from benchlib import (
     BODY, CLIENT_CPU, CLK_TCK, DEFAULT_WINDOW, JSON_BODY, SERVER_CPU, Lastcall, Nginx, all_cpu_ticks,
     check_args,
-    build_lastcall, cpu_split, cpu_times, fail, find_tool, git_rev, log, machine_lines,
-    missing_tools_message, nproc, others_cpu, parse_response, pin_prefix, raise_nofile,
+    build_lastcall, cpu_split, cpu_times, git_rev, log, machine_lines,
+    nofile_for, nproc, others_cpu, parse_response, pin_prefix, require_tools,
     render_table, rss_bytes, stop, version_of,
 )
 
@@ -475,19 +475,9 @@ def main():
         ("--shutdown-runs", 1, 20),
     ])
 
-    tools = {name: find_tool(name) for name in ("wrk", "nginx")}
-    missing = [name for name, path in tools.items() if not path]
-    if missing:
-        print(missing_tools_message(missing, "This benchmark drives lastcall and nginx with wrk, "
-                                    "so it needs both."), file=sys.stderr)
-        sys.exit(2)
+    tools = require_tools(["wrk", "nginx"], "This benchmark drives lastcall and nginx with wrk, so it needs both.")
     binary = build_lastcall()
-
-    wanted = max(20000, args.idle + 1024) + 64
-    nofile = raise_nofile(wanted)
-    if nofile < args.idle + 300:
-        fail(f"RLIMIT_NOFILE is {nofile}, below the {args.idle + 300} needed for --idle {args.idle}; "
-             f"raise the hard limit (ulimit -Hn) or use fewer")
+    nofile = nofile_for(args.idle, "--idle")
 
     server_prefix = pin_prefix()
     wrk_prefix = pin_prefix(CLIENT_CPU) + [tools["wrk"]]

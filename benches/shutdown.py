@@ -43,8 +43,8 @@ import tempfile
 import time
 
 from benchlib import (
-    CLIENT_CPU, DEFAULT_WINDOW, Lastcall, Nginx, build_lastcall, check_args, fail, find_nginx, git_rev, log,
-    machine_lines, missing_tools_message, nproc, open_idle_connections, pin_prefix, raise_nofile,
+    CLIENT_CPU, DEFAULT_WINDOW, Lastcall, Nginx, build_lastcall, check_args, git_rev, log,
+    machine_lines, nofile_for, nproc, open_idle_connections, pin_prefix, require_tools,
     render_table, stop, version_of,
 )
 
@@ -238,20 +238,10 @@ def main():
         ("--window", 1, 4096),
     ])
 
-    nginx = find_nginx()
-    if not nginx:
-        print(missing_tools_message(["nginx"], "This benchmark compares lastcall's shutdown with "
-                                    "nginx's graceful quit, so it needs it."), file=sys.stderr)
-        sys.exit(2)
+    nginx = require_tools(["nginx"], "This benchmark compares lastcall's shutdown with nginx's "
+                          "graceful quit, so it needs it.")["nginx"]
     binary = build_lastcall()
-
-    # Every client socket is a descriptor here, every server connection one there; the
-    # servers inherit this limit (nginx also gets it as worker_rlimit_nofile).
-    wanted = max(20000, args.connections + 1024) + 64
-    nofile = raise_nofile(wanted)
-    if nofile < args.connections + 64:
-        fail(f"RLIMIT_NOFILE is {nofile}, below the {args.connections + 64} needed for "
-             f"--connections {args.connections}; raise the hard limit (ulimit -Hn) or use fewer")
+    nofile = nofile_for(args.connections, "--connections")
 
     prefix = pin_prefix()
     nproc_all = nproc()
@@ -264,7 +254,7 @@ def main():
     head = machine_lines(nproc_all, bool(prefix), client_cpus) + [
         f"lastcall {git_rev()} ({binary}); {version_of([nginx, '-v'])} ({nginx})",
         f"{args.connections} idle keep-alive connections, {args.runs} runs per server (alternating), "
-        f"RLIMIT_NOFILE {nofile}" + ("" if nofile >= wanted else f" (the hard limit; wanted {wanted})"),
+        f"RLIMIT_NOFILE {nofile}",
         f"command: {command}",
     ]
     for line in head:
