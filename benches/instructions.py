@@ -81,6 +81,22 @@ def drive(port, path, depth, requests):
                 buf += chunk
 
 
+def signal_until_gone(proc, sig, tries=6, wait=10):
+    """Sends `sig` until the process exits. A signal that lands just before a server blocks in
+    epoll_wait can be noticed only at its next wake-up; under valgrind, which delivers signals
+    at its own points, nginx has been seen to sleep on for good after one SIGQUIT. Both servers
+    ignore a repeated stop signal, so sending it again is safe. SIGKILL after `tries`."""
+    for _ in range(tries):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return stop(proc, timeout=wait)
+
+
 def instructions(make_server, path, depth, requests, workdir):
     """Starts a server under callgrind, drives `requests` requests, stops it; callgrind's
     instruction total for the whole process."""
@@ -92,8 +108,7 @@ def instructions(make_server, path, depth, requests, workdir):
     try:
         drive(port, path, depth, requests)
     finally:
-        proc.send_signal(server.stop_signal)
-        code = stop(proc, timeout=60)
+        code = signal_until_gone(proc, server.stop_signal)
     if code != 0:
         raise RuntimeError(f"{server.name} exited with {code} under callgrind; see {workdir}")
     with open(out) as f:
