@@ -385,8 +385,11 @@ fn judge_fields(
 /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2), checked by its alphabet: reg-name
 /// characters (unreserved, pct-encoded, sub-delims), `[`, `]` and `:` for IPv6 literals and
 /// the port. Space, `/`, `@`, `?` and `#` cannot be part of a host. Empty is allowed (a
-/// target URI with an empty authority). Every request has a Host, so the check is one
-/// table lookup per byte.
+/// target URI with an empty authority).
+///
+/// Every request has a Host, so this runs per request: one table lookup per byte, folded
+/// without an early exit. A Host value is short and nearly always valid, so a loop with no
+/// branch per byte (which the compiler unrolls) costs less than stopping at the first bad one.
 fn is_host(value: &[u8]) -> bool {
     const HOST_BYTES: [bool; 256] = {
         let mut table = [false; 256];
@@ -404,7 +407,9 @@ fn is_host(value: &[u8]) -> bool {
         }
         table
     };
-    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
+    value
+        .iter()
+        .fold(true, |ok, &b| ok & HOST_BYTES[usize::from(b)])
 }
 
 /// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed of optional

@@ -11,7 +11,8 @@
 //! carries out those decisions.
 //!
 //! One turn of the loop:
-//! 1. `poll` until an event or the nearest deadline (timers, shutdown phase, accept pause);
+//! 1. `poll` until an event or the nearest deadline (timers, shutdown phase, accept pause),
+//!    measured from the previous turn's `now`;
 //! 2. read the clock once (`now`), and bring the `Date` value up to it;
 //! 3. handle events: accept, deliver replies, signals, connection readiness;
 //! 4. fire due timers;
@@ -185,16 +186,22 @@ impl Server {
     pub fn run(mut self) -> io::Result<Outcome> {
         log::info!("Listening on http://{}", self.local_addr);
         let mut events = Events::with_capacity(1024);
+        let mut now = Instant::now();
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            // One clock reading a turn, as nginx does: the poll timeout is measured from
+            // the reading the turn just finished with, so a wake-up comes late by at most
+            // the time that turn took — microseconds, where epoll counts milliseconds.
+            let timeout = self.poll_timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
+                    // The poll may have slept a while before it was interrupted.
+                    now = Instant::now();
                     continue;
                 }
                 return Err(e);
             }
             // The clock reading every step of this turn uses.
-            let now = Instant::now();
+            now = Instant::now();
             self.date.update(now, SystemTime::now);
 
             for event in events.iter() {
