@@ -82,10 +82,15 @@ def drive(port, path, depth, requests):
 
 
 def signal_until_gone(proc, sig, tries=6, wait=10):
-    """Sends `sig` until the process exits. A signal that lands just before a server blocks in
-    epoll_wait can be noticed only at its next wake-up; under valgrind, which delivers signals
-    at its own points, nginx has been seen to sleep on for good after one SIGQUIT. Both servers
-    ignore a repeated stop signal, so sending it again is safe. SIGKILL after `tries`."""
+    """Sends `sig` until the process exits, every `wait` seconds; SIGKILL after `tries`.
+
+    nginx notices a signal in a handler that sets a flag it checks between epoll_wait calls,
+    so a signal landing just before epoll_wait blocks is seen only at the next wake-up; under
+    valgrind, which delivers signals at its own points, nginx has been seen to sleep on for
+    good after one SIGQUIT. (lastcall reads signals through a pipe in its poll set, so it
+    cannot miss one.) Both ignore a repeated stop signal. A repeat adds the instructions of
+    handling it to that run's count, so the per-request slope of a run that needed one is
+    off by a few hundred instructions over thousands of requests: negligible."""
     for _ in range(tries):
         if proc.poll() is not None:
             break

@@ -25,8 +25,9 @@ What it does:
        d. /plaintext, 16 connections (the p99 latency target);
     A run during which other processes or the hypervisor (steal) took more than 5% of a
     CPU measured the machine, not the server: it is set aside and run again, at most
-    --repeats times (default 2; the last attempt is kept, flagged as noise). Set-aside runs
-    are listed with their figures under the tables, never silently dropped;
+    --repeats times (default 2; a run still disturbed after the last repeat is kept and
+    flagged as noise). Set-aside runs are listed with their figures under the tables,
+    never silently dropped, and a kept re-run says which try it was;
  4. memory and shutdown, on a fresh server each (shutdown.py's `one_run`): RSS before and
     after opening --idle idle keep-alive connections (one request each), as bytes per
     connection (nginx: the worker's RSS, the process that holds the connections), then
@@ -375,7 +376,8 @@ def render_diagnostics(runs, markdown):
 def diagnostic_cells(w, name, r, pct):
     errors = ", ".join(f"{k} {v}" for k, v in r["sock_errors"].items()) or "0"
     return [
-        w.title, name, str(r["round"]), f"{r['requests']:,.0f}", f"{r['rps']:,.0f}",
+        w.title, name, str(r["round"]) + (f" (try {r['attempt']})" if r["attempt"] > 1 else ""),
+        f"{r['requests']:,.0f}", f"{r['rps']:,.0f}",
         fmt_value("p99_ms", r["p50_ms"]), fmt_value("p99_ms", r["p99_ms"]),
         f"{r['user_us']:.2f}+{r['sys_us']:.2f}",
         pct(r["server_util"]), pct(r["core_util"].get(SERVER_CPU)),
@@ -459,7 +461,7 @@ def svg_chart(rows, subtitle):
 # --------------------------------------------------------------------------- main
 
 
-def noise_of(where, r):
+def noise_of(r):
     """What disturbed a wrk run from outside both servers, if anything: other processes or
     the hypervisor (steal) taking more than NOISE_LIMIT of a CPU."""
     found = []
@@ -561,14 +563,14 @@ def main():
                 for server in order:
                     _, proc, port = running[server.name]
                     where = f"{server.name} {w.title}" + (f" round {rnd}" if args.rounds > 1 else "")
-                    for attempt in range(args.repeats + 1):
+                    for attempt in range(1, args.repeats + 2):
                         try:
                             r = measure(server, proc, port, w, args.duration, args.warmup, wrk_prefix, scripts)
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
                             problems.append(f"{where}: {e}")
                             log(f"  {w.title:34} {server.name:8} FAILED: {e}")
                             break
-                        r["round"] = rnd
+                        r["round"], r["attempt"] = rnd, attempt
                         with open(os.path.join(workdir, f"wrk-{w.key}-{server.name}-{rnd}-{attempt}.txt"), "w") as f:
                             f.write(r["command"] + "\n" + r["output"])
                         log(f"  {w.title:34} {server.name:8} {r['rps']:>12,.0f} req/s  "
@@ -576,8 +578,8 @@ def main():
                             f"server CPU {100 * r['server_util']:3.0f}%  wrk CPU {100 * r['wrk_util']:3.0f}%  "
                             f"others {100 * r['others_util']:3.0f}%  steal {100 * r['steal_util']:3.0f}%"
                             + (f"  PROBLEMS: {'; '.join(r['problems'])}" if r["problems"] else ""))
-                        disturbed = noise_of(where, r)
-                        if disturbed and attempt < args.repeats and not r["problems"]:
+                        disturbed = noise_of(r)
+                        if disturbed and attempt <= args.repeats and not r["problems"]:
                             # Measured while something outside both servers took a CPU:
                             # not a figure of either server. Set aside (and reported), run again.
                             discarded.append((where, r, disturbed))
@@ -674,7 +676,7 @@ def main():
         log(line)
     for line in notes:
         log(f"  {line}")
-    set_aside = [f"{where}: {r['rps']:,.0f} req/s, {r['cpu_us']:.3f} µs CPU/req, "
+    set_aside = [f"{where} (try {r['attempt']}): {r['rps']:,.0f} req/s, {r['cpu_us']:.3f} µs CPU/req, "
                  f"p99 {fmt_value('p99_ms', r['p99_ms'])} ms — {'; '.join(why)}"
                  for where, r, why in discarded]
     if set_aside:

@@ -650,14 +650,14 @@ impl Conn {
 
     /// The response is fully encoded: the connection persists or closes.
     fn finish_response(&mut self, cx: &mut LoopCx<'_>, close: bool) {
-        if close {
-            let closing = State::Closing {
+        let next = if close {
+            State::Closing {
                 reason: CloseReason::Done,
-            };
-            self.state.set(closing, cx.token);
+            }
         } else {
-            self.state.idle(cx.now, cx.token);
-        }
+            State::Idle { since: cx.now }
+        };
+        self.state.set(next, cx.token);
     }
 
     /// Sends the next chunk of a stream, and the end of the body with the last one.

@@ -161,25 +161,13 @@ impl State {
         }
     }
 
-    /// The funnel for state changes; `idle` is the other one, for the way back to
-    /// `Idle`. Both log every transition at trace level.
+    /// The one funnel for state changes.
     pub fn set(&mut self, new: State, token: mio::Token) {
         log::trace!("conn {}: {}=>{}", token.0, self.name(), new.name());
         *self = new;
     }
 
     /// When this state next needs the loop's attention, if ever (write timer aside).
-    /// Back to `Idle` once a response is encoded. A keep-alive request answered at once
-    /// never left `Idle` (see `conn::process`): then only the idle clock restarts, with no
-    /// old state to drop. That is the path of every pipelined request.
-    pub fn idle(&mut self, now: Instant, token: mio::Token) {
-        log::trace!("conn {}: {}=>Idle", token.0, self.name());
-        match self {
-            State::Idle { since } => *since = now,
-            _ => *self = State::Idle { since: now },
-        }
-    }
-
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match self {
             State::Idle { since } => Some(*since + t.keepalive),

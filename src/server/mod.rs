@@ -189,8 +189,9 @@ impl Server {
         let mut now = Instant::now();
         loop {
             // One clock reading a turn, as nginx does: the poll timeout is measured from
-            // the reading the turn just finished with, so a wake-up comes late by at most
-            // the time that turn took — microseconds, where epoll counts milliseconds.
+            // the reading the previous turn used, so a wake-up comes late by at most the
+            // time that turn took — microseconds normally, milliseconds after a turn that
+            // drains, accepts or times out thousands of connections — and never early.
             let timeout = self.poll_timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
