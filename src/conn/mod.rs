@@ -143,6 +143,16 @@ impl Conn {
         matches!(self.state, State::Idle { .. }) && self.input.is_none() && self.output.is_none()
     }
 
+    /// For a connection that has not sent a request yet: until when, during a shutdown,
+    /// it may still send its first one — `FRESH_GRACE` from its accept (Go's `Shutdown`
+    /// treats `StateNew` alike). `None` once it has carried a request.
+    fn fresh_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle { since } if self.seq == 0 => Some(since + FRESH_GRACE),
+            _ => None,
+        }
+    }
+
     /// The socket is readable (perhaps with the peer hung up) or writable: do all the
     /// work that allows.
     pub fn ready(
@@ -168,23 +178,15 @@ impl Conn {
         if self.write_since.is_some_and(|since| now >= since + t.write) {
             return Err(CloseReason::WriteTimeout);
         }
+        let idle = self.is_idle();
+        let grace_over = cx.draining && self.fresh_until().is_some_and(|end| now >= end);
         match &mut self.state {
             // Rule: during a shutdown, a connection that never sent a request is closed
             // once its grace is over.
-            State::Idle { since }
-                if cx.draining
-                    && self.seq == 0
-                    && now >= *since + FRESH_GRACE
-                    && self.input.is_none()
-                    && self.output.is_none() =>
-            {
-                Err(CloseReason::IdleOnShutdown)
-            }
+            State::Idle { .. } if idle && grace_over => Err(CloseReason::IdleOnShutdown),
             // Rule: an idle connection past its keep-alive timeout is closed silently. A
             // connection whose responses are still being written is not idle.
-            State::Idle { since }
-                if now >= *since + t.keepalive && self.input.is_none() && self.output.is_none() =>
-            {
+            State::Idle { since } if idle && now >= *since + t.keepalive => {
                 Err(CloseReason::IdleTimeout)
             }
             // Rule: a head or body that does not arrive in time is answered 408.
@@ -257,12 +259,8 @@ impl Conn {
         if self.is_idle() {
             // A connection that has not carried a request yet may be a client that
             // connected just before the signal (perhaps one we just took from the
-            // backlog) and is about to send its first request: it gets `FRESH_GRACE`
-            // from its accept to do so (Go's `Shutdown` treats `StateNew` alike).
-            if let State::Idle { since } = self.state
-                && self.seq == 0
-                && cx.now < since + FRESH_GRACE
-            {
+            // backlog) and is about to send its first request: it gets its grace.
+            if self.fresh_until().is_some_and(|end| cx.now < end) {
                 return Ok(());
             }
             return Err(CloseReason::IdleOnShutdown);
@@ -321,12 +319,13 @@ impl Conn {
 
     /// When the loop must next call [`Conn::timer`].
     pub fn deadline(&self, limits: &Limits, draining: bool) -> Option<Instant> {
+        let grace = self.fresh_until().filter(|_| draining);
         let state = match &self.state {
             // Not idle while responses are still going out (the write timer guards
             // that), and a stream held back by a full output buffer waits for writes.
             State::Idle { .. } if !self.is_idle() => None,
-            State::Idle { since } if draining && self.seq == 0 => {
-                Some((*since + FRESH_GRACE).min(*since + limits.timeouts.keepalive))
+            State::Idle { since } if grace.is_some() => {
+                grace.map(|end| end.min(*since + limits.timeouts.keepalive))
             }
             State::Streaming(_) if self.backed_up() => None,
             state => state.deadline(&limits.timeouts),
