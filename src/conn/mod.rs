@@ -319,7 +319,7 @@ impl Conn {
 
     /// When the loop must next call [`Conn::timer`].
     pub fn deadline(&self, limits: &Limits, draining: bool) -> Option<Instant> {
-        let grace = self.fresh_until().filter(|_| draining);
+        let grace = if draining { self.fresh_until() } else { None };
         let state = match &self.state {
             // Not idle while responses are still going out (the write timer guards
             // that), and a stream held back by a full output buffer waits for writes.
