@@ -6,7 +6,8 @@
 //!
 //! Read in order: persistence (keep-alive, pipelining, `Connection: close`, HTTP/1.0),
 //! request bodies (Content-Length, chunked, `Expect: 100-continue`), HEAD, the reference
-//! routes, then every way a request can be refused, then a client that never reads.
+//! routes, then every way a request can be refused, then a client that never reads and
+//! one that never stops.
 
 mod support;
 
@@ -88,6 +89,25 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         assert_eq!(r.body_text(), body, "{path}");
         assert!(!r.closes(), "{path}: HTTP/1.1 persists by default");
     }
+}
+
+#[test]
+fn empty_lines_before_a_request_are_ignored() {
+    // RFC 9112 §2.2. Sent one by one, as a client that trickles them would, then
+    // between two pipelined requests.
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.stream.set_nodelay(true).unwrap();
+    for _ in 0..200 {
+        c.send(b"\r\n");
+    }
+    c.send(b"\n");
+    c.send(get_request("/plaintext").as_bytes());
+    let r = c.response().expect("answered after the empty lines");
+    assert_eq!((r.status, r.body_text().as_str()), (200, PLAINTEXT));
+    c.send(format!("\r\n\n{}", get_request("/json")).as_bytes());
+    let r = c.response().expect("answered on the same connection");
+    assert_eq!((r.status, r.body_text().as_str()), (200, JSON));
 }
 
 #[test]
@@ -933,6 +953,63 @@ fn pipelining_client_that_never_reads_is_held_back_without_buffering() {
         .join()
         .expect("writer thread")
         .expect("all requests written");
+    assert_serving(&server);
+}
+
+#[test]
+fn client_that_never_stops_pipelining_cannot_starve_the_others() {
+    // Requests of 60 short fields each, which take the server longer to parse than the
+    // client takes to write, written for as long as the test lasts; the answers are read
+    // as fast as they come. The server can always read and always write on this
+    // connection, so only a bound on each turn's share lets anyone else in.
+    let server = Server::start(&[], &[]);
+    let flood = server.connect();
+    let mut writer_stream = flood.try_clone().expect("clone the stream");
+    let mut reader_stream = flood.try_clone().expect("clone the stream");
+    let received = Arc::new(AtomicUsize::new(0));
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let request = format!(
+        "GET /plaintext HTTP/1.1\r\nHost: test\r\n{}\r\n",
+        "X-Field: x\r\n".repeat(60)
+    );
+    let batch = request.repeat(64);
+    let still = Arc::clone(&flooding);
+    let writer = thread::spawn(move || {
+        // Ends on its own only after PATIENCE / 2, which the probe must not need.
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE / 2 {
+            if writer_stream.write_all(batch.as_bytes()).is_err() {
+                break;
+            }
+        }
+        still.store(false, Ordering::SeqCst);
+    });
+    let count = Arc::clone(&received);
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n) = std::io::Read::read(&mut reader_stream, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            count.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    let start = Instant::now();
+    while received.load(Ordering::SeqCst) < 1 << 20 {
+        assert!(start.elapsed() < PATIENCE, "the flood never got going");
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    let r = get(&server, "/plaintext");
+    let answered_during_flood = flooding.load(Ordering::SeqCst);
+    assert_eq!(r.status, 200);
+    assert!(
+        answered_during_flood,
+        "the probe was answered only once the flooding client stopped"
+    );
+    let _ = flood.shutdown(std::net::Shutdown::Both);
+    writer.join().expect("writer thread");
+    reader.join().expect("reader thread");
     assert_serving(&server);
 }
 

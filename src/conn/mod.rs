@@ -50,6 +50,14 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// connected; short enough not to hold the drain up for a client that never will.
 pub const FRESH_GRACE: Duration = Duration::from_secs(1);
 
+/// Read-handle-write rounds one call may run before the connection yields the loop to
+/// the others. A client that keeps its socket full (pipelining, or a flood during a
+/// lingering close) always has more to read: without a bound it would hold the loop, and
+/// every other connection, timer and signal, for as long as it likes. A well-behaved
+/// client needs one or two rounds, so this bound is never felt; 8 rounds read up to
+/// 8 input buffers.
+const ROUNDS_PER_CALL: usize = 8;
+
 /// What one round of discarding input found.
 enum Discarded {
     /// The socket was empty.
@@ -117,6 +125,10 @@ pub struct Conn {
     seq: u32,
     /// Earliest wake-up the loop has queued for this connection (see `server::timers`).
     pub scheduled: Option<Instant>,
+    /// The last call stopped at `ROUNDS_PER_CALL` with work perhaps left. Events are
+    /// edge-triggered, so none may come for what is already in the socket: the loop must
+    /// call [`Conn::resume`] on its next turn (nginx's posted events).
+    yielded: bool,
 }
 
 impl Conn {
@@ -130,6 +142,7 @@ impl Conn {
             write_since: None,
             seq: 0,
             scheduled: None,
+            yielded: false,
         }
     }
 
@@ -168,6 +181,17 @@ impl Conn {
                 self.read = ReadSide::Ready;
             }
         }
+        self.drive(cx)
+    }
+
+    /// Whether the last call yielded with work left (and the loop must come back); asking
+    /// clears it.
+    pub fn take_yielded(&mut self) -> bool {
+        std::mem::take(&mut self.yielded)
+    }
+
+    /// The loop's next turn after a call yielded: carry on where it stopped.
+    pub fn resume(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         self.drive(cx)
     }
 
@@ -349,7 +373,7 @@ impl Conn {
 
     /// Reads, handles and writes until nothing more can happen without a new event.
     fn drive(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
-        loop {
+        for _ in 0..ROUNDS_PER_CALL {
             let read = self.fill(cx)?;
             let handled = self.process(cx);
             let wrote = self.flush(cx)?;
@@ -358,6 +382,9 @@ impl Conn {
                 return Ok(());
             }
         }
+        // Still making progress after the last round: let the others have the loop.
+        self.yielded = true;
+        Ok(())
     }
 
     /// Reads into the input buffer until `WouldBlock`, EOF, or the buffer's limit.
@@ -432,9 +459,21 @@ impl Conn {
                 changed = true;
                 continue;
             }
-            let Some(input) = self.input.as_ref().filter(|i| !i.is_empty()) else {
+            let Some(input) = self.input.as_mut().filter(|i| !i.is_empty()) else {
                 return changed;
             };
+            // Rule: empty lines before a request line are dropped as they come.
+            if let State::Idle { .. } | State::Head { .. } = self.state {
+                let empty = request::leading_empty_lines(input.bytes());
+                if empty > 0 {
+                    input.consume(empty);
+                    if let State::Head { seen, .. } = &mut self.state {
+                        *seen = seen.saturating_sub(empty);
+                    }
+                    changed = true;
+                    continue;
+                }
+            }
             match &mut self.state {
                 // Rule: no new line, no new verdict — unless the bytes reach a limit,
                 // which `parse_head` turns into 414 or 431.
@@ -818,11 +857,17 @@ impl Conn {
     }
 
     /// Reads and throws away whatever the socket holds, until `WouldBlock`, EOF or an
-    /// error.
+    /// error — or `ROUNDS_PER_CALL` full buffers, then it yields (see `drive`).
     fn discard_input(&mut self, cx: &mut LoopCx<'_>) -> Discarded {
         let mut scratch = self.input.take().unwrap_or_else(|| cx.bufs.take_input());
         let mut outcome = Discarded::Nothing;
+        let mut rounds = 0;
         loop {
+            if rounds == ROUNDS_PER_CALL {
+                self.yielded = true;
+                break;
+            }
+            rounds += 1;
             scratch.consume(scratch.len());
             match self.socket.read(scratch.spare(usize::MAX)) {
                 Ok(0) => {

@@ -187,6 +187,22 @@ fn names_a_version(buf: &[u8]) -> bool {
     }
 }
 
+/// How many bytes of empty lines (CRLF, or a bare LF) open `buf`. RFC 9112 §2.2: a server
+/// SHOULD ignore at least one empty line before a request line (clients sometimes send a
+/// CRLF after a POST body). The caller drops them as they arrive: left in the buffer,
+/// every new line would make the whole head be parsed again, and a client sending only
+/// empty lines would cost time quadratic in their number.
+pub fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut n = 0;
+    loop {
+        match &buf[n..] {
+            [b'\r', b'\n', ..] => n += 2,
+            [b'\n', ..] => n += 1,
+            _ => return n,
+        }
+    }
+}
+
 /// True when no line end appears within the first `MAX_REQUEST_LINE` bytes.
 pub fn request_line_too_long(buf: &[u8]) -> bool {
     let window = &buf[..buf.len().min(MAX_REQUEST_LINE + 1)];
@@ -793,6 +809,16 @@ mod tests {
             "a".repeat(MAX)
         );
         assert_eq!(parse(&complete_but_large), Err(RequestError::HeadTooLarge));
+    }
+
+    #[test]
+    fn leading_empty_lines_counts_crlf_and_bare_lf_only() {
+        assert_eq!(leading_empty_lines(b""), 0);
+        assert_eq!(leading_empty_lines(b"GET / HTTP/1.1\r\n"), 0);
+        assert_eq!(leading_empty_lines(b"\r\n\n\r\nGET"), 5);
+        // A lone CR may be the first half of a CRLF still on its way: kept.
+        assert_eq!(leading_empty_lines(b"\r\n\r"), 2);
+        assert_eq!(leading_empty_lines(b"\r\r\n"), 0);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! 1. `poll` until an event or the nearest deadline (timers, shutdown phase, accept pause),
 //!    measured from the previous turn's `now`;
 //! 2. read the clock once (`now`), and bring the `Date` value up to it;
-//! 3. handle events: accept, deliver replies, signals, connection readiness;
+//! 3. resume the connections that yielded last turn, then handle events: accept,
+//!    deliver replies, signals, connection readiness;
 //! 4. fire due timers;
 //! 5. once a shutdown has begun, let its phase advance (`Empty`, `Tick`, `Empty`).
 //!
@@ -111,6 +112,11 @@ pub struct Server {
     inbox: Arc<Inbox>,
     /// Reused vector for draining the inbox without allocating per wake-up.
     replies: Vec<(ReplyId, Response)>,
+    /// Connections that yielded with work left (`Conn::take_yielded`): resumed next turn,
+    /// which polls without waiting while any are queued.
+    posted: Vec<Token>,
+    /// The list being resumed this turn, reused so posting does not allocate.
+    resuming: Vec<Token>,
     /// The database pool; closed after the last connection (`finish`).
     pool: Option<Pool>,
     phase: Phase,
@@ -167,6 +173,8 @@ impl Server {
             handler,
             inbox: Arc::new(Inbox::new(waker)),
             replies: Vec::new(),
+            posted: Vec::new(),
+            resuming: Vec::new(),
             phase: Phase::Serving,
             budget: Budget {
                 drain_delay: config.drain_delay,
@@ -205,6 +213,7 @@ impl Server {
             now = Instant::now();
             self.date.update(now, SystemTime::now);
 
+            self.resume_posted(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -245,6 +254,10 @@ impl Server {
 
     /// The nearest thing the loop must wake up for.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.posted.is_empty() {
+            // Work is waiting: look for events, but do not sleep.
+            return Some(Duration::ZERO);
+        }
         let phase = self
             .phase
             .deadline()
@@ -380,6 +393,9 @@ impl Server {
             Ok(()) => {
                 let at = conn.deadline(&self.limits, self.phase.shutting_down());
                 self.timers.schedule(token, at, &mut conn.scheduled);
+                if conn.take_yielded() {
+                    self.posted.push(token);
+                }
             }
             Err(reason) => self.close(token, reason, now),
         }
@@ -404,6 +420,18 @@ impl Server {
             self.accept = Accept::Open;
             self.accept_all(now);
         }
+    }
+
+    /// Gives the connections that yielded last turn their next share before this turn's
+    /// events: a connection with endless input gets one share a turn, like any other.
+    fn resume_posted(&mut self, now: Instant) {
+        std::mem::swap(&mut self.posted, &mut self.resuming);
+        let mut resuming = std::mem::take(&mut self.resuming);
+        for token in resuming.drain(..) {
+            // A token closed since it was posted no longer exists: ignored like a stale event.
+            self.with_conn(token, now, |conn, cx| conn.resume(cx));
+        }
+        self.resuming = resuming;
     }
 
     fn deliver_replies(&mut self, now: Instant) {
