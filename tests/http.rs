@@ -880,6 +880,51 @@ fn refused_request_is_not_followed_by_its_pipelined_successor() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn half_close_after_a_partial_request_still_delivers_every_answered_response() {
+    // Large answers, then the start of a request the client never finishes, then its
+    // FIN; the client reads slowly. That last request can never complete, but the ones
+    // before it were answered: every byte of their responses must arrive before the
+    // close. (The EOF usually comes while answers are still queued in the server. That
+    // the unfinished head is seen while some of the last answer is still in the
+    // server's own buffer needs a send buffer smaller than loopback's, as on a real
+    // network early in a connection; `Conn::settle` keeps that case too.)
+    const ANSWERED: usize = 16;
+    const BODY: usize = 1 << 20;
+    let server = Server::start(&[], &[]);
+    let mut c = server.connect();
+    let wire = get_request("/bytes/1048576").repeat(ANSWERED) + "GET /never HTT";
+    c.write_all(wire.as_bytes()).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::with_capacity(ANSWERED * (BODY + 256));
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no EOF after {} bytes",
+            got.len()
+        );
+        match std::io::Read::read(&mut c, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+        }
+        thread::sleep(Duration::from_micros(500)); // a slow reader
+    }
+    let head = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        got.len(),
+        ANSWERED * (head + BODY),
+        "every answered response whole, nothing after them"
+    );
+}
+
+#[test]
 fn pipelining_client_that_never_reads_is_held_back_without_buffering() {
     // ~7 MiB of requests whose answers (~25 MiB) are far more than the socket buffers
     // hold: the server must stop reading (back-pressure) rather than buffer them.

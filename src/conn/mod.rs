@@ -812,9 +812,21 @@ impl Conn {
             {
                 Err(CloseReason::PeerClosed)
             }
-            // Rule: EOF inside a head or body: that request can never complete.
+            // Rule: EOF inside a head or body: that request can never complete. The
+            // requests before it were answered, so what is still buffered of their
+            // responses goes out first (then `Closing` sees the EOF and closes).
             State::Head { .. } | State::Body(_) if self.read == ReadSide::Eof => {
-                Err(CloseReason::PeerClosedMidRequest)
+                if self.output.is_none() {
+                    return Err(CloseReason::PeerClosedMidRequest);
+                }
+                if let Some(input) = self.input.as_mut() {
+                    input.consume(input.len());
+                }
+                let closing = State::Closing {
+                    reason: CloseReason::PeerClosedMidRequest,
+                };
+                self.state.set(closing, cx.token);
+                Ok(())
             }
             // Rule: once the last response is out, shut our write side and linger —
             // unless the client already closed its side, then there is nothing to wait for.

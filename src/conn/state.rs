@@ -14,7 +14,8 @@
 //!    └─────────────────┘                                ▼
 //!                                  Closing ──output flushed──▶ Lingering ──EOF/quiet/bound──▶ (closed)
 //!                                     ▲  └──client already sent EOF──▶ (closed)
-//!   Head, Body ──bad request / 408────┘
+//!   Head, Body ──bad request / 408────┤
+//!   Head, Body ──EOF, answers unsent──┤
 //!   Idle still writing at shutdown ───┘
 //!
 //!   any state ──reset, write timeout, shutdown deadline──▶ (closed)
