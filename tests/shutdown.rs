@@ -157,6 +157,27 @@ fn drain_delay_keeps_serving_with_health_503_then_closes_the_listener() {
 }
 
 #[test]
+fn drain_delay_gives_a_new_connection_the_usual_time_to_send_its_request() {
+    // The short grace of a connection that has not sent a request belongs to the drain,
+    // not to the delay before it: during the delay the server serves as usual.
+    let mut server = Server::start(&[("DRAIN_DELAY_MS", "3000")], &[]);
+    signal_taken(&server, "TERM");
+    server.wait_for_log("drain delay: still accepting");
+    let mut slow = Reader::new(server.connect());
+    // This client takes longer than the drain's 1 s grace to send its request (that
+    // delay is the scenario, not a wait for the server).
+    thread::sleep(Duration::from_millis(1500));
+    slow.send(request("/health").as_bytes());
+    let r = slow
+        .response()
+        .expect("a new connection is served during the drain delay");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.closes(), "{r:?}");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+}
+
+#[test]
 fn drain_delay_with_nothing_left_to_drain_exits_when_the_delay_ends() {
     // No connection at the end of the delay: the drain is complete the moment it starts,
     // and the process must not sit out the rest of its shutdown timeout.

@@ -80,8 +80,12 @@ pub struct LoopCx<'a> {
     pub inbox: &'a Arc<Inbox>,
     /// The database pool, when one is configured.
     pub db: Option<&'a Pool>,
-    /// The server is shutting down: every response from now on carries
-    /// `Connection: close`, and a connection closes after its current request.
+    /// The server is shutting down (from the signal on, drain delay included): every
+    /// response from now on carries `Connection: close`, and a connection closes after
+    /// its current request.
+    pub shutting_down: bool,
+    /// The drain itself has begun (after any drain delay): a connection that has not
+    /// sent a request yet is closed once its grace is over (see `Conn::fresh_until`).
     pub draining: bool,
 }
 
@@ -609,7 +613,7 @@ impl Conn {
         let answer = {
             let bytes = input.bytes();
             let request = Request::new(&head, bytes, &bytes[body.clone()]);
-            let mut ctx = Ctx::new(cx.draining, id, cx.inbox, cx.db);
+            let mut ctx = Ctx::new(cx.shutting_down, id, cx.inbox, cx.db);
             // A panicking handler costs its request a 500, never the loop.
             catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(
                 |_| {
@@ -668,7 +672,7 @@ impl Conn {
     /// (RFC 9112 §9.3), decided here and nowhere else.
     fn delivery(cx: &LoopCx<'_>, exchange: Exchange, length: Length) -> Delivery {
         let close = exchange.persistence == Persistence::Close
-            || cx.draining
+            || cx.shutting_down
             // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
             || (length == Length::Streamed && exchange.version == Version::Http10);
         Delivery {

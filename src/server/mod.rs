@@ -281,8 +281,7 @@ impl Server {
             // Draining, the limit no longer applies: this is the one last accept of the
             // backlog (its clients connected before we stopped), and the listener closes
             // right after.
-            let draining = matches!(self.phase, Phase::Draining { .. });
-            if !draining && self.conns.len() >= self.max_connections {
+            if !self.phase.draining() && self.conns.len() >= self.max_connections {
                 // Under sustained overload this happens at every close: warn at most
                 // once per `OVERLOAD_WARNING_EVERY`.
                 if self
@@ -357,7 +356,7 @@ impl Server {
         }
         self.timers.schedule(
             token,
-            conn.deadline(&self.limits, self.phase.shutting_down()),
+            conn.deadline(&self.limits, self.phase.draining()),
             &mut conn.scheduled,
         );
         if self.phase.shutting_down() {
@@ -387,11 +386,12 @@ impl Server {
             handler: self.handler,
             inbox: &self.inbox,
             db: self.pool.as_ref(),
-            draining: self.phase.shutting_down(),
+            shutting_down: self.phase.shutting_down(),
+            draining: self.phase.draining(),
         };
         match f(conn, &mut cx) {
             Ok(()) => {
-                let at = conn.deadline(&self.limits, self.phase.shutting_down());
+                let at = conn.deadline(&self.limits, self.phase.draining());
                 self.timers.schedule(token, at, &mut conn.scheduled);
                 if conn.take_yielded() {
                     self.posted.push(token);

@@ -125,6 +125,13 @@ impl Phase {
         !matches!(self, Phase::Serving)
     }
 
+    /// True once the drain has begun (after any drain delay): the listener is closing and
+    /// connections are being drained, so one that has not sent a request gets only its
+    /// short grace. During the delay the server still serves as usual.
+    pub fn draining(&self) -> bool {
+        matches!(self, Phase::Draining { .. } | Phase::Done { .. })
+    }
+
     /// When the loop must wake up for this phase, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match *self {
