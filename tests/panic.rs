@@ -1,29 +1,52 @@
-//! A panicking handler costs its request a 500, never the server.
+//! Handler code that misbehaves costs its own response, never the server: a panicking
+//! handler gets a 500, a stream whose chunks panic is cut, and an absurd wait is not an
+//! overflow in the loop.
 //!
-//! The reference application has no route that panics, so this test embeds the engine
-//! with a handler of its own: `/panic` panics, everything else goes to the reference
-//! routes. The server runs on a thread of the test process and is left to end with it.
+//! The reference application has none of these, so these tests embed the engine with a
+//! handler of their own (everything else goes to the reference routes). Each server runs
+//! on a thread of the test process and is left to end with it.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use lastcall::config::Config;
-use lastcall::handler::{Answer, Ctx};
+use lastcall::handler::{Answer, Ctx, Stream};
 use lastcall::http::request::Request;
+use lastcall::http::response::{Body, Response, Status, TEXT};
 use lastcall::server::{self, Server, Started};
 use support::{PATIENCE, Reader};
 
-fn panicking(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
-    if req.path == "/panic" {
-        panic!("this handler always panics");
+fn misbehaving(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+    match req.path {
+        "/panic" => panic!("this handler always panics"),
+        // The first chunk, then a panic while the loop asks for the second.
+        "/panic-stream" => Answer::Stream(Stream {
+            head: Response::new(Status::OK, TEXT, Body::Empty),
+            interval: Duration::ZERO,
+            chunks: Box::new((1..=3).map(|i| {
+                assert!(i < 2, "this stream panics at its second chunk");
+                b"first chunk\n".to_vec()
+            })),
+        }),
+        "/never" => Answer::After(
+            Duration::MAX,
+            Response::new(Status::OK, TEXT, Body::Static(b"never")),
+        ),
+        "/never-stream" => Answer::Stream(Stream {
+            head: Response::new(Status::OK, TEXT, Body::Empty),
+            interval: Duration::MAX,
+            chunks: Box::new(std::iter::once(b"never".to_vec())),
+        }),
+        _ => lastcall::routes::handle(req, ctx),
     }
-    lastcall::routes::handle(req, ctx)
 }
 
-#[test]
-fn handler_panic_costs_one_500_and_the_next_request_is_served() {
+/// Starts the engine with `misbehaving` on a thread; returns its address.
+fn start() -> SocketAddr {
     let (addr_tx, addr_rx) = mpsc::channel();
     thread::spawn(move || {
         let config = Config {
@@ -31,17 +54,33 @@ fn handler_panic_costs_one_500_and_the_next_request_is_served() {
             ..Config::default()
         };
         let signals = server::install_signal_handlers().unwrap();
-        let Ok(Started::Ready(server)) = Server::bind(&config, panicking, signals) else {
+        let Ok(Started::Ready(server)) = Server::bind(&config, misbehaving, signals) else {
             panic!("server did not start");
         };
         addr_tx.send(server.local_addr()).unwrap();
         let _ = server.run();
     });
-    let addr = addr_rx.recv_timeout(PATIENCE).expect("server address");
+    addr_rx.recv_timeout(PATIENCE).expect("server address")
+}
 
+fn connect(addr: SocketAddr) -> Reader {
     let stream = std::net::TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut client = Reader::new(stream);
+    Reader::new(stream)
+}
+
+/// The server still answers a new client.
+fn assert_alive(addr: SocketAddr) {
+    let mut c = connect(addr);
+    c.send(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response().expect("the server still answers");
+    assert_eq!((r.status, r.body_text().as_str()), (200, "Hello, World!"));
+}
+
+#[test]
+fn handler_panic_costs_one_500_and_the_next_request_is_served() {
+    let addr = start();
+    let mut client = connect(addr);
     // Both requests in one write: the panic must not lose the pipelined request behind it.
     client
         .send(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -53,4 +92,37 @@ fn handler_panic_costs_one_500_and_the_next_request_is_served() {
         .expect("the next request on the same connection");
     assert_eq!(next.status, 200);
     assert_eq!(next.body_text(), "Hello, World!");
+}
+
+#[test]
+fn stream_that_panics_is_cut_without_its_last_chunk_and_the_server_goes_on() {
+    let addr = start();
+    let mut c = connect(addr);
+    c.send(b"GET /panic-stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    // The head and the first chunk went out; the body never ends properly, so the
+    // client sees a truncated response, then the close.
+    let cut = c.response().expect("the head and the first chunk");
+    assert_eq!(
+        (cut.status, cut.body_text().as_str()),
+        (200, "first chunk\n")
+    );
+    assert!(
+        !cut.complete,
+        "a stream that panicked must not look complete"
+    );
+    assert!(c.at_eof(), "then the connection closes");
+    assert_alive(addr);
+}
+
+#[test]
+fn absurdly_long_waits_do_not_overflow_the_loop() {
+    let addr = start();
+    let mut waits = connect(addr);
+    waits.send(b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut streams = connect(addr);
+    streams.send(b"GET /never-stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Both wait (a year, as good as never); the loop that holds them goes on.
+    assert_alive(addr);
+    drop((waits, streams));
+    assert_alive(addr);
 }

@@ -32,6 +32,9 @@ pub enum CloseReason {
     AnsweredUnavailable,
     /// The shutdown deadline passed while the response was being sent; cut short.
     CutAtDeadline,
+    /// The handler's stream panicked mid-body: the response ends without its last
+    /// chunk, so the client can tell it is incomplete.
+    StreamFailed,
 }
 
 impl CloseReason {
@@ -39,7 +42,9 @@ impl CloseReason {
     pub fn is_routine(self) -> bool {
         !matches!(
             self,
-            CloseReason::CutAtDeadline | CloseReason::AnsweredUnavailable
+            CloseReason::CutAtDeadline
+                | CloseReason::AnsweredUnavailable
+                | CloseReason::StreamFailed
         )
     }
 }
@@ -57,6 +62,7 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleOnShutdown => "idle at shutdown",
             CloseReason::AnsweredUnavailable => "deadline: answered 503",
             CloseReason::CutAtDeadline => "deadline: cut",
+            CloseReason::StreamFailed => "stream panicked: cut",
         };
         f.write_str(text)
     }

@@ -58,6 +58,15 @@ pub const FRESH_GRACE: Duration = Duration::from_secs(1);
 /// 8 input buffers.
 const ROUNDS_PER_CALL: usize = 8;
 
+/// The furthest a handler's timer may reach. `Instant + Duration` panics on overflow,
+/// and a handler that asks for longer than this has asked for "never": a year is as good.
+const MAX_HANDLER_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// When a wait a handler asked for ends.
+fn after(now: Instant, wait: Duration) -> Instant {
+    now + wait.min(MAX_HANDLER_WAIT)
+}
+
 /// What one round of discarding input found.
 enum Discarded {
     /// The socket was empty.
@@ -636,7 +645,7 @@ impl Conn {
             Answer::Now(response) => self.respond(cx, exchange, &response),
             Answer::After(delay, response) => {
                 let waiting = Waiting::Timer {
-                    at: cx.now + delay,
+                    at: after(cx.now, delay),
                     response,
                     exchange,
                 };
@@ -660,7 +669,7 @@ impl Conn {
                     exchange,
                     chunks: stream.chunks.peekable(),
                     interval: stream.interval,
-                    next_at: cx.now + stream.interval,
+                    next_at: after(cx.now, stream.interval),
                 };
                 self.state
                     .set(State::Streaming(Box::new(streaming)), cx.token);
@@ -709,22 +718,41 @@ impl Conn {
         };
         let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
         let chunked = s.exchange.version == Version::Http11;
-        if let Some(data) = s.chunks.next() {
+        // The chunks come from handler code: a panic there ends this response after the
+        // chunks already produced (without its last chunk), never the loop.
+        let Ok(data) = catch_unwind(AssertUnwindSafe(|| s.chunks.next())) else {
+            return self.stream_failed(cx);
+        };
+        if let Some(data) = data {
             if chunked {
                 response::encode_chunk(&data, out.vec());
             } else {
                 out.vec().extend_from_slice(&data);
             }
         }
-        if s.chunks.peek().is_some() {
-            s.next_at = cx.now + s.interval;
-            return;
+        match catch_unwind(AssertUnwindSafe(|| s.chunks.peek().is_some())) {
+            Ok(true) => {
+                s.next_at = after(cx.now, s.interval);
+                return;
+            }
+            Ok(false) => {}
+            Err(_) => return self.stream_failed(cx),
         }
         if chunked {
             out.vec().extend_from_slice(response::LAST_CHUNK);
         }
         let close = Self::delivery(cx, s.exchange, Length::Streamed).close;
         self.finish_response(cx, close);
+    }
+
+    /// A stream's chunks panicked: what was sent stays sent, the body never gets its end,
+    /// and the connection closes once the output is out.
+    fn stream_failed(&mut self, cx: &mut LoopCx<'_>) {
+        log::error!("conn {}: a stream's chunks panicked", cx.token.0);
+        let closing = State::Closing {
+            reason: CloseReason::StreamFailed,
+        };
+        self.state.set(closing, cx.token);
     }
 
     /// A head or body that did not arrive in time: 408, then close.

@@ -667,7 +667,8 @@ impl Report {
             | CloseReason::PeerClosedMidRequest
             | CloseReason::IdleTimeout
             | CloseReason::RequestTimeout
-            | CloseReason::WriteTimeout => self.failed += 1,
+            | CloseReason::WriteTimeout
+            | CloseReason::StreamFailed => self.failed += 1,
         }
     }
 
