@@ -72,6 +72,10 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// fire on the next turn (the poll timeout is then zero).
 const MAX_TIMERS_PER_TURN: usize = 4096;
 
+/// Stale timer entries tolerated beyond twice the live connections before they are
+/// dropped (see `Server::close`).
+const TIMER_SLACK: usize = 1024;
+
 /// Whether the listener is being accepted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accept {
@@ -415,6 +419,18 @@ impl Server {
         }
         if self.phase.shutting_down() {
             self.report.count(reason);
+        }
+        // A closed connection's timer entries stay in the heap until their time comes:
+        // with a long keep-alive timeout and many short connections they would pile up.
+        // Once they outnumber the live connections, keep only each connection's current
+        // entry (amortised, O(1) per close).
+        if self.timers.len() > 2 * self.conns.len() + TIMER_SLACK {
+            let conns = &mut self.conns;
+            self.timers.retain(|at, token| {
+                conns
+                    .get_mut(token)
+                    .is_some_and(|conn| conn.scheduled == Some(at))
+            });
         }
         if self.accept == Accept::Full {
             self.accept = Accept::Open;

@@ -7,7 +7,10 @@
 //! Why lazy: a deadline that moves *later* (an idle timer reset by a new request) is not
 //! pushed again; when the old, earlier entry fires, the connection finds nothing due and
 //! is rescheduled at its real deadline. Only a deadline that moves *earlier* is pushed.
-//! So a busy keep-alive connection costs no heap work per request.
+//! So a busy keep-alive connection costs no heap work per request. The price is stale
+//! entries (superseded ones, and those of closed connections), which would otherwise wait
+//! for their time: the loop drops them with [`Timers::retain`] once they outnumber the
+//! live connections.
 //!
 //! Invariant: never reads the clock; `now` is passed in.
 
@@ -32,6 +35,15 @@ impl Timers {
             self.heap.push(Reverse((at, token)));
             *scheduled = Some(at);
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(Instant, Token) -> bool) {
+        self.heap.retain(|Reverse((at, token))| keep(*at, *token));
     }
 
     /// Pops the next entry due at `now`, if any.
@@ -70,5 +82,23 @@ mod tests {
             timers.pop_due(t0 + Duration::from_secs(1)),
             Some((t0 + Duration::from_secs(1), Token(1)))
         );
+    }
+
+    #[test]
+    fn retain_drops_what_it_is_told_and_keeps_the_order() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        for i in 0..10u64 {
+            let mut scheduled = None;
+            let at = t0 + Duration::from_secs(10 - i);
+            timers.schedule(Token(i as usize), Some(at), &mut scheduled);
+        }
+        timers.retain(|_, token| token.0 % 2 == 0);
+        assert_eq!(timers.len(), 5);
+        let late = t0 + Duration::from_secs(60);
+        let order: Vec<usize> = std::iter::from_fn(|| timers.pop_due(late))
+            .map(|(_, token)| token.0)
+            .collect();
+        assert_eq!(order, [8, 6, 4, 2, 0], "earliest first");
     }
 }
