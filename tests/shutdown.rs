@@ -641,6 +641,29 @@ fn deadline_cuts_a_stream_without_its_last_chunk_and_exits_1() {
     assert!(report.contains("cut=1"), "{report}");
 }
 
+#[test]
+fn deadline_counts_an_answer_still_being_written_as_cut() {
+    // Large answers, more than the socket buffers hold, pipelined by a client that reads
+    // nothing: one of them is still being written (and holds up the rest) when the
+    // deadline comes. That is a cut response, not an idle connection.
+    let mut server = Server::start(
+        &[
+            ("SHUTDOWN_TIMEOUT_MS", "500"),
+            ("WRITE_TIMEOUT_MS", "60000"),
+        ],
+        &[],
+    );
+    let mut conn = Reader::new(server.connect());
+    conn.send(request("/bytes/1048576").repeat(64).as_bytes());
+    barrier(&server);
+    signal_taken(&server, "TERM");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(1), "log:\n{}", server.log_text());
+    let report = server.wait_for_log("shutdown report");
+    assert!(report.contains("idle_closed=0"), "{report}");
+    assert!(report.contains("cut=1"), "{report}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. Repeated signals
 // ---------------------------------------------------------------------------------------

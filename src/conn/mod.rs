@@ -319,7 +319,9 @@ impl Conn {
     /// real 503 with `Retry-After`; anything already being sent is cut. Always closes.
     pub fn force_close(&mut self, cx: &mut LoopCx<'_>) -> CloseReason {
         let reason = match &self.state {
-            State::Idle { .. } => CloseReason::IdleOnShutdown,
+            State::Idle { .. } if self.output.is_none() => CloseReason::IdleOnShutdown,
+            // Still writing its last answer: that answer is cut.
+            State::Idle { .. } => CloseReason::CutAtDeadline,
             State::Head { .. } | State::Body(_) | State::Waiting(_) => {
                 let head_only = match &self.state {
                     State::Body(b) => b.head.method == Method::Head,
