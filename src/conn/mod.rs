@@ -478,7 +478,9 @@ impl Conn {
                 return changed;
             };
             // Rule: empty lines before a request line are dropped as they come.
-            if let State::Idle { .. } | State::Head { .. } = self.state {
+            if matches!(input.bytes()[0], b'\r' | b'\n')
+                && let State::Idle { .. } | State::Head { .. } = self.state
+            {
                 let empty = request::leading_empty_lines(input.bytes());
                 if empty > 0 {
                     input.consume(empty);

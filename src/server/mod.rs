@@ -381,6 +381,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(token) else {
             return; // a stale event or reply for a connection already closed
         };
+        let draining = self.phase.draining();
         let mut cx = LoopCx {
             now,
             token,
@@ -391,11 +392,11 @@ impl Server {
             inbox: &self.inbox,
             db: self.pool.as_ref(),
             shutting_down: self.phase.shutting_down(),
-            draining: self.phase.draining(),
+            draining,
         };
         match f(conn, &mut cx) {
             Ok(()) => {
-                let at = conn.deadline(&self.limits, self.phase.draining());
+                let at = conn.deadline(&self.limits, draining);
                 self.timers.schedule(token, at, &mut conn.scheduled);
                 if conn.take_yielded() {
                     self.posted.push(token);
@@ -441,6 +442,9 @@ impl Server {
     /// Gives the connections that yielded last turn their next share before this turn's
     /// events: a connection with endless input gets one share a turn, like any other.
     fn resume_posted(&mut self, now: Instant) {
+        if self.posted.is_empty() {
+            return;
+        }
         std::mem::swap(&mut self.posted, &mut self.resuming);
         let mut resuming = std::mem::take(&mut self.resuming);
         for token in resuming.drain(..) {
