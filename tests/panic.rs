@@ -32,6 +32,12 @@ fn misbehaving(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
                 b"first chunk\n".to_vec()
             })),
         }),
+        // A panic before the first chunk: the head alone went out.
+        "/panic-first" => Answer::Stream(Stream {
+            head: Response::new(Status::OK, TEXT, Body::Empty),
+            interval: Duration::ZERO,
+            chunks: Box::new(std::iter::from_fn(|| panic!("this stream panics at once"))),
+        }),
         "/never" => Answer::After(
             Duration::MAX,
             Response::new(Status::OK, TEXT, Body::Static(b"never")),
@@ -110,6 +116,11 @@ fn stream_that_panics_is_cut_without_its_last_chunk_and_the_server_goes_on() {
         !cut.complete,
         "a stream that panicked must not look complete"
     );
+    assert!(c.at_eof(), "then the connection closes");
+    let mut c = connect(addr);
+    c.send(b"GET /panic-first HTTP/1.1\r\nHost: t\r\n\r\n");
+    let cut = c.response().expect("the head");
+    assert_eq!((cut.status, cut.body.len(), cut.complete), (200, 0, false));
     assert!(c.at_eof(), "then the connection closes");
     assert_alive(addr);
 }

@@ -97,6 +97,21 @@ fn idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
 }
 
 #[test]
+fn connection_that_sends_only_an_empty_line_is_idle_not_timed_out() {
+    // The CR and its LF in separate writes: the server sees a partial line first. Empty
+    // lines before a request are ignored, so this connection is idle: closed silently at
+    // the keep-alive timeout, with no 408 for a request it never began.
+    let server = start_short(&[]);
+    let mut c = open(&server);
+    c.stream.set_nodelay(true).unwrap();
+    c.send(b"\r");
+    thread::sleep(SHORT / 6); // a slow client: the two bytes arrive apart
+    c.send(b"\n");
+    assert!(c.at_eof(), "closed without a response");
+    server.wait_for_log("closed (idle timeout)");
+}
+
+#[test]
 fn connection_that_never_sends_is_closed_after_the_keepalive_timeout() {
     let server = start_short(&[]);
     let mut c = open(&server);

@@ -33,7 +33,7 @@ pub enum CloseReason {
     /// The shutdown deadline passed while the response was being sent; cut short.
     CutAtDeadline,
     /// The handler's stream panicked mid-body: the response ends without its last
-    /// chunk, so the client can tell it is incomplete.
+    /// chunk, so a chunked client can tell it is incomplete (an HTTP/1.0 body just ends).
     StreamFailed,
 }
 

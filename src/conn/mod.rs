@@ -7,13 +7,15 @@
 //! What it is not: it never touches the mio `Registry` (registration is the event
 //! loop's), and it never reads the clock (`LoopCx::now` is passed in).
 //!
-//! How the loop talks to it: every entry point (`ready`, `timer`, `reply`, `drain`,
-//! `force_close`) returns `Ok(())` to keep the connection, or `Err(CloseReason)` to have
-//! the loop close it. The loop then asks [`Conn::deadline`] when it next needs a wake-up.
+//! How the loop talks to it: every entry point (`ready`, `resume`, `timer`, `reply`,
+//! `drain`, `force_close`) returns `Ok(())` to keep the connection, or `Err(CloseReason)`
+//! to have the loop close it. The loop then asks [`Conn::deadline`] when it next needs a
+//! wake-up, and [`Conn::take_yielded`] whether to resume it next turn.
 //!
 //! mio's rules, followed here: read and write until `WouldBlock` (events are
-//! edge-triggered), retry on `Interrupted`, and treat a short write as progress, keeping
-//! the unsent bytes.
+//! edge-triggered) — or until the round budget runs out, and then remember that the
+//! socket may still hold bytes (`yielded`) — retry on `Interrupted`, and treat a short
+//! write as progress, keeping the unsent bytes.
 
 mod buf;
 mod close;
@@ -54,8 +56,8 @@ pub const FRESH_GRACE: Duration = Duration::from_secs(1);
 /// the others. A client that keeps its socket full (pipelining, or a flood during a
 /// lingering close) always has more to read: without a bound it would hold the loop, and
 /// every other connection, timer and signal, for as long as it likes. A well-behaved
-/// client needs one or two rounds, so this bound is never felt; 8 rounds read up to
-/// 8 input buffers.
+/// client needs one or two rounds, so this bound is never felt. (A round reads at most
+/// one input buffer, or what is left of a body up to `MAX_BODY_BYTES`.)
 const ROUNDS_PER_CALL: usize = 8;
 
 /// The furthest a handler's timer may reach. `Instant + Duration` panics on overflow,
@@ -142,6 +144,9 @@ pub struct Conn {
     /// edge-triggered, so none may come for what is already in the socket: the loop must
     /// call [`Conn::resume`] on its next turn (nginx's posted events).
     yielded: bool,
+    /// On the loop's list of connections to resume next turn (kept by the loop, like
+    /// `scheduled`): at most once on it, and not driven by events meanwhile.
+    pub posted: bool,
 }
 
 impl Conn {
@@ -156,6 +161,7 @@ impl Conn {
             seq: 0,
             scheduled: None,
             yielded: false,
+            posted: false,
         }
     }
 
@@ -194,6 +200,10 @@ impl Conn {
                 self.read = ReadSide::Ready;
             }
         }
+        if self.posted {
+            // Its turn comes when the loop resumes it: noted, not driven twice a turn.
+            return Ok(());
+        }
         self.drive(cx)
     }
 
@@ -203,9 +213,15 @@ impl Conn {
         std::mem::take(&mut self.yielded)
     }
 
-    /// The loop's next turn after a call yielded: carry on where it stopped.
+    /// The loop's next turn after a call yielded: carry on where it stopped (during a
+    /// drain, the drain's decisions wait until the socket has been read out).
     pub fn resume(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
-        self.drive(cx)
+        self.posted = false;
+        if cx.draining {
+            self.drain(cx)
+        } else {
+            self.drive(cx)
+        }
     }
 
     /// A timer may have expired.
@@ -293,6 +309,11 @@ impl Conn {
             self.read = ReadSide::Ready;
         }
         self.drive(cx)?;
+        if self.yielded {
+            // Stopped at its round budget: the socket may hold a request still, so
+            // "idle" cannot be judged yet. `resume` comes back here.
+            return Ok(());
+        }
         if self.is_idle() {
             // A connection that has not carried a request yet may be a client that
             // connected just before the signal (perhaps one we just took from the
@@ -484,8 +505,15 @@ impl Conn {
                 let empty = request::leading_empty_lines(input.bytes());
                 if empty > 0 {
                     input.consume(empty);
-                    if let State::Head { seen, .. } = &mut self.state {
-                        *seen = seen.saturating_sub(empty);
+                    match &mut self.state {
+                        // A CR and its LF came in separate reads, and nothing else: no
+                        // request has begun after all. Idle again, counted from the CR.
+                        State::Head { since, .. } if input.is_empty() => {
+                            let idle = State::Idle { since: *since };
+                            self.state.set(idle, cx.token);
+                        }
+                        State::Head { seen, .. } => *seen = seen.saturating_sub(empty),
+                        _ => {}
                     }
                     changed = true;
                     continue;
@@ -905,7 +933,8 @@ impl Conn {
     }
 
     /// Reads and throws away whatever the socket holds, until `WouldBlock`, EOF or an
-    /// error — or `ROUNDS_PER_CALL` full buffers, then it yields (see `drive`).
+    /// error — or `ROUNDS_PER_CALL` full buffers: then it yields (see `drive`), and at the
+    /// shutdown deadline the connection closes with those bytes unread.
     fn discard_input(&mut self, cx: &mut LoopCx<'_>) -> Discarded {
         let mut scratch = self.input.take().unwrap_or_else(|| cx.bufs.take_input());
         let mut outcome = Discarded::Nothing;

@@ -16,6 +16,7 @@
 //!                                     ▲  └──client already sent EOF──▶ (closed)
 //!   Head, Body ──bad request / 408────┤
 //!   Head, Body ──EOF, answers unsent──┤
+//!   Streaming ──its chunks panic──────┤
 //!   Idle still writing at shutdown ───┘
 //!
 //!   any state ──reset, write timeout, shutdown deadline──▶ (closed)

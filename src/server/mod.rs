@@ -398,7 +398,8 @@ impl Server {
             Ok(()) => {
                 let at = conn.deadline(&self.limits, draining);
                 self.timers.schedule(token, at, &mut conn.scheduled);
-                if conn.take_yielded() {
+                if conn.take_yielded() && !conn.posted {
+                    conn.posted = true;
                     self.posted.push(token);
                 }
             }
@@ -445,8 +446,7 @@ impl Server {
         if self.posted.is_empty() {
             return;
         }
-        std::mem::swap(&mut self.posted, &mut self.resuming);
-        let mut resuming = std::mem::take(&mut self.resuming);
+        let mut resuming = std::mem::replace(&mut self.posted, std::mem::take(&mut self.resuming));
         for token in resuming.drain(..) {
             // A token closed since it was posted no longer exists: ignored like a stale event.
             self.with_conn(token, now, |conn, cx| conn.resume(cx));
