@@ -71,6 +71,13 @@ pub struct Config {
     /// Longest gap without body progress (408 after it). Default 10 s. A gap, not a total
     /// (like nginx `client_body_timeout`, 60 s), so a large upload that keeps moving is fine.
     pub body_timeout: Duration,
+    /// Longest time from the first byte of a request to the end of its body (408 after it):
+    /// the bound the two gaps above cannot give, since a client that trickles one byte
+    /// every few seconds never opens a gap. Default 30 s. Node's `requestTimeout` (the
+    /// model) allows 300 s, but Node takes bodies of any size; ours are at most
+    /// `MAX_BODY_BYTES` (1 MiB), and 30 s still lets 1 MiB arrive at 280 kbit/s. The header
+    /// timeout still applies on its own; raise this one with `MAX_BODY_BYTES`.
+    pub request_timeout: Duration,
     /// Longest gap without write progress before the connection is cut. Default 10 s. A gap,
     /// not a total (like nginx `send_timeout`, 60 s; unlike Go's `WriteTimeout`), so a slow
     /// stream that keeps moving is fine while a client that stopped reading is not.
@@ -98,6 +105,7 @@ impl Default for Config {
             keepalive_timeout: Duration::from_millis(5_000),
             header_timeout: Duration::from_millis(10_000),
             body_timeout: Duration::from_millis(10_000),
+            request_timeout: Duration::from_millis(30_000),
             write_timeout: Duration::from_millis(10_000),
             max_connections: 16_384,
             max_header_bytes: 16_384,
@@ -421,6 +429,16 @@ const SETTINGS: &[Setting] = &[
         reason: "Longest gap without request-body progress (408).",
     },
     Setting {
+        env: "REQUEST_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.request_timeout,
+        },
+        reason: "Most time from a request's first byte to the end of its body (slow-body bound, 408).",
+    },
+    Setting {
         env: "WRITE_TIMEOUT_MS",
         kind: Kind::Millis {
             min: 1,
@@ -650,6 +668,7 @@ mod tests {
         assert_eq!(config.keepalive_timeout, ms(5_000));
         assert_eq!(config.header_timeout, ms(10_000));
         assert_eq!(config.body_timeout, ms(10_000));
+        assert_eq!(config.request_timeout, ms(30_000));
         assert_eq!(config.write_timeout, ms(10_000));
         assert_eq!(config.max_connections, 16_384);
         assert_eq!(config.max_header_bytes, 16_384);
@@ -690,6 +709,9 @@ mod tests {
             }),
             ("HEADER_TIMEOUT_MS", "1", |c| c.header_timeout = ms(1)),
             ("BODY_TIMEOUT_MS", "60000", |c| c.body_timeout = ms(60_000)),
+            ("REQUEST_TIMEOUT_MS", "300000", |c| {
+                c.request_timeout = ms(300_000)
+            }),
             ("WRITE_TIMEOUT_MS", "60000", |c| {
                 c.write_timeout = ms(60_000)
             }),
@@ -735,6 +757,9 @@ mod tests {
                 c.header_timeout = ms(2)
             }),
             (&[], &["--body-timeout-ms=3"], |c| c.body_timeout = ms(3)),
+            (&[], &["--request-timeout-ms", "5"], |c| {
+                c.request_timeout = ms(5)
+            }),
             (&[], &["--write-timeout-ms", "4"], |c| {
                 c.write_timeout = ms(4)
             }),

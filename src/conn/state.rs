@@ -137,6 +137,8 @@ pub struct Timeouts {
     pub keepalive: Duration,
     pub header: Duration,
     pub body: Duration,
+    /// From a request's first byte to the end of its body, whatever the gaps.
+    pub request: Duration,
     pub write: Duration,
 }
 

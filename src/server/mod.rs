@@ -155,6 +155,7 @@ impl Server {
                 keepalive: config.keepalive_timeout,
                 header: config.header_timeout,
                 body: config.body_timeout,
+                request: config.request_timeout,
                 write: config.write_timeout,
             },
             max_head: config.max_header_bytes,
