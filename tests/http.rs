@@ -842,7 +842,8 @@ fn unsupported_versions_are_505_and_close() {
         &server,
         &[
             refused("HTTP/2.0", "GET /live HTTP/2.0\r\nHost: test\r\n\r\n", 505),
-            refused("HTTP/1.2", "GET /live HTTP/1.2\r\nHost: test\r\n\r\n", 505),
+            refused("HTTP/0.9", "GET /live HTTP/0.9\r\nHost: test\r\n\r\n", 505),
+            refused("HTTP/3", "GET /live HTTP/3\r\nHost: test\r\n\r\n", 505),
         ],
     );
 }

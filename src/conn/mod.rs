@@ -521,11 +521,13 @@ impl Conn {
             }
             match &mut self.state {
                 // Rule: no new line, no new verdict — unless the bytes reach a limit,
-                // which `parse_head` turns into 414 or 431.
+                // which `parse_head` turns into 414 or 431, or the method token is
+                // already one nobody implements (501).
                 State::Head { seen, .. }
                     if !input.bytes()[*seen..].contains(&b'\n')
                         && input.len() < cx.limits.max_head
-                        && !request::request_line_too_long(input.bytes()) =>
+                        && !request::request_line_too_long(input.bytes())
+                        && !request::method_refused(input.bytes()) =>
                 {
                     *seen = input.len();
                     return changed;

@@ -16,9 +16,12 @@ pub enum RequestError {
     /// The request line or a header field does not parse (bad token, obs-fold, bare CR,
     /// control characters, whitespace where none may be).
     Malformed,
-    /// The request target is not origin-, absolute- or (for OPTIONS) asterisk-form.
-    BadTarget,
+    /// The request target breaks the rule named by [`TargetRule`].
+    BadTarget(TargetRule),
     /// HTTP/1.1 without `Host`, or more than one `Host` (RFC 9112 §3.2).
+    HostCount,
+    /// A `Host` value that is not `uri-host [ ":" port ]` with a non-empty host
+    /// (RFC 9110 §7.2, §4.2.1).
     BadHost,
     /// `Content-Length` is not digits, overflows, or has differing values.
     BadContentLength,
@@ -26,7 +29,7 @@ pub enum RequestError {
     AmbiguousFraming,
     /// A transfer coding other than `chunked`.
     UnsupportedTransferCoding,
-    /// A method we do not recognise.
+    /// A method we do not recognise, whatever its length.
     MethodNotImplemented,
     /// Not HTTP/1.0 or HTTP/1.1.
     VersionNotSupported,
@@ -42,6 +45,24 @@ pub enum RequestError {
     BadChunk,
     /// The head or body did not arrive within its timeout.
     Timeout,
+}
+
+/// The rule of the request-target grammar (RFC 9112 §3.2, RFC 3986) a target broke: the
+/// JSON error names it, so a client author can see what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetRule {
+    /// Not origin-form (`/path?query`), absolute-form (`http://host/path`) or, for
+    /// OPTIONS only, asterisk-form (`*`).
+    Form,
+    /// A `#`: the fragment stays with the client and is never sent.
+    Fragment,
+    /// A raw byte above 0x7F: outside ASCII, a target carries percent-encoded bytes only.
+    NonAscii,
+    /// A `%` not followed by two hex digits.
+    PercentEncoding,
+    /// Any other byte outside the grammar: a control, `"`, `<`, `>`, `\`, `^`, `` ` ``,
+    /// `{`, `|`, `}`, or `[`/`]` outside an IPv6 host.
+    Byte,
 }
 
 impl From<BodyError> for RequestError {
@@ -63,8 +84,12 @@ impl RequestError {
         use RequestError::*;
         match self {
             Malformed => (Status::BAD_REQUEST, "malformed request head"),
-            BadTarget => (Status::BAD_REQUEST, "invalid request target"),
-            BadHost => (Status::BAD_REQUEST, "exactly one Host header is required"),
+            BadTarget(rule) => (Status::BAD_REQUEST, rule.reason()),
+            HostCount => (Status::BAD_REQUEST, "exactly one Host header is required"),
+            BadHost => (
+                Status::BAD_REQUEST,
+                "invalid Host: a non-empty host and an optional numeric port (RFC 9110 §7.2)",
+            ),
             BadContentLength => (Status::BAD_REQUEST, "invalid Content-Length"),
             AmbiguousFraming => (Status::BAD_REQUEST, "ambiguous message framing"),
             BadChunk => (Status::BAD_REQUEST, "invalid chunked body"),
@@ -76,13 +101,37 @@ impl RequestError {
                 Status::HEADER_FIELDS_TOO_LARGE,
                 "request header fields too large",
             ),
-            MethodNotImplemented | UnsupportedTransferCoding => {
-                (Status::NOT_IMPLEMENTED, "not implemented")
+            MethodNotImplemented => (Status::NOT_IMPLEMENTED, "method not implemented"),
+            UnsupportedTransferCoding => {
+                (Status::NOT_IMPLEMENTED, "transfer coding not implemented")
             }
             VersionNotSupported => (
                 Status::HTTP_VERSION_NOT_SUPPORTED,
                 "HTTP version not supported",
             ),
+        }
+    }
+}
+
+impl TargetRule {
+    /// The reason shown to the client, naming the rule and where it is written.
+    fn reason(self) -> &'static str {
+        match self {
+            TargetRule::Form => {
+                "invalid request target: not /path, http://host/path or OPTIONS * (RFC 9112 §3.2)"
+            }
+            TargetRule::Fragment => {
+                "invalid request target: '#' is not allowed, a fragment is never sent (RFC 9112 §3.2.1)"
+            }
+            TargetRule::NonAscii => {
+                "invalid request target: bytes above 0x7F must be percent-encoded (RFC 3986 §2.1)"
+            }
+            TargetRule::PercentEncoding => {
+                "invalid request target: '%' must be followed by two hex digits (RFC 3986 §2.1)"
+            }
+            TargetRule::Byte => {
+                "invalid request target: a byte outside the URI grammar (RFC 9112 §3.2.1, RFC 3986 §3.3)"
+            }
         }
     }
 }
