@@ -1,9 +1,19 @@
-//! The contract between the engine and a handler: what a handler is given, and the four
-//! ways it can answer.
+//! The contract between the engine and a handler: what a handler is given, and the ways
+//! it can answer.
 //!
-//! What it is: [`Answer`] (now, after a loop timer, later from another thread, or as a
-//! stream of chunks), the [`Ctx`] a handler is called with, and the one-shot
-//! [`ReplyHandle`] that carries a response back to the event loop from any thread.
+//! What it is: [`Answer`] (now, after a loop timer, later from another thread, as a
+//! stream of chunks — or "read the body first"), the [`Ctx`] a handler is called with,
+//! and the one-shot [`ReplyHandle`] that carries a response back to the event loop from
+//! any thread.
+//!
+//! When a handler is called: as soon as a request's head is complete. A request with a
+//! body comes with [`Request::body`] still `None`: a handler whose answer does not depend
+//! on the body (a 404, a 405, a route that takes none) answers at once, before the body
+//! is read — and a client waiting on `Expect: 100-continue` never gets a `100` before
+//! that 4xx. A handler that needs the body returns [`Answer::ReadBody`]; the engine sends
+//! the `100 Continue`, reads the body within `MAX_BODY_BYTES`, and calls the handler again
+//! with it. (Go's net/http works the same way: its `100 Continue` goes out on the
+//! handler's first read of the body.)
 //!
 //! What it is not: it never blocks. A handler runs on the event-loop thread, so anything
 //! slow — a timer, a database query — must be expressed as `After`, `Later` or `Stream`,
@@ -25,6 +35,8 @@ use crate::http::request::Request;
 use crate::http::response::{Response, Status};
 
 /// A handler: a plain function from a request to an answer, testable without sockets.
+/// Called once a request's head is complete, and once more with the body if it answers
+/// [`Answer::ReadBody`] (see the module doc).
 pub type Handler = fn(&Request<'_>, &mut Ctx<'_>) -> Answer;
 
 /// How a handler answers.
@@ -37,6 +49,9 @@ pub enum Answer {
     Later(Pending),
     /// A chunked response whose chunks the loop sends over time.
     Stream(Stream),
+    /// Only while [`Request::body`] is `None`: read the body, then call the handler again
+    /// with it.
+    ReadBody,
 }
 
 /// A response whose body is produced over time: the head goes out at once, then one

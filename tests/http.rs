@@ -247,9 +247,16 @@ fn http10_request_with_keep_alive_keeps_the_connection() {
 /// A 405 for `POST /health`: answered, not a framing error, so the connection stays.
 fn assert_405(r: &Response, context: &str) {
     assert_eq!(r.status, 405, "{context}");
-    assert_eq!(r.header("allow"), Some("GET, HEAD"), "{context}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"), "{context}");
     assert!(!r.closes(), "{context}: a 405 keeps the connection");
     assert_error_json(r, context);
+}
+
+/// `/echo`'s answer: the body back, and the connection stays.
+fn assert_echo(r: &Response, body: &str, context: &str) {
+    assert_eq!(r.status, 200, "{context}");
+    assert_eq!(r.body_text(), body, "{context}");
+    assert!(!r.closes(), "{context}: an echo keeps the connection");
 }
 
 #[test]
@@ -257,11 +264,17 @@ fn chunked_body_is_framed_so_the_next_pipelined_request_is_answered() {
     let server = Server::start(&[], &[]);
     let mut c = open(&server);
     c.send(
-        b"POST /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
           5\r\nhello\r\n7;ext=\"a b\"\r\n, world\r\n0\r\nX-Trailer: yes\r\n\r\n\
           GET /live HTTP/1.1\r\nHost: test\r\n\r\n",
     );
-    assert_405(&c.response().expect("the POST's answer"), "chunked POST");
+    let r = c.response().expect("the POST's answer");
+    assert_echo(&r, "hello, world", "chunked POST");
+    assert_eq!(
+        r.header("content-length"),
+        Some("12"),
+        "chunked in, length out"
+    );
     let r = c.response().expect("the pipelined GET's answer");
     assert_eq!(r.status, 200);
     assert_eq!(r.body_text(), LIVE);
@@ -275,14 +288,15 @@ fn content_length_body_is_framed_so_the_next_pipelined_request_is_answered() {
     let body = "GET /json HTTP/1.1\r\nHost: x\r\n\r\n";
     c.send(
         format!(
-            "POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}\
+            "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}\
              GET /live HTTP/1.1\r\nHost: test\r\n\r\n",
             body.len()
         )
         .as_bytes(),
     );
-    assert_405(
+    assert_echo(
         &c.response().expect("the POST's answer"),
+        body,
         "Content-Length POST",
     );
     let r = c.response().expect("the pipelined GET's answer");
@@ -294,11 +308,12 @@ fn content_length_body_is_framed_so_the_next_pipelined_request_is_answered() {
 fn body_split_across_writes_is_reassembled() {
     let server = Server::start(&[], &[]);
     let mut c = open(&server);
-    c.send(b"POST /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe");
     c.stream.flush().unwrap();
     c.send(b"llo\r\n0\r\n\r\nGET /live HTTP/1.1\r\nHost: test\r\n\r\n");
-    assert_405(
+    assert_echo(
         &c.response().expect("the POST's answer"),
+        "hello",
         "split chunked POST",
     );
     assert_eq!(c.response().expect("the GET").body_text(), LIVE);
@@ -309,14 +324,15 @@ fn expect_100_continue_gets_continue_before_the_body_is_sent() {
     let server = Server::start(&[], &[]);
     let mut c = open(&server);
     c.send(
-        b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
           Expect: 100-continue\r\n\r\n",
     );
     let interim = c.response().expect("an interim response");
     assert_eq!(interim.status, 100, "100 Continue before the body");
     c.send(b"hello");
-    assert_405(
+    assert_echo(
         &c.response().expect("the final answer"),
+        "hello",
         "after 100 Continue",
     );
     // The connection goes on.
@@ -329,7 +345,7 @@ fn expect_100_continue_with_oversized_length_is_refused_without_continue() {
     let server = Server::start(&[("MAX_BODY_BYTES", "16")], &[]);
     let mut c = open(&server);
     c.send(
-        b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\
           Expect: 100-continue\r\n\r\n",
     );
     let r = c.response().expect("a response");
@@ -547,7 +563,7 @@ fn check_refused(server: &Server, cases: &[Refused]) {
 #[test]
 fn malformed_and_ambiguous_requests_are_400_and_close() {
     let server = Server::start(&[], &[]);
-    let post = "POST /health HTTP/1.1\r\nHost: test\r\n";
+    let post = "POST /echo HTTP/1.1\r\nHost: test\r\n";
     check_refused(
         &server,
         &[
@@ -717,7 +733,7 @@ fn http11_request_without_exactly_one_host_is_400() {
 #[test]
 fn oversized_bodies_are_413_and_close() {
     let server = Server::start(&[("MAX_BODY_BYTES", "16")], &[]);
-    let post = "POST /health HTTP/1.1\r\nHost: test\r\n";
+    let post = "POST /echo HTTP/1.1\r\nHost: test\r\n";
     check_refused(
         &server,
         &[
@@ -749,7 +765,7 @@ fn oversized_bodies_are_413_and_close() {
             ),
         ],
     );
-    // A body of exactly the limit is taken (and answered 405: POST on /health).
+    // A body of exactly the limit is taken.
     let mut c = open(&server);
     c.send(
         format!(
@@ -758,7 +774,11 @@ fn oversized_bodies_are_413_and_close() {
         )
         .as_bytes(),
     );
-    assert_405(&c.response().expect("a response"), "body at the limit");
+    assert_echo(
+        &c.response().expect("a response"),
+        &"x".repeat(16),
+        "body at the limit",
+    );
 }
 
 #[test]

@@ -348,10 +348,10 @@ fn partly_received_requests_at_the_signal_are_answered_with_connection_close() {
             r#"{"status":"ok"}"#,
         ),
         (
-            "GET /plaintext HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234",
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234",
             "56789",
             200,
-            "Hello, World!",
+            "0123456789",
         ),
     ];
     let mut conns: Vec<Reader> = cases

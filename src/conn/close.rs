@@ -20,9 +20,13 @@ pub enum CloseReason {
     /// We answered with `Connection: close` (client asked, HTTP/1.0, an error, or a drain)
     /// and the response went out in full.
     Done,
+    /// The request was answered from its head, and the body it declared could not be read
+    /// past: longer than the bound for dropping it, or broken framing.
+    UnreadBody,
     /// Idle longer than `KEEPALIVE_TIMEOUT_MS`.
     IdleTimeout,
-    /// A request head or body did not arrive in time; answered 408.
+    /// A request head or body did not arrive in time; answered 408 (unless the request
+    /// was answered from its head already, and only its body was being read past).
     RequestTimeout,
     /// The client did not read our output for `WRITE_TIMEOUT_MS`.
     WriteTimeout,
@@ -56,6 +60,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosedMidRequest => "peer closed mid-request",
             CloseReason::PeerReset => "peer reset",
             CloseReason::Done => "done",
+            CloseReason::UnreadBody => "answered, body not read",
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::RequestTimeout => "request timeout (408)",
             CloseReason::WriteTimeout => "write timeout",

@@ -41,11 +41,18 @@ use crate::http::error::RequestError;
 use crate::http::request::{self, Head, Method, Persistence, Request, Version};
 use crate::http::response::{self, Delivery, Length, Response, Status};
 use buf::{InBuf, OutBuf};
-use state::{BodyState, Exchange, State, Streaming, Waiting};
+use state::{BodyState, Discarding, Exchange, State, Streaming, Waiting, body_deadline};
 
 /// Stop taking new requests off the input while this much output waits for the client:
 /// a client that pipelines without reading cannot make us buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// The longest body that is read and dropped to keep a connection after answering its
+/// request from the head alone (a 404 or 405 to a POST, say). Longer, and the answer says
+/// `Connection: close` instead: the client is told at once, and nobody waits for an upload
+/// that only gets thrown away. Go's net/http draws the same line at 256 KiB
+/// (`maxPostHandlerReadBytes`).
+const DISCARD_MAX: u64 = 256 * 1024;
 
 /// During a shutdown, how long a connection that has not sent a request yet may take to
 /// send its first one, counted from its accept. Long enough for a client that has just
@@ -77,6 +84,19 @@ enum Discarded {
     Some,
     /// EOF (or an error): the client's side is done.
     Finished,
+}
+
+/// A request's body when its handler is called.
+enum RequestBody {
+    /// Read in full (or there is none): these bytes of the input buffer.
+    Read(std::ops::Range<usize>),
+    /// Declared by the head and not read yet; the decoder for its framing.
+    Unread(BodyDecoder),
+}
+
+/// The answer to a handler that failed: it panicked, or broke its contract.
+fn internal_error() -> Response {
+    Response::error(Status::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 /// What the loop lends a connection for the length of one call.
@@ -242,9 +262,22 @@ impl Conn {
             State::Idle { since } if idle && now >= *since + t.keepalive => {
                 Err(CloseReason::IdleTimeout)
             }
-            // Rule: a head or body that does not arrive in time is answered 408.
-            State::Head { since, .. } if now >= *since + t.header => self.time_out(cx),
-            State::Body(b) if now >= b.since + t.body => self.time_out(cx),
+            // Rule: a head or body that does not arrive in time is answered 408: the head
+            // within the header timeout, the body without a gap longer than the body
+            // timeout, and the whole request within the request timeout.
+            State::Head { since, .. } if now >= *since + t.header.min(t.request) => {
+                self.time_out(cx)
+            }
+            State::Body(b) if now >= body_deadline(b.since, b.started, &t) => self.time_out(cx),
+            // Rule: a body being discarded that does not arrive in time ends the
+            // connection; its request has been answered already.
+            State::Discarding(d) if now >= body_deadline(d.since, d.started, &t) => {
+                let closing = State::Closing {
+                    reason: CloseReason::RequestTimeout,
+                };
+                self.state.set(closing, cx.token);
+                self.drive(cx)
+            }
             // Rule: an `After` answer goes out when its timer fires.
             State::Waiting(w) => match &**w {
                 Waiting::Timer {
@@ -323,15 +356,19 @@ impl Conn {
             }
             return Err(CloseReason::IdleOnShutdown);
         }
-        // Idle but still writing its last response, with no request left behind it:
-        // close once that response is out (lingering, like any answered connection).
-        if matches!(self.state, State::Idle { .. }) && self.input.is_none() {
-            self.state.set(
-                State::Closing {
-                    reason: CloseReason::Done,
-                },
-                cx.token,
-            );
+        // Idle but still writing its last response with no request left behind it, or
+        // answered and only reading past a body: close once the answer is out (lingering,
+        // like any answered connection).
+        let answered = match self.state {
+            State::Idle { .. } => self.input.is_none(),
+            State::Discarding(_) => true,
+            _ => false,
+        };
+        if answered {
+            let closing = State::Closing {
+                reason: CloseReason::Done,
+            };
+            self.state.set(closing, cx.token);
         }
         Ok(())
     }
@@ -343,6 +380,10 @@ impl Conn {
             State::Idle { .. } if self.output.is_none() => CloseReason::IdleOnShutdown,
             // Still writing its last answer: that answer is cut.
             State::Idle { .. } => CloseReason::CutAtDeadline,
+            // Answered, and reading past the body: closed as answered, or cut if that
+            // answer is still being written.
+            State::Discarding(_) if self.output.is_none() => CloseReason::Done,
+            State::Discarding(_) => CloseReason::CutAtDeadline,
             State::Head { .. } | State::Body(_) | State::Waiting(_) => {
                 let head_only = match &self.state {
                     State::Body(b) => b.head.method == Method::Head,
@@ -550,13 +591,25 @@ impl Conn {
                             }
                             return changed;
                         }
-                        Ok(Some(head)) => self.begin(cx, head),
+                        Ok(Some(head)) => {
+                            // The request timer runs from the head's first byte.
+                            let started = match self.state {
+                                State::Head { since, .. } => since,
+                                _ => cx.now,
+                            };
+                            self.begin(cx, head, started);
+                        }
                         // Rule: a head that breaks a rule is answered and the connection closes.
                         Err(e) => self.reject(cx, e),
                     }
                 }
                 State::Body(_) => {
                     if !self.decode_body(cx) {
+                        return changed;
+                    }
+                }
+                State::Discarding(_) => {
+                    if !self.discard_body(cx) {
                         return changed;
                     }
                 }
@@ -573,20 +626,33 @@ impl Conn {
             .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER)
     }
 
-    /// A head is complete: dispatch it, or start reading its body.
-    fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head) {
+    /// A head is complete: call the handler. A request with a body is refused at once when
+    /// it declares more than `MAX_BODY_BYTES`; otherwise the handler decides from the head
+    /// whether the body is read (see `dispatch`).
+    fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head, started: Instant) {
         if head.framing == Framing::None {
             let len = head.len;
-            return self.dispatch(cx, head, len..len);
+            return self.dispatch(cx, head, RequestBody::Read(len..len), started);
         }
-        let decoder = match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
-            Ok(decoder) => decoder,
+        match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
+            Ok(decoder) => self.dispatch(cx, head, RequestBody::Unread(decoder), started),
             // Rule: a declared length over the limit is refused before reading it.
-            Err(e) => return self.reject(cx, e.into()),
-        };
+            Err(e) => self.reject(cx, e.into()),
+        }
+    }
+
+    /// The handler asked for the body: start reading it.
+    fn read_body(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        head: Head,
+        decoder: BodyDecoder,
+        started: Instant,
+    ) {
         let body_arrived = self.input.as_ref().is_some_and(|i| i.len() > head.len);
         if head.expect_continue && head.version == Version::Http11 && !body_arrived {
-            // RFC 9110 §10.1.1: the client waits for this before sending the body.
+            // RFC 9110 §10.1.1: the client waits for this before sending the body. Sent
+            // only now that the handler wants the body, never before a final answer.
             self.out(cx.bufs).extend_from_slice(response::CONTINUE);
         }
         let raw = head.len;
@@ -596,6 +662,7 @@ impl Conn {
             decoded: 0,
             raw,
             since: cx.now,
+            started,
         };
         self.state.set(State::Body(Box::new(body)), cx.token);
     }
@@ -631,8 +698,8 @@ impl Conn {
                 // next pipelined request follows it directly.
                 let body_end = b.head.len + b.decoded;
                 input.cut(body_end, b.raw);
-                let (head, range) = (b.head.clone(), b.head.len..body_end);
-                self.dispatch(cx, head, range);
+                let (head, range, started) = (b.head.clone(), b.head.len..body_end, b.started);
+                self.dispatch(cx, head, RequestBody::Read(range), started);
                 return true;
             }
         }
@@ -642,20 +709,64 @@ impl Conn {
         progressed
     }
 
-    /// Calls the handler for a complete request and acts on its answer.
-    fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: Head, body: std::ops::Range<usize>) {
+    /// Reads past the body of a request answered from its head, dropping the bytes as
+    /// they are decoded. Returns whether progress was made.
+    fn discard_body(&mut self, cx: &mut LoopCx<'_>) -> bool {
+        let (State::Discarding(d), Some(input)) = (&mut self.state, self.input.as_mut()) else {
+            return false;
+        };
+        let mut progressed = false;
+        let next = loop {
+            match d.decoder.decode(input.bytes()) {
+                Ok(step) if step.consumed == 0 && !step.done => break None,
+                Ok(step) => {
+                    input.consume(step.consumed);
+                    progressed = true;
+                    // Rule: the body is behind us: idle again, ready for the next request.
+                    if step.done {
+                        break Some(State::Idle { since: cx.now });
+                    }
+                }
+                // Rule: a body that outgrows `DISCARD_MAX` or breaks its framing ends the
+                // connection: where the next request starts is unknown, and this one has
+                // its answer already.
+                Err(_) => {
+                    input.consume(input.len());
+                    break Some(State::Closing {
+                        reason: CloseReason::UnreadBody,
+                    });
+                }
+            }
+        };
+        match next {
+            Some(next) => self.state.set(next, cx.token),
+            None if progressed => d.since = cx.now,
+            None => {}
+        }
+        progressed
+    }
+
+    /// Calls the handler for a complete head (with its body, once read) and acts on its
+    /// answer.
+    fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: Head, body: RequestBody, started: Instant) {
+        // Every call gets its own number, so a reply promised by an earlier call (one that
+        // then asked for the body after all) is recognised as stale and dropped.
         self.seq = self.seq.wrapping_add(1);
         let id = ReplyId {
             token: cx.token,
             seq: self.seq,
         };
-        let exchange = Exchange::of(&head);
+        let mut exchange = Exchange::of(&head);
         let Some(input) = self.input.as_mut() else {
             return;
         };
         let answer = {
             let bytes = input.bytes();
-            let request = Request::new(&head, bytes, &bytes[body.clone()]);
+            let body_bytes = match &body {
+                RequestBody::Read(range) => Some(&bytes[range.clone()]),
+                RequestBody::Unread(_) => None,
+            };
+            let request = Request::new(&head, bytes, body_bytes);
             let mut ctx = Ctx::new(cx.shutting_down, id, cx.inbox, cx.db);
             // A panicking handler costs its request a 500, never the loop.
             catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(
@@ -665,15 +776,42 @@ impl Conn {
                         head.method.as_str(),
                         request.path
                     );
-                    Answer::Now(Response::error(
-                        Status::INTERNAL_SERVER_ERROR,
-                        "internal error",
-                    ))
+                    Answer::Now(internal_error())
                 },
             )
         };
-        // The handler has taken what it needs: the request's bytes can go.
-        input.consume(body.end);
+        let discard = match body {
+            // Rule: the handler needs the body: read it, then call the handler again. The
+            // head stays in the buffer for that call.
+            RequestBody::Unread(decoder) if matches!(answer, Answer::ReadBody) => {
+                return self.read_body(cx, head, decoder, started);
+            }
+            // The handler has taken what it needs: the request's bytes can go.
+            RequestBody::Read(range) => {
+                input.consume(range.end);
+                None
+            }
+            // Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers
+            // before the body says whether it reads the body or closes). A small body still
+            // on its way is read and dropped, so the connection can carry the next
+            // request. The answer says `Connection: close` instead, and the lingering close
+            // takes the body, when the client waits on `Expect: 100-continue` (it may never
+            // send that body), when the body may be longer than `DISCARD_MAX`, or when the
+            // answer comes later (nothing is read meanwhile).
+            RequestBody::Unread(_) => {
+                input.consume(head.len);
+                let discard = match answer {
+                    Answer::Now(_) if !head.expect_continue => {
+                        BodyDecoder::new(head.framing, DISCARD_MAX).ok()
+                    }
+                    _ => None,
+                };
+                if discard.is_none() {
+                    exchange.persistence = Persistence::Close;
+                }
+                discard
+            }
+        };
 
         match answer {
             Answer::Now(response) => self.respond(cx, exchange, &response),
@@ -708,6 +846,27 @@ impl Conn {
                 self.state
                     .set(State::Streaming(Box::new(streaming)), cx.token);
             }
+            // Rule: asking for a body the handler already has is a bug in the handler: 500.
+            Answer::ReadBody => {
+                log::error!(
+                    "conn {}: handler asked to read a body it was given ({} request)",
+                    cx.token.0,
+                    head.method.as_str()
+                );
+                self.respond(cx, exchange, &internal_error());
+            }
+        }
+        // The answer is out (or queued) and the connection persists: read past the body.
+        if let Some(decoder) = discard
+            && matches!(self.state, State::Idle { .. })
+        {
+            let discarding = Discarding {
+                decoder,
+                since: cx.now,
+                started,
+            };
+            self.state
+                .set(State::Discarding(Box::new(discarding)), cx.token);
         }
     }
 
@@ -881,7 +1040,9 @@ impl Conn {
             // Rule: EOF inside a head or body: that request can never complete. The
             // requests before it were answered, so what is still buffered of their
             // responses goes out first (then `Closing` sees the EOF and closes).
-            State::Head { .. } | State::Body(_) if self.read == ReadSide::Eof => {
+            State::Head { .. } | State::Body(_) | State::Discarding(_)
+                if self.read == ReadSide::Eof =>
+            {
                 if self.output.is_none() {
                     return Err(CloseReason::PeerClosedMidRequest);
                 }

@@ -2,32 +2,39 @@
 //! variants carry what that state needs and nothing more.
 //!
 //! ```text
-//!            bytes arrive                head parsed, body expected
-//!   Idle ─────────────────▶ Head ──────────────────────────────────▶ Body
-//!    ▲  ╲                    │  head parsed, no body                  │ body complete
-//!    │   ╲ timeout/EOF/      ▼                                        ▼
-//!    │    ╲ shutdown   ┌──────────────── dispatch to the handler ◀────┘
-//!    │     ╲           │ Now: respond     After/Later: Waiting    Stream: Streaming
-//!    │      ▼          ▼                        │ reply/timer           │ last chunk
-//!    │   (closed)   respond ◀───────────────────┴───────────────────────┘
-//!    │                 │ keep-alive                     │ Connection: close
-//!    └─────────────────┘                                ▼
-//!                                  Closing ──output flushed──▶ Lingering ──EOF/quiet/bound──▶ (closed)
+//!            bytes arrive        head parsed: the handler is called
+//!   Idle ─────────────────▶ Head ─────────────────────────────────┐ ReadBody
+//!    ▲  ╲                                                         ▼
+//!    │   ╲ timeout/EOF/        ┌───── body complete: called again ─ Body
+//!    │    ╲ shutdown           ▼
+//!    │     ╲           answer: Now: respond   After/Later: Waiting   Stream: Streaming
+//!    │      ▼                  │                     │ reply/timer        │ last chunk
+//!    │   (closed)           respond ◀────────────────┴────────────────────┘
+//!    │                         │ keep-alive                     │ Connection: close
+//!    ├─────────────────────────┤                                ▼
+//!    │ body read and dropped   │ answered before its body
+//!    └──────────── Discarding ◀┘    Closing ──output flushed──▶ Lingering ──EOF/quiet/bound──▶ (closed)
 //!                                     ▲  └──client already sent EOF──▶ (closed)
 //!   Head, Body ──bad request / 408────┤
-//!   Head, Body ──EOF, answers unsent──┤
+//!   Head, Body, Discarding ──EOF──────┤ (answers still unsent go out first)
+//!   Discarding ──too long, bad, slow──┤
 //!   Streaming ──its chunks panic──────┤
-//!   Idle still writing at shutdown ───┘
+//!   Idle still writing at shutdown ───┤
+//!   Discarding at shutdown ───────────┘
 //!
 //!   any state ──reset, write timeout, shutdown deadline──▶ (closed)
 //! ```
 //!
 //! One line per state:
-//! - `Idle` — between requests (or before the first); owns no buffers; timer: keep-alive
-//!   idle (during a shutdown, a connection that never sent a request gets only a short
-//!   grace).
-//! - `Head` — part of a request head has arrived; timer: header read, from its first byte.
-//! - `Body` — head parsed, body arriving; timer: body read, reset on progress.
+//! - `Idle` — between requests (or before the first); may still be writing the last
+//!   answer; timer: keep-alive idle, from when that answer is out (during a shutdown, a
+//!   connection that never sent a request gets only a short grace).
+//! - `Head` — part of a request head has arrived; timer: header read, from its first byte
+//!   (and the request timeout, from the same byte).
+//! - `Body` — the handler asked for the body and it is arriving; timers: body read (a
+//!   gap, reset on progress) and the request timeout (a total, from the head's first byte).
+//! - `Discarding` — answered from the head alone; the body on the wire is read and dropped
+//!   so the next request can be found; timers as in `Body`.
 //! - `Waiting` — the handler answers later (loop timer or reply handle); no read timer.
 //! - `Streaming` — response head sent, chunks go out on a timer.
 //! - `Closing` — the last response is queued; once written, the write side is shut.
@@ -60,6 +67,7 @@ pub enum State {
         seen: usize,
     },
     Body(Box<BodyState>),
+    Discarding(Box<Discarding>),
     Waiting(Box<Waiting>),
     Streaming(Box<Streaming>),
     Closing {
@@ -87,6 +95,26 @@ pub struct BodyState {
     pub raw: usize,
     /// Last time the body made progress (the body timer runs from here).
     pub since: Instant,
+    /// The first byte of the request's head (the request timer runs from here).
+    pub started: Instant,
+}
+
+/// A request answered before its body was read (the handler did not need it). The body
+/// still arrives, framed as the head said, and must be read past to find the next request
+/// (RFC 9112 §6.3). Its bytes are dropped as they are decoded, never kept; the decoder's
+/// limit is `DISCARD_MAX`, past which the connection closes instead.
+pub struct Discarding {
+    pub decoder: BodyDecoder,
+    /// Last time the body made progress.
+    pub since: Instant,
+    /// The first byte of the request's head.
+    pub started: Instant,
+}
+
+/// When a body that is arriving (read or discarded) has taken too long: a gap of `body`
+/// without progress, or `request` in all since the head's first byte, whichever is first.
+pub fn body_deadline(since: Instant, started: Instant, t: &Timeouts) -> Instant {
+    (since + t.body).min(started + t.request)
 }
 
 /// What the connection remembers of a request once its handler has been called: enough
@@ -158,6 +186,7 @@ impl State {
             State::Idle { .. } => "Idle",
             State::Head { .. } => "Head",
             State::Body(_) => "Body",
+            State::Discarding(_) => "Discarding",
             State::Waiting(_) => "Waiting",
             State::Streaming(_) => "Streaming",
             State::Closing { .. } => "Closing",
@@ -175,8 +204,9 @@ impl State {
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match self {
             State::Idle { since } => Some(*since + t.keepalive),
-            State::Head { since, .. } => Some(*since + t.header),
-            State::Body(b) => Some(b.since + t.body),
+            State::Head { since, .. } => Some(*since + t.header.min(t.request)),
+            State::Body(b) => Some(body_deadline(b.since, b.started, t)),
+            State::Discarding(d) => Some(body_deadline(d.since, d.started, t)),
             State::Waiting(w) => match **w {
                 Waiting::Timer { at, .. } => Some(at),
                 Waiting::Reply { .. } => None,
@@ -193,7 +223,7 @@ impl State {
     pub fn reads_input(&self) -> bool {
         matches!(
             self,
-            State::Idle { .. } | State::Head { .. } | State::Body(_)
+            State::Idle { .. } | State::Head { .. } | State::Body(_) | State::Discarding(_)
         )
     }
 }

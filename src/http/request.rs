@@ -688,14 +688,16 @@ pub struct Request<'a> {
     /// The path, exactly as sent (no percent-decoding).
     pub path: &'a str,
     pub query: Option<&'a str>,
-    pub body: &'a [u8],
+    /// The decoded body, once read; see [`Request::body`].
+    body: Option<&'a [u8]>,
     /// The raw head, for the rare handler that wants a header field.
     head: &'a [u8],
 }
 
 impl<'a> Request<'a> {
-    /// Builds the view from the bytes a `Head` was parsed from and the decoded body.
-    pub fn new(head: &Head, raw: &'a [u8], body: &'a [u8]) -> Request<'a> {
+    /// Builds the view from the bytes a `Head` was parsed from and the decoded body
+    /// (`None` when the request has a body that has not been read yet).
+    pub fn new(head: &Head, raw: &'a [u8], body: Option<&'a [u8]>) -> Request<'a> {
         // The ranges came from a successful parse of these same bytes, so they are in
         // range; httparse handed the target out as `&str` and the ranges split it at
         // ASCII bytes (`?`, `/`), so they are valid UTF-8 and the fallback never runs.
@@ -710,13 +712,30 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The request body: empty for a request without one, and `None` while a body has not
+    /// been read. A handler that needs it answers [`Answer::ReadBody`] and is called again
+    /// with it.
+    ///
+    /// [`Answer::ReadBody`]: crate::handler::Answer::ReadBody
+    pub fn body(&self) -> Option<&'a [u8]> {
+        self.body
+    }
+
     /// The first value of the named header field (case-insensitive), re-read from the raw
     /// head. Handlers rarely need one, so the hot path does not pay for keeping them.
+    ///
+    /// Only the field lines are parsed again, not the request line: that one may have said
+    /// `HTTP/1.2`, which was served as 1.1 but which httparse would refuse.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        req.parse(self.head).ok()?;
-        req.headers
+        let line_end = self.head.iter().position(|&b| b == b'\n')?;
+        let fields = &self.head[line_end + 1..];
+        let httparse::Status::Complete((_, headers)) =
+            httparse::parse_headers(fields, &mut headers).ok()?
+        else {
+            return None;
+        };
+        headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
@@ -1276,7 +1295,7 @@ mod tests {
     fn request_reads_headers_and_query_params() {
         let input = b"GET /work?ms=5&x HTTP/1.1\r\nHost: a\r\nX-Thing: yes\r\n\r\n";
         let head = parse_head(input, MAX).unwrap().unwrap();
-        let req = Request::new(&head, input, b"");
+        let req = Request::new(&head, input, Some(b""));
         assert_eq!(req.path, "/work");
         assert_eq!(req.query_param("ms"), Some("5"));
         assert_eq!(req.query_param("x"), Some(""));

@@ -164,6 +164,17 @@ impl Response {
         }
     }
 
+    /// A response without a `Content-Type` field: for no content at all, or for a type
+    /// the handler only learns at run time (it adds the field itself).
+    pub fn bare(status: Status, body: Body) -> Response {
+        Response {
+            status,
+            content_type: None,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     /// A JSON body compiled in, e.g. `{"status":"ok"}`.
     pub fn json_static(status: Status, body: &'static str) -> Response {
         Response::new(status, JSON, Body::Static(body.as_bytes()))

@@ -5,7 +5,9 @@
 //! its chunks on loop timers, and the database routes go through the worker pool.
 //!
 //! What it is not: HTTP framing. HEAD is routed like GET and the connection drops the
-//! body; `Connection`, `Date` and lengths are added by the encoder.
+//! body; `Connection`, `Date` and lengths are added by the encoder. Routing is decided
+//! from the head: only `/echo` asks for the request body (`Answer::ReadBody`), so every
+//! other route answers a request with a body before that body is read.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -25,14 +27,40 @@ const WORK_MS_MAX: u64 = 60_000;
 const WORK_MS_DEFAULT: u64 = 3_000;
 const STREAM_CHUNKS_MAX: u64 = 10_000;
 
+/// The methods a read-only route answers, as `Allow` says them (RFC 9110 §10.2.1).
+const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
+/// The methods `/echo` answers.
+const ALLOW_POST: &str = "POST, OPTIONS";
+/// Every method some route answers: the `Allow` of `OPTIONS *`.
+const ALLOW_ANY: &str = "GET, HEAD, POST, OPTIONS";
+
+/// Every route, for the index at `/`.
+const ROUTES: &[&str] = &[
+    "GET /",
+    "GET /health",
+    "GET /live",
+    "GET /work?ms=N",
+    "GET /users/:id",
+    "GET /db",
+    "GET /stream?chunks=N&ms=M",
+    "GET /plaintext",
+    "GET /json",
+    "GET /bytes/:n",
+    "POST /echo",
+];
+
 /// The route table.
 pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
-    use Method::{Get, Head};
+    use Method::{Get, Head, Options, Post};
     let mut buf = [""; MAX_SEGMENTS];
     let Some(path) = segments(req.path, &mut buf) else {
         return not_found();
     };
     match (req.method, path) {
+        // `OPTIONS *` asks about the server as a whole (RFC 9110 §9.3.7); the asterisk is
+        // only ever an OPTIONS target (the parser refuses it elsewhere).
+        (Options, _) if req.path == "*" => options(ALLOW_ANY),
+        (Get | Head, []) => index(),
         (Get | Head, ["health"]) => health(ctx),
         (Get | Head, ["live"]) => {
             Answer::Now(Response::json_static(Status::OK, r#"{"status":"ok"}"#))
@@ -44,11 +72,16 @@ pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
         (Get | Head, ["plaintext"]) => plaintext(),
         (Get | Head, ["json"]) => json(),
         (Get | Head, ["bytes", n]) => bytes(n),
+        (Post, ["echo"]) => echo(req),
+        // A known path and another method: what it does allow (OPTIONS), or 405 with
+        // the same list (RFC 9110 §15.5.6: a 405 MUST carry `Allow`).
         (
-            _,
-            ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db"]
+            method,
+            []
+            | ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db"]
             | ["users" | "bytes", _],
-        ) => method_not_allowed(),
+        ) => other_method(method, ALLOW_GET),
+        (method, ["echo"]) => other_method(method, ALLOW_POST),
         _ => not_found(),
     }
 }
@@ -71,6 +104,41 @@ fn segments<'p, 'b>(path: &'p str, buf: &'b mut [&'p str; MAX_SEGMENTS]) -> Opti
         start = end + 1;
     }
     Some(&buf[..n])
+}
+
+/// A small JSON index: what this is, its version, and its routes — the page a scanner or
+/// a curious person meets first.
+fn index() -> Answer {
+    let mut body = String::from("{\"name\":\"lastcall\",\"version\":");
+    // Writing to a String cannot fail.
+    let _ = response::write_json_string(&mut body, env!("CARGO_PKG_VERSION"));
+    body.push_str(",\"routes\":[");
+    for (i, route) in ROUTES.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = response::write_json_string(&mut body, route);
+    }
+    body.push_str("]}");
+    Answer::Now(Response::json(Status::OK, body))
+}
+
+/// The request body back, with its `Content-Type` (`application/octet-stream` when it
+/// had none): the body path, testable end to end from outside. A chunked body comes
+/// back with a `Content-Length`; `MAX_BODY_BYTES` bounds it like any body.
+fn echo(req: &Request<'_>) -> Answer {
+    let Some(body) = req.body() else {
+        return Answer::ReadBody;
+    };
+    // httparse has already refused control characters in field values, so the value
+    // is safe to send back as it came.
+    let content_type = req
+        .header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let response = Response::bare(Status::OK, Body::Bytes(body.to_vec()));
+    Answer::Now(response.with_header("Content-Type", content_type))
 }
 
 /// Readiness: 200 while serving, 503 from the first shutdown signal on, so a load
@@ -176,11 +244,22 @@ fn not_found() -> Answer {
     Answer::Now(Response::error(Status::NOT_FOUND, "not found"))
 }
 
-fn method_not_allowed() -> Answer {
+/// A known path asked with a method it does not answer: `OPTIONS` learns which it does
+/// (200, empty body, RFC 9110 §9.3.7), anything else gets 405 with the same `Allow`.
+fn other_method(method: Method, allow: &'static str) -> Answer {
+    if method == Method::Options {
+        return options(allow);
+    }
     Answer::Now(
         Response::error(Status::METHOD_NOT_ALLOWED, "method not allowed")
-            .with_header("Allow", "GET, HEAD"),
+            .with_header("Allow", allow),
     )
+}
+
+/// 200 with `Allow` and no content; the encoder still sends `Content-Length: 0`, which
+/// RFC 9110 §9.3.7 requires of an OPTIONS answer without content.
+fn options(allow: &'static str) -> Answer {
+    Answer::Now(Response::bare(Status::OK, Body::Empty).with_header("Allow", allow))
 }
 
 fn bad_request(reason: &str) -> Answer {
@@ -241,13 +320,22 @@ mod tests {
         }
     }
 
-    /// Calls the route table on a raw request head, without sockets.
+    /// Calls the route table on a raw request head, without sockets, as the connection
+    /// does first: a body the head declares is not read yet.
     fn call(raw: &str, shutting_down: bool) -> Answer {
+        call_with_body(raw, shutting_down, None)
+    }
+
+    fn call_with_body(raw: &str, shutting_down: bool, body: Option<&[u8]>) -> Answer {
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let inbox = Arc::new(Inbox::new(waker));
         let head = parse_head(raw.as_bytes(), 8192).unwrap().unwrap();
-        let req = Request::new(&head, raw.as_bytes(), b"");
+        let body = match head.framing {
+            crate::http::body::Framing::None => Some(&b""[..]),
+            _ => body,
+        };
+        let req = Request::new(&head, raw.as_bytes(), body);
         let id = ReplyId {
             token: mio::Token(1),
             seq: 1,
@@ -276,7 +364,6 @@ mod tests {
             ("/users/abc", 400, r#"{"error":"id must be an integer"}"#),
             ("/users/7", 503, r#"{"error":"database not configured"}"#),
             ("/nope", 404, r#"{"error":"not found"}"#),
-            ("/", 404, r#"{"error":"not found"}"#),
             ("/health/", 404, r#"{"error":"not found"}"#),
             ("/a/b/c/d/e/f/g/h/i", 404, r#"{"error":"not found"}"#),
             (
@@ -343,7 +430,7 @@ mod tests {
         assert!(
             r.headers
                 .iter()
-                .any(|(n, v)| *n == "Allow" && v == "GET, HEAD")
+                .any(|(n, v)| *n == "Allow" && v == "GET, HEAD, OPTIONS")
         );
         let r = now(call("DELETE /users/1 HTTP/1.1\r\nHost: t\r\n\r\n", false));
         assert_eq!(r.status, Status::METHOD_NOT_ALLOWED);
@@ -373,6 +460,112 @@ mod tests {
                 );
             }
             _ => panic!("expected a stream"),
+        }
+    }
+
+    fn allow_of(r: &Response) -> Option<&str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == "Allow")
+            .map(|(_, v)| v.as_ref())
+    }
+
+    #[test]
+    fn options_lists_what_a_path_allows_and_star_lists_every_method() {
+        let cases: &[(&str, u16, Option<&str>)] = &[
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+                200,
+                Some(ALLOW_ANY),
+            ),
+            (
+                "OPTIONS /json HTTP/1.1\r\nHost: t\r\n\r\n",
+                200,
+                Some(ALLOW_GET),
+            ),
+            (
+                "OPTIONS / HTTP/1.1\r\nHost: t\r\n\r\n",
+                200,
+                Some(ALLOW_GET),
+            ),
+            (
+                "OPTIONS /users/7 HTTP/1.1\r\nHost: t\r\n\r\n",
+                200,
+                Some(ALLOW_GET),
+            ),
+            (
+                "OPTIONS /echo HTTP/1.1\r\nHost: t\r\n\r\n",
+                200,
+                Some(ALLOW_POST),
+            ),
+            (
+                "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n",
+                405,
+                Some(ALLOW_POST),
+            ),
+            ("POST / HTTP/1.1\r\nHost: t\r\n\r\n", 405, Some(ALLOW_GET)),
+            ("OPTIONS /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404, None),
+            // `/*` is a path like any other, not the asterisk.
+            ("OPTIONS /* HTTP/1.1\r\nHost: t\r\n\r\n", 404, None),
+        ];
+        for (raw, status, allow) in cases {
+            let r = now(call(raw, false));
+            assert_eq!(r.status.0, *status, "{raw:?}");
+            assert_eq!(allow_of(&r), *allow, "{raw:?}");
+            if *status == 200 {
+                assert_eq!(r.body, Body::Empty, "{raw:?}");
+                assert_eq!(r.content_type, None, "{raw:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn index_lists_name_version_and_every_route() {
+        let r = now(call(&get("/"), false));
+        assert_eq!(r.status, Status::OK);
+        let body = String::from_utf8(r.body.as_bytes().to_vec()).unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            body.starts_with(&format!(
+                r#"{{"name":"lastcall","version":"{version}","routes":["GET /","#
+            )),
+            "{body}"
+        );
+        assert!(body.ends_with(r#""POST /echo"]}"#), "{body}");
+        assert_eq!(body.matches(',').count(), 2 + ROUTES.len() - 1, "{body}");
+    }
+
+    #[test]
+    fn echo_asks_for_the_body_then_answers_it_with_its_type() {
+        let raw = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/csv; charset=utf-8\r\nContent-Length: 5\r\n\r\n";
+        assert!(matches!(call(raw, false), Answer::ReadBody));
+        let r = now(call_with_body(raw, false, Some(b"a,b,c")));
+        assert_eq!(r.status, Status::OK);
+        assert_eq!(r.body.as_bytes(), b"a,b,c");
+        assert_eq!(r.content_type, None);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(n, v)| *n == "Content-Type" && v == "text/csv; charset=utf-8")
+        );
+        // No Content-Type in, octet-stream out; no body is an empty echo.
+        let r = now(call("POST /echo HTTP/1.1\r\nHost: t\r\n\r\n", false));
+        assert_eq!(r.body.as_bytes(), b"");
+        assert!(
+            r.headers
+                .iter()
+                .any(|(n, v)| *n == "Content-Type" && v == "application/octet-stream")
+        );
+    }
+
+    #[test]
+    fn routes_that_take_no_body_answer_before_it_is_read() {
+        for raw in [
+            "POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n",
+            "POST /json HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n",
+            "GET /json HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(matches!(call(raw, false), Answer::Now(_)), "{raw:?}");
         }
     }
 }

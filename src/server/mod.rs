@@ -686,6 +686,7 @@ impl Report {
             CloseReason::Done | CloseReason::PeerClosed => self.drained += 1,
             CloseReason::PeerReset
             | CloseReason::PeerClosedMidRequest
+            | CloseReason::UnreadBody
             | CloseReason::IdleTimeout
             | CloseReason::RequestTimeout
             | CloseReason::WriteTimeout
