@@ -355,6 +355,117 @@ fn expect_100_continue_with_oversized_length_is_refused_without_continue() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Answers that do not depend on the body come before it
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn request_with_expect_continue_to_a_path_that_takes_no_body_gets_its_4xx_without_100() {
+    // RFC 9110 §10.1.1: the client waits for a 100 before its body; a 404 or 405 comes
+    // instead, with `Connection: close` (the client may never send that body).
+    let server = Server::start(&[], &[]);
+    for (path, status) in [("/nope", 404), ("/json", 405), ("/", 405)] {
+        let mut c = open(&server);
+        c.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\
+                 Expect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = c.response().expect("a final answer, no body sent");
+        assert_eq!(r.status, status, "{path}: a final status, not 100");
+        assert_error_json(&r, path);
+        assert!(r.closes(), "{path}: closes rather than wait for the body");
+        assert!(c.at_eof(), "{path}");
+    }
+}
+
+#[test]
+fn small_body_of_an_answered_request_is_skipped_and_the_connection_kept() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    // The 404 goes out at once, before the body has even been written.
+    // The body looks like a request on purpose: it is skipped as body, not run.
+    let body = "GET /json HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.send(
+        format!(
+            "POST /nope HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response().expect("answered from the head");
+    assert_eq!(r.status, 404);
+    assert!(
+        !r.closes(),
+        "a small body is read past, not a reason to close"
+    );
+    let (first, rest) = body.split_at(10);
+    c.send(first.as_bytes());
+    c.send(rest.as_bytes());
+    c.send(b"POST /json HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let r = c.response().expect("the chunked POST's answer");
+    assert_405(&r, "chunked POST to /json");
+    c.send(b"3\r\nabc\r\n0\r\n\r\n");
+    c.send(get_request("/plaintext").as_bytes());
+    let r = c.response().expect("the request after both bodies");
+    assert_eq!((r.status, r.body_text().as_str()), (200, PLAINTEXT));
+}
+
+#[test]
+fn large_declared_body_of_an_answered_request_closes_the_connection() {
+    // Over 256 KiB the body is not worth reading only to drop it: the answer says
+    // `Connection: close`, before the client has sent a byte of it.
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(b"POST /plaintext HTTP/1.1\r\nHost: test\r\nContent-Length: 300000\r\n\r\n");
+    let r = c.response().expect("answered from the head");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
+    assert!(r.closes(), "a large body is not read past");
+    assert!(c.at_eof());
+}
+
+#[test]
+fn chunked_body_of_an_answered_request_past_the_bound_ends_the_connection() {
+    // A chunked body has no declared length: it is read past up to 256 KiB, and a longer
+    // one ends the connection after the answer that already went out.
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"POST /nope HTTP/1.1
+Host: test
+Transfer-Encoding: chunked
+
+",
+    );
+    let r = c.response().expect("answered from the head");
+    assert_eq!(r.status, 404);
+    let mut writer = c.stream.try_clone().expect("clone the socket");
+    let chunk = format!(
+        "4000
+{}
+",
+        "x".repeat(0x4000)
+    );
+    // 20 chunks of 16 KiB: 320 KiB. The server may close before the last ones arrive,
+    // so write errors are expected and ignored.
+    let sender = thread::spawn(move || {
+        for _ in 0..20 {
+            if writer.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    assert!(
+        c.at_eof(),
+        "the connection ends once the body outgrows the bound"
+    );
+    sender.join().expect("the writer thread");
+    assert_serving(&server);
+}
+
+// ---------------------------------------------------------------------------------------
 // HEAD
 // ---------------------------------------------------------------------------------------
 
@@ -446,6 +557,64 @@ fn wrong_method_on_known_path_is_405_with_allow() {
     assert_405(&c.response().expect("a response"), "POST /health");
     c.send(b"DELETE /json HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_405(&c.response().expect("a response"), "DELETE /json");
+}
+
+#[test]
+fn options_star_lists_every_method_and_options_on_a_path_its_own() {
+    let server = Server::start(&[], &[]);
+    let mut c = open(&server);
+    for (target, allow) in [
+        ("*", "GET, HEAD, POST, OPTIONS"),
+        ("/json", "GET, HEAD, OPTIONS"),
+        ("/echo", "POST, OPTIONS"),
+    ] {
+        c.send(format!("OPTIONS {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        let r = c.response().expect("an OPTIONS answer");
+        assert_eq!(r.status, 200, "{target}");
+        assert_eq!(r.header("allow"), Some(allow), "{target}");
+        assert_eq!(r.header("content-length"), Some("0"), "{target}");
+        assert_eq!(r.header("content-type"), None, "{target}");
+        assert!(r.body.is_empty() && !r.closes(), "{target}");
+    }
+    c.send(b"OPTIONS /nope HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(c.response().expect("a 404").status, 404);
+}
+
+#[test]
+fn index_names_the_server_its_version_and_routes() {
+    let server = Server::start(&[], &[]);
+    let r = get(&server, "/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.body_text();
+    let start = format!(
+        r#"{{"name":"lastcall","version":"{}","routes":["#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.starts_with(&start), "{body}");
+    for route in ["\"GET /plaintext\"", "\"POST /echo\"", "\"GET /health\""] {
+        assert!(body.contains(route), "{route} missing from {body}");
+    }
+}
+
+#[test]
+fn echo_answers_the_body_back_with_its_content_type() {
+    let server = Server::start(&[("MAX_BODY_BYTES", "64")], &[]);
+    let mut c = open(&server);
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-thing; v=1\r\n\
+          Content-Length: 4\r\n\r\nabcd",
+    );
+    let r = c.response().expect("the echo");
+    assert_eq!((r.status, r.body_text().as_str()), (200, "abcd"));
+    assert_eq!(r.header("content-type"), Some("application/x-thing; v=1"));
+    c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
+    let r = c.response().expect("an empty echo");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    // Bounded like any body.
+    c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 65\r\n\r\n");
+    assert_eq!(c.response().expect("a 413").status, 413);
 }
 
 #[test]
@@ -853,6 +1022,119 @@ fn unknown_methods_and_codings_are_501_and_close() {
             ),
         ],
     );
+}
+
+#[test]
+fn host_without_a_host_or_with_a_bad_port_is_400_and_close() {
+    let server = Server::start(&[], &[]);
+    let case = |name, host: &str| {
+        refused(
+            name,
+            format!("GET /live HTTP/1.1\r\nHost:{host}\r\n\r\n"),
+            400,
+        )
+    };
+    check_refused(
+        &server,
+        &[
+            case("empty Host", ""),
+            case("blank Host", " "),
+            case("port that is not digits", " example.com:abc"),
+            case("port without a host", " :80"),
+            case("unclosed IPv6 literal", " [::1"),
+        ],
+    );
+    // A port is optional, and an IPv6 literal may carry one.
+    for host in ["example.com", "example.com:8080", "[::1]:80"] {
+        let mut c = open(&server);
+        c.send(format!("GET /live HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(c.response().expect("served").status, 200, "{host}");
+    }
+}
+
+#[test]
+fn request_target_outside_the_uri_grammar_is_400_naming_the_rule() {
+    let server = Server::start(&[], &[]);
+    let cases: &[(&[u8], &str)] = &[
+        (b"/plaintext#frag", "'#' is not allowed"),
+        ("/caf\u{e9}".as_bytes(), "must be percent-encoded"),
+        (b"/caf\xe9", "must be percent-encoded"),
+        (b"/a%zz", "two hex digits"),
+        (b"/a<b>", "outside the URI grammar"),
+        (b"/a{b}", "outside the URI grammar"),
+        (b"/a\x01b", "outside the URI grammar"),
+    ];
+    for (target, rule) in cases {
+        let mut c = open(&server);
+        let mut request = b"GET ".to_vec();
+        request.extend_from_slice(target);
+        request.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\n\r\n");
+        // However the bytes arrive: whole, or one at a time.
+        for (i, chunk) in request
+            .chunks(if target.len() % 2 == 0 { 1 } else { 4096 })
+            .enumerate()
+        {
+            if i > 0 {
+                c.stream.flush().unwrap();
+            }
+            c.send(chunk);
+        }
+        let what = String::from_utf8_lossy(target);
+        let r = c.response().expect("a 400");
+        assert_eq!(r.status, 400, "{what}");
+        assert_error_json(&r, &what);
+        assert!(r.body_text().contains(rule), "{what}: {}", r.body_text());
+        assert!(r.closes() && c.at_eof(), "{what}");
+    }
+    // Percent-encoded bytes are fine and are routed as sent, not decoded.
+    assert_eq!(get(&server, "/%70laintext").status, 404);
+    assert_eq!(get(&server, "/plaintext?q=caf%C3%A9").status, 200);
+}
+
+#[test]
+fn higher_minor_versions_of_http_1_are_served_as_1_1() {
+    let server = Server::start(&[], &[]);
+    for minor in [2, 5, 9] {
+        let mut c = open(&server);
+        c.send(format!("GET /plaintext HTTP/1.{minor}\r\nHost: test\r\n\r\n").as_bytes());
+        let mut status_line = [0u8; 15];
+        std::io::Read::read_exact(&mut c.stream, &mut status_line).expect("a status line");
+        assert_eq!(&status_line, b"HTTP/1.1 200 OK", "HTTP/1.{minor}");
+    }
+    // Still 1.1 in every other way: Host is required.
+    check_refused(
+        &server,
+        &[refused(
+            "HTTP/1.2 without Host",
+            "GET /live HTTP/1.2\r\n\r\n",
+            400,
+        )],
+    );
+}
+
+#[test]
+fn unknown_method_is_501_however_long_and_as_soon_as_it_is_known() {
+    let server = Server::start(&[], &[]);
+    let long = "X".repeat(20 * 1024);
+    check_refused(
+        &server,
+        &[
+            refused(
+                "20 KiB method",
+                format!("{long} / HTTP/1.1\r\nHost: test\r\n\r\n"),
+                501,
+            ),
+            refused("9 KiB method, no line end", "Y".repeat(9 * 1024), 501),
+        ],
+    );
+    // Eight letters are more than any method here: 501 without waiting for the line.
+    for partial in ["PROPFIND", "BREW "] {
+        let mut c = open(&server);
+        c.send(partial.as_bytes());
+        let r = c.response().expect("answered before the line ends");
+        assert_eq!(r.status, 501, "{partial}");
+        assert_eq!(r.body_text(), r#"{"error":"method not implemented"}"#);
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The four connection timeouts on the wire: keep-alive idle, header read (slowloris),
-//! body read, and write. Each test starts the real binary with short timeouts and checks
+//! The connection timeouts on the wire: keep-alive idle, header read (slowloris), body
+//! read, the whole request (slow body), and write. Each test starts the real binary with short timeouts and checks
 //! what the client sees: a 408 with a JSON error and a close, or a silent close.
 //!
 //! Tests assert behaviour, not milliseconds. Upper bounds only catch hangs (`PATIENCE`);
@@ -151,6 +151,29 @@ fn partial_head_is_answered_408_then_closed() {
     assert_eq!(support::get(&server, "/live").status, 200, "still serving");
 }
 
+/// Writes `bytes` one every 100 ms — a third of `SHORT`, so a timer restarted by each
+/// byte would never fire — until the server answers or closes. Returns how many were
+/// sent. Pacing comes from the read timeout of `peek`, which waits for the answer.
+fn trickle_until_answered(c: &mut Reader, bytes: &[u8]) -> usize {
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        if c.stream.write_all(&bytes[sent..=sent]).is_err() {
+            break; // closed under us: the answer should be readable
+        }
+        sent += 1;
+        match c.stream.peek(&mut [0u8; 1]) {
+            Ok(_) => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("peek failed after {sent} bytes: {e}"),
+        }
+    }
+    c.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    sent
+}
+
 #[test]
 fn slowloris_trickling_a_head_gets_408_counted_from_the_first_byte() {
     // Keep-alive is long here so only the header timer can end this.
@@ -158,33 +181,16 @@ fn slowloris_trickling_a_head_gets_408_counted_from_the_first_byte() {
     let stream = server.connect();
     // One byte every 100 ms, a third of the header timeout: a timer restarted by each
     // byte would never fire. Pacing comes from the read timeout of `peek`.
-    let pace = Duration::from_millis(100);
-    stream.set_read_timeout(Some(pace)).unwrap();
     let mut head = b"GET /plaintext HTTP/1.1\r\nHost: test\r\nX-Slow: ".to_vec();
     head.resize(200, b'z'); // never completes
     let mut c = Reader::new(stream);
     let start = Instant::now();
-    let mut sent = 0;
-    let answered = loop {
-        if sent == head.len() {
-            break false;
-        }
-        if c.stream.write_all(&head[sent..=sent]).is_err() {
-            break true; // closed under us: the answer should be readable
-        }
-        sent += 1;
-        match c.stream.peek(&mut [0u8; 1]) {
-            Ok(_) => break true,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("peek failed after {sent} bytes: {e}"),
-        }
-    };
+    let sent = trickle_until_answered(&mut c, &head);
     assert!(
-        answered,
+        sent < head.len(),
         "no answer after {sent} bytes over {:?}: the header timer restarts on each byte",
         start.elapsed()
     );
-    c.stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let r = c.response().expect("a 408");
     assert_408_then_close(&r, &mut c, "slowloris");
     assert!(
@@ -234,6 +240,59 @@ fn body_that_keeps_moving_is_not_timed_out() {
         "the request was read in full"
     );
     assert!(!r.closes());
+}
+
+// ---------------------------------------------------------------------------------------
+// The whole request: REQUEST_TIMEOUT_MS, from the head's first byte to the body's end
+// ---------------------------------------------------------------------------------------
+
+/// The request timeout these tests configure: twice `SHORT`, so a body that never opens
+/// a gap of `SHORT` can only be stopped by it.
+const REQUEST_MS: u64 = 2 * SHORT_MS;
+
+#[test]
+fn slow_body_that_never_stalls_gets_408_at_the_request_timeout() {
+    let request_ms = REQUEST_MS.to_string();
+    let server = start_short(&[("REQUEST_TIMEOUT_MS", &request_ms)]);
+    let mut c = open(&server);
+    let start = Instant::now();
+    c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n");
+    let sent = trickle_until_answered(&mut c, &[b'x'; 100]);
+    let r = c.response().expect("a 408");
+    assert!(sent < 100, "the whole body went through");
+    assert_408_then_close(&r, &mut c, "slow body");
+    assert!(
+        start.elapsed() >= Duration::from_millis(REQUEST_MS / 2),
+        "408 before the request timeout: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(support::get(&server, "/live").status, 200, "still serving");
+}
+
+#[test]
+fn slow_body_of_an_answered_request_is_closed_at_the_request_timeout() {
+    // Answered from the head (404) and kept to read past its small body; a body that
+    // trickles on is cut off by the same bound, with no second answer.
+    let request_ms = REQUEST_MS.to_string();
+    let server = start_short(&[("REQUEST_TIMEOUT_MS", &request_ms)]);
+    let mut c = open(&server);
+    c.send(b"POST /nope HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n");
+    let r = c.response().expect("the 404, at once");
+    assert_eq!((r.status, r.closes()), (404, false));
+    let start = Instant::now();
+    let sent = trickle_until_answered(&mut c, &[b'x'; 100]);
+    assert!(sent < 100, "the whole body went through");
+    assert!(c.at_eof(), "closed without another answer");
+    assert!(start.elapsed() < PATIENCE);
+}
+
+#[test]
+fn header_timeout_still_bounds_the_head_under_a_longer_request_timeout() {
+    let server = start_short(&[("REQUEST_TIMEOUT_MS", "60000")]);
+    let mut c = open(&server);
+    c.send(b"GET /live HTTP/1.1\r\nHost: te");
+    let r = c.response().expect("a 408");
+    assert_408_then_close(&r, &mut c, "partial head");
 }
 
 // ---------------------------------------------------------------------------------------
