@@ -23,6 +23,7 @@ mod state;
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,14 +85,6 @@ enum Discarded {
     Some,
     /// EOF (or an error): the client's side is done.
     Finished,
-}
-
-/// A request's body when its handler is called.
-enum RequestBody {
-    /// Read in full (or there is none): these bytes of the input buffer.
-    Read(std::ops::Range<usize>),
-    /// Declared by the head and not read yet; the decoder for its framing.
-    Unread(BodyDecoder),
 }
 
 /// The answer to a handler that failed: it panicked, or broke its contract.
@@ -628,16 +621,22 @@ impl Conn {
 
     /// A head is complete: call the handler. A request with a body is refused at once when
     /// it declares more than `MAX_BODY_BYTES`; otherwise the handler decides from the head
-    /// whether the body is read (see `dispatch`).
+    /// whether the body is read.
     fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head, started: Instant) {
         if head.framing == Framing::None {
             let len = head.len;
-            return self.dispatch(cx, head, RequestBody::Read(len..len), started);
+            return self.dispatch(cx, &head, len..len);
         }
-        match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
-            Ok(decoder) => self.dispatch(cx, head, RequestBody::Unread(decoder), started),
+        let decoder = match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
+            Ok(decoder) => decoder,
             // Rule: a declared length over the limit is refused before reading it.
-            Err(e) => self.reject(cx, e.into()),
+            Err(e) => return self.reject(cx, e.into()),
+        };
+        match self.call(cx, &head, None) {
+            // Rule: the handler needs the body: read it, then call the handler again. The
+            // head stays in the buffer for that call.
+            Answer::ReadBody => self.read_body(cx, head, decoder, started),
+            answer => self.answered_before_body(cx, &head, answer, started),
         }
     }
 
@@ -698,8 +697,8 @@ impl Conn {
                 // next pipelined request follows it directly.
                 let body_end = b.head.len + b.decoded;
                 input.cut(body_end, b.raw);
-                let (head, range, started) = (b.head.clone(), b.head.len..body_end, b.started);
-                self.dispatch(cx, head, RequestBody::Read(range), started);
+                let (head, range) = (b.head.clone(), b.head.len..body_end);
+                self.dispatch(cx, &head, range);
                 return true;
             }
         }
@@ -746,9 +745,21 @@ impl Conn {
         progressed
     }
 
-    /// Calls the handler for a complete head (with its body, once read) and acts on its
-    /// answer.
-    fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: Head, body: RequestBody, started: Instant) {
+    /// Calls the handler with a complete request (its body, if any, in `body`), then acts
+    /// on its answer.
+    fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: &Head, body: Range<usize>) {
+        let answer = self.call(cx, head, Some(body.clone()));
+        // The handler has taken what it needs: the request's bytes can go.
+        if let Some(input) = self.input.as_mut() {
+            input.consume(body.end);
+        }
+        self.act(cx, Exchange::of(head), answer);
+    }
+
+    /// Calls the handler with the request in the input buffer: its body at `body`, or
+    /// `None` while the body has not been read.
+    #[inline(always)] // on the hot path: the answer it returns is then matched in place
+    fn call(&mut self, cx: &mut LoopCx<'_>, head: &Head, body: Option<Range<usize>>) -> Answer {
         // Every call gets its own number, so a reply promised by an earlier call (one that
         // then asked for the body after all) is recognised as stale and dropped.
         self.seq = self.seq.wrapping_add(1);
@@ -756,63 +767,68 @@ impl Conn {
             token: cx.token,
             seq: self.seq,
         };
-        let mut exchange = Exchange::of(&head);
-        let Some(input) = self.input.as_mut() else {
-            return;
+        let Some(input) = self.input.as_ref() else {
+            return Answer::Now(internal_error()); // a head always comes from the input
         };
-        let answer = {
-            let bytes = input.bytes();
-            let body_bytes = match &body {
-                RequestBody::Read(range) => Some(&bytes[range.clone()]),
-                RequestBody::Unread(_) => None,
-            };
-            let request = Request::new(&head, bytes, body_bytes);
-            let mut ctx = Ctx::new(cx.shutting_down, id, cx.inbox, cx.db);
-            // A panicking handler costs its request a 500, never the loop.
-            catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(
-                |_| {
-                    log::error!(
-                        "handler panicked on {} {}",
-                        head.method.as_str(),
-                        request.path
-                    );
-                    Answer::Now(internal_error())
-                },
-            )
-        };
-        let discard = match body {
-            // Rule: the handler needs the body: read it, then call the handler again. The
-            // head stays in the buffer for that call.
-            RequestBody::Unread(decoder) if matches!(answer, Answer::ReadBody) => {
-                return self.read_body(cx, head, decoder, started);
-            }
-            // The handler has taken what it needs: the request's bytes can go.
-            RequestBody::Read(range) => {
-                input.consume(range.end);
-                None
-            }
-            // Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers
-            // before the body says whether it reads the body or closes). A small body still
-            // on its way is read and dropped, so the connection can carry the next
-            // request. The answer says `Connection: close` instead, and the lingering close
-            // takes the body, when the client waits on `Expect: 100-continue` (it may never
-            // send that body), when the body may be longer than `DISCARD_MAX`, or when the
-            // answer comes later (nothing is read meanwhile).
-            RequestBody::Unread(_) => {
-                input.consume(head.len);
-                let discard = match answer {
-                    Answer::Now(_) if !head.expect_continue => {
-                        BodyDecoder::new(head.framing, DISCARD_MAX).ok()
-                    }
-                    _ => None,
-                };
-                if discard.is_none() {
-                    exchange.persistence = Persistence::Close;
-                }
-                discard
-            }
-        };
+        let bytes = input.bytes();
+        let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
+        let mut ctx = Ctx::new(cx.shutting_down, id, cx.inbox, cx.db);
+        // A panicking handler costs its request a 500, never the loop.
+        catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(|_| {
+            log::error!(
+                "handler panicked on {} {}",
+                head.method.as_str(),
+                request.path
+            );
+            Answer::Now(internal_error())
+        })
+    }
 
+    /// Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers before
+    /// the body says whether it reads the body or closes). A small body still on its way
+    /// is read and dropped, so the connection can carry the next request. The answer says
+    /// `Connection: close` instead, and the lingering close takes the body, when the
+    /// client waits on `Expect: 100-continue` (it may never send that body), when the body
+    /// may be longer than `DISCARD_MAX`, or when the answer comes later (nothing is read
+    /// meanwhile).
+    fn answered_before_body(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        head: &Head,
+        answer: Answer,
+        started: Instant,
+    ) {
+        if let Some(input) = self.input.as_mut() {
+            input.consume(head.len);
+        }
+        let mut exchange = Exchange::of(head);
+        let discard = match answer {
+            Answer::Now(_) if !head.expect_continue => {
+                BodyDecoder::new(head.framing, DISCARD_MAX).ok()
+            }
+            _ => None,
+        };
+        if discard.is_none() {
+            exchange.persistence = Persistence::Close;
+        }
+        self.act(cx, exchange, answer);
+        // The answer is out (or queued) and the connection persists: read past the body.
+        if let Some(decoder) = discard
+            && matches!(self.state, State::Idle { .. })
+        {
+            let discarding = Discarding {
+                decoder,
+                since: cx.now,
+                started,
+            };
+            self.state
+                .set(State::Discarding(Box::new(discarding)), cx.token);
+        }
+    }
+
+    /// Acts on a handler's answer: encode it now, or wait for its timer, reply or chunks.
+    #[inline(always)] // see `call`
+    fn act(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, answer: Answer) {
         match answer {
             Answer::Now(response) => self.respond(cx, exchange, &response),
             Answer::After(delay, response) => {
@@ -849,24 +865,11 @@ impl Conn {
             // Rule: asking for a body the handler already has is a bug in the handler: 500.
             Answer::ReadBody => {
                 log::error!(
-                    "conn {}: handler asked to read a body it was given ({} request)",
-                    cx.token.0,
-                    head.method.as_str()
+                    "conn {}: the handler asked to read a body it was given",
+                    cx.token.0
                 );
                 self.respond(cx, exchange, &internal_error());
             }
-        }
-        // The answer is out (or queued) and the connection persists: read past the body.
-        if let Some(decoder) = discard
-            && matches!(self.state, State::Idle { .. })
-        {
-            let discarding = Discarding {
-                decoder,
-                since: cx.now,
-                started,
-            };
-            self.state
-                .set(State::Discarding(Box::new(discarding)), cx.token);
         }
     }
 

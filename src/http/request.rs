@@ -46,6 +46,7 @@ pub enum Method {
 
 impl Method {
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
+    #[inline(always)] // the hot path's method check: one compare of a few bytes
     fn from_token(token: &[u8]) -> Option<Method> {
         Some(match token {
             b"GET" => Method::Get,
@@ -138,17 +139,22 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
     };
     let method = Method::from_token(method.as_bytes()).ok_or(RequestError::MethodNotImplemented)?;
     let start = offset_of(buf, target);
-    let visible = target
-        .len()
-        .min(judged_window(max_head).saturating_sub(start));
-    check_target_bytes(&target.as_bytes()[..visible], visible == target.len())?;
+    // One pass over the target says whether it is all plain bytes (nearly always) and
+    // whether it has a query; only a target with something else is looked at again.
+    let classes = target_classes(target.as_bytes());
+    if classes & !T_QUERY != T_OK {
+        let visible = target
+            .len()
+            .min(judged_window(max_head).saturating_sub(start));
+        check_target_bytes(&target.as_bytes()[..visible], visible == target.len())?;
+    }
     check_limits(buf, len, max_head)?;
     let version = if minor == 0 {
         Version::Http10
     } else {
         Version::Http11
     };
-    let (path, query) = split_target(buf, target, method)?;
+    let (path, query) = split_target(start, target, method, classes & T_QUERY != 0)?;
 
     let fields = judge_fields(req.headers, version)?;
     Ok(Some(Head {
@@ -343,6 +349,8 @@ const T_PERCENT: u8 = 2;
 const T_HASH: u8 = 4;
 const T_HIGH: u8 = 8;
 const T_BRACKET: u8 = 16;
+/// `?`: valid, and where the query starts.
+const T_QUERY: u8 = 32;
 
 /// The request-target alphabet (RFC 9112 §3.2.1, RFC 3986 §3.3–3.4): origin-form is
 /// `absolute-path [ "?" query ]` of `pchar = unreserved / pct-encoded / sub-delims / ":" /
@@ -360,12 +368,13 @@ const TARGET_CLASS: [u8; 256] = {
         }
         b += 1;
     }
-    let ok = b"-._~!$&'()*+,;=:@/?";
+    let ok = b"-._~!$&'()*+,;=:@/";
     let mut i = 0;
     while i < ok.len() {
         table[ok[i] as usize] = T_OK;
         i += 1;
     }
+    table[b'?' as usize] = T_QUERY;
     table[b'%' as usize] = T_PERCENT;
     table[b'#' as usize] = T_HASH;
     table[b'[' as usize] = T_BRACKET;
@@ -373,22 +382,27 @@ const TARGET_CLASS: [u8; 256] = {
     table
 };
 
+/// Every class found among the target's bytes, folded into one value without a branch
+/// per byte.
+fn target_classes(target: &[u8]) -> u8 {
+    target
+        .iter()
+        .fold(T_OK, |found, &b| found | TARGET_CLASS[usize::from(b)])
+}
+
 /// Checks every byte of a request target (or of as much of it as has arrived, when
 /// `complete` is false) against the target alphabet, and names the rule the first bad
 /// byte breaks. Percent-encoded bytes are fine and stay encoded: routing sees the path
 /// exactly as sent.
 fn check_target_bytes(target: &[u8], complete: bool) -> Result<(), RequestError> {
-    let found = target
-        .iter()
-        .fold(T_OK, |found, &b| found | TARGET_CLASS[usize::from(b)]);
-    if found == T_OK {
+    if target_classes(target) & !T_QUERY == T_OK {
         return Ok(());
     }
     // Something to look at (rare): find the first byte that breaks a rule.
     let brackets_allowed = strip_scheme(target).is_some();
     for (i, &b) in target.iter().enumerate() {
         let rule = match TARGET_CLASS[usize::from(b)] {
-            T_OK => continue,
+            T_OK | T_QUERY => continue,
             T_BRACKET if brackets_allowed => continue,
             T_PERCENT => match target.get(i + 1..i + 3) {
                 Some(&[hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => continue,
@@ -407,20 +421,22 @@ fn check_target_bytes(target: &[u8], complete: bool) -> Result<(), RequestError>
     Ok(())
 }
 
-/// Splits the request target into path and query (RFC 9112 §3.2). Its bytes have been
-/// checked already; this decides its form.
+/// Splits the request target, which starts at `start` in the buffer, into path and query
+/// (RFC 9112 §3.2). Its bytes have been checked already (and found to hold a `?` or not);
+/// this decides its form.
 ///
 /// - origin-form `/path?query`: the usual case;
 /// - absolute-form `http://host/path?query`: a server MUST accept it (§3.2.2), we route by
 ///   its path;
 /// - asterisk-form `*`: only for `OPTIONS` (§3.2.4); it routes as the path `*`;
 /// - authority-form (`CONNECT host:port`) and anything else is a 400: we are not a proxy.
+#[inline(always)] // once per request, from one place: no call for the common origin-form
 fn split_target(
-    buf: &[u8],
+    start: usize,
     target: &str,
     method: Method,
+    has_query: bool,
 ) -> Result<(Range<usize>, Option<Range<usize>>), RequestError> {
-    let start = offset_of(buf, target);
     let rel = if target.starts_with('/') || (target == "*" && method == Method::Options) {
         0
     } else if let Some(rest) = strip_scheme(target.as_bytes()) {
@@ -433,8 +449,11 @@ fn split_target(
     } else {
         return Err(RequestError::BadTarget(TargetRule::Form));
     };
-    let target_rest = &target[rel..];
-    Ok(match target_rest.bytes().position(|b| b == b'?') {
+    let query_at = match has_query {
+        true => target[rel..].bytes().position(|b| b == b'?'),
+        false => None,
+    };
+    Ok(match query_at {
         Some(q) => (
             start + rel..start + rel + q,
             Some(start + rel + q + 1..start + target.len()),
@@ -596,65 +615,77 @@ fn judge_fields(
 /// an http URI with an empty host is invalid and its recipient MUST reject it (RFC 9110
 /// §4.2.1). Space, `/`, `@`, `?` and `#` cannot be part of a Host at all.
 ///
-/// Every request has a Host, so this runs per request. The bytes fold into one set of
-/// classes without a branch per byte (a Host value is short and nearly always valid); only
-/// a value with a colon or a bracket is looked at again.
+/// Every request has a Host, so this runs per request: the grammar as a small state
+/// machine, walked in one pass with one table lookup per byte and no branch.
 fn is_host(value: &[u8]) -> bool {
-    const NAME: u8 = 0;
-    const COLON: u8 = 1;
-    const BRACKET: u8 = 2;
-    const BAD: u8 = 4;
-    const CLASS: [u8; 256] = {
-        let mut table = [BAD; 256];
+    // What a byte is to this grammar.
+    const NAME: usize = 0; // a reg-name character other than a digit
+    const DIGIT: usize = 1;
+    const COLON: usize = 2;
+    const OPEN: usize = 3; // `[`
+    const CLOSE: usize = 4; // `]`
+    const BAD: usize = 5;
+    // Where in `uri-host [ ":" port ]` the bytes so far have led.
+    const START: u8 = 0; // nothing yet
+    const HOST: u8 = 1; // a reg-name, not empty
+    const PORT: u8 = 2; // after the `:`, digits only (may be none)
+    const OPENED: u8 = 3; // after `[`
+    const LITERAL: u8 = 4; // inside `[...]`, not empty
+    const CLOSED: u8 = 5; // after `]`
+    const FAIL: u8 = 6;
+    const F: u8 = FAIL;
+    /// The next state, by state and kind of byte.
+    const RULES: [[u8; 6]; 7] = [
+        // NAME    DIGIT    COLON    OPEN    CLOSE   BAD
+        [HOST, HOST, F, OPENED, F, F],             // START
+        [HOST, HOST, PORT, F, F, F],               // HOST
+        [F, PORT, F, F, F, F],                     // PORT
+        [LITERAL, LITERAL, LITERAL, F, F, F],      // OPENED
+        [LITERAL, LITERAL, LITERAL, F, CLOSED, F], // LITERAL
+        [F, F, PORT, F, F, F],                     // CLOSED
+        [F, F, F, F, F, F],                        // FAIL
+    ];
+    /// The rules spelled out for every byte value, so a step is one lookup. A state is
+    /// kept as the offset of its row (`state * 256`): the next index is that plus the byte.
+    const NEXT: [u16; 8 * 256] = {
+        let mut kind = [BAD; 256];
         let mut b = 0;
         while b < 256 {
-            if (b as u8).is_ascii_alphanumeric() {
-                table[b] = NAME;
+            let c = b as u8;
+            if c.is_ascii_digit() {
+                kind[b] = DIGIT;
+            } else if c.is_ascii_alphabetic() {
+                kind[b] = NAME;
             }
             b += 1;
         }
         let name = b"-._~!$&'()*+,;=%";
         let mut i = 0;
         while i < name.len() {
-            table[name[i] as usize] = NAME;
+            kind[name[i] as usize] = NAME;
             i += 1;
         }
-        table[b':' as usize] = COLON;
-        table[b'[' as usize] = BRACKET;
-        table[b']' as usize] = BRACKET;
-        table
-    };
-    let is_port = |rest: &[u8]| match rest {
-        [] => true,
-        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
-        _ => false,
-    };
-    let found = value
-        .iter()
-        .fold(NAME, |found, &b| found | CLASS[usize::from(b)]);
-    match found {
-        NAME => !value.is_empty(),
-        // reg-name ":" port: the first colon starts the port, which is digits only.
-        COLON => match value.iter().position(|&b| b == b':') {
-            Some(colon) => colon > 0 && is_port(&value[colon..]),
-            None => false,
-        },
-        // "[" IPv6address / IPvFuture "]" [ ":" port ]
-        _ if found & BAD == 0 && value.first() == Some(&b'[') => {
-            match value.iter().position(|&b| b == b']') {
-                Some(close) => {
-                    let literal = &value[1..close];
-                    !literal.is_empty()
-                        && literal
-                            .iter()
-                            .all(|&b| CLASS[usize::from(b)] & !COLON == NAME)
-                        && is_port(&value[close + 1..])
-                }
-                None => false,
+        kind[b':' as usize] = COLON;
+        kind[b'[' as usize] = OPEN;
+        kind[b']' as usize] = CLOSE;
+        let mut next = [FAIL as u16 * 256; 8 * 256];
+        let mut state = 0;
+        while state < RULES.len() {
+            let mut b = 0;
+            while b < 256 {
+                next[state * 256 + b] = RULES[state][kind[b]] as u16 * 256;
+                b += 1;
             }
+            state += 1;
         }
-        _ => false,
-    }
+        next
+    };
+    let end = value.iter().fold(u16::from(START) * 256, |row, &b| {
+        NEXT[usize::from(row + u16::from(b)) & (8 * 256 - 1)]
+    });
+    [HOST, PORT, CLOSED]
+        .map(|state| u16::from(state) * 256)
+        .contains(&end)
 }
 
 /// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed of optional

@@ -57,9 +57,6 @@ pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
         return not_found();
     };
     match (req.method, path) {
-        // `OPTIONS *` asks about the server as a whole (RFC 9110 §9.3.7); the asterisk is
-        // only ever an OPTIONS target (the parser refuses it elsewhere).
-        (Options, _) if req.path == "*" => options(ALLOW_ANY),
         (Get | Head, []) => index(),
         (Get | Head, ["health"]) => health(ctx),
         (Get | Head, ["live"]) => {
@@ -82,6 +79,10 @@ pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
             | ["users" | "bytes", _],
         ) => other_method(method, ALLOW_GET),
         (method, ["echo"]) => other_method(method, ALLOW_POST),
+        // `OPTIONS *` asks about the server as a whole (RFC 9110 §9.3.7); the asterisk is
+        // only ever an OPTIONS target (the parser refuses it elsewhere), and `/*` is a
+        // path like any other.
+        (Options, ["*"]) if req.path == "*" => options(ALLOW_ANY),
         _ => not_found(),
     }
 }
