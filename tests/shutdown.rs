@@ -22,16 +22,16 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, ReadError, Reader, Response, Server, get};
+use support::{PATIENCE, ReadError, Reader, Response, Run, Server, get, run_to_exit};
 
 /// What a drained server answers on `/health`.
 const SHUTTING_DOWN: &str = r#"{"status":"shutting_down"}"#;
@@ -53,8 +53,8 @@ fn budget_exits_2_naming_drain_delay_when_it_is_not_below_the_timeout() {
         &[("DRAIN_DELAY_MS", "10000")],
     ];
     for env in cases {
-        let child = spawn_binary(env);
-        let (status, log) = wait_binary(child, PATIENCE);
+        let exited = run_to_exit(env, &[]);
+        let (status, log) = (exited.status, exited.stderr);
         assert_eq!(
             status.code(),
             Some(2),
@@ -67,8 +67,8 @@ fn budget_exits_2_naming_drain_delay_when_it_is_not_below_the_timeout() {
 
 #[test]
 fn invalid_database_url_exits_2_naming_the_setting() {
-    let child = spawn_binary(&[("DATABASE_URL", "host=/tmp port=not-a-port")]);
-    let (status, log) = wait_binary(child, PATIENCE);
+    let exited = run_to_exit(&[("DATABASE_URL", "host=/tmp port=not-a-port")], &[]);
+    let (status, log) = (exited.status, exited.stderr);
     assert_eq!(status.code(), Some(2), "{status:?}; stderr:\n{log}");
     assert!(log.contains("DATABASE_URL"), "stderr:\n{log}");
     assert!(!log.contains("Listening on"), "stderr:\n{log}");
@@ -80,9 +80,10 @@ fn invalid_database_url_exits_2_naming_the_setting() {
 fn signal_during_startup_exits_0_with_or_without_having_listened() {
     let (mut before_ready, mut after_ready, mut before_handlers) = (0, 0, 0);
     for _ in 0..10 {
-        let child = spawn_binary(&[]);
-        kill(child.0.id(), "TERM");
-        let (status, log) = wait_binary(child, PATIENCE);
+        let mut run = Run::start(&mut support::command(&[]));
+        kill(run.pid(), "TERM");
+        let exited = run.wait(PATIENCE);
+        let (status, log) = (exited.status, exited.stderr);
         if status.signal().is_some() {
             // Killed by the default action: the signal beat `main` to installing its
             // handlers, which no program can prevent. Counted, and reported below.
@@ -1018,37 +1019,4 @@ fn kill(pid: u32, name: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{name} {pid} failed");
-}
-
-/// The binary started directly, for runs that never reach (or must not wait for)
-/// `Listening on`: its process and a thread collecting its stderr.
-fn spawn_binary(env: &[(&str, &str)]) -> (Child, thread::JoinHandle<String>) {
-    let mut child = support::command(env).spawn().expect("spawn lastcall");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let log = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    (child, log)
-}
-
-/// Waits at most `limit` for a process from [`spawn_binary`] to exit; its status and stderr.
-fn wait_binary(
-    (mut child, log): (Child, thread::JoinHandle<String>),
-    limit: Duration,
-) -> (ExitStatus, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("lastcall did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    (status, log.join().expect("stderr reader"))
 }
