@@ -1,11 +1,14 @@
 //! The command line and start-up, as a user meets them: what the real binary prints, how
 //! it exits, and what it serves when no database is configured.
 //!
-//! 1. the database setting, in both builds: no `DATABASE_URL` serves, the database
-//!    routes answering 503.
+//! 1. the database setting: without `DATABASE_URL` (unset or empty) the server runs and
+//!    its database routes answer 503, in both builds; a build without the `postgres`
+//!    feature refuses a `DATABASE_URL` (exit 2) instead of ignoring it.
 
 mod support;
 
+#[cfg(not(feature = "postgres"))]
+use support::run_to_exit;
 use support::{Server, get};
 
 // ---------------------------------------------------------------------------------------
@@ -14,14 +17,36 @@ use support::{Server, get};
 
 #[test]
 fn users_id_answers_503_not_configured_without_database_url() {
-    let server = Server::start(&[], &[]);
-    for path in ["/users/1", "/db"] {
-        let response = get(&server, path);
-        assert_eq!(response.status, 503, "{path}: {response:?}");
+    // An empty variable (`DATABASE_URL=` in a compose file) counts as unset.
+    let unset: &[(&str, &str)] = &[];
+    for env in [unset, &[("DATABASE_URL", "")]] {
+        let server = Server::start(env, &[]);
+        for path in ["/users/1", "/db"] {
+            let response = get(&server, path);
+            assert_eq!(response.status, 503, "{env:?} {path}: {response:?}");
+            assert_eq!(
+                response.body_text(),
+                r#"{"error":"database not configured"}"#,
+                "{env:?} {path}"
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn database_url_exits_2_when_the_build_has_no_postgres_support() {
+    let url = "postgres://app@db.internal/app";
+    let flag = format!("--database-url={url}");
+    let from_env = run_to_exit(&[("DATABASE_URL", url)], &[]);
+    let from_flag = run_to_exit(&[], &[&flag]);
+    for exited in [from_env, from_flag] {
+        assert_eq!(exited.status.code(), Some(2), "{exited:?}");
         assert_eq!(
-            response.body_text(),
-            r#"{"error":"database not configured"}"#,
-            "{path}"
+            exited.stderr,
+            "lastcall: DATABASE_URL is set, but this build has no PostgreSQL support \
+             (cargo feature \"postgres\")\n",
+            "one line on stderr, and nothing else"
         );
     }
 }

@@ -641,14 +641,16 @@ fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
         })
 }
 
+/// Without PostgreSQL support there is no pool, and a `DATABASE_URL` is refused by
+/// `db::check_url`, which `main` reports first as a configuration error (exit 2). Refused
+/// here too, for an embedder that skipped that check: a database that was asked for is
+/// never silently done without.
 #[cfg(not(feature = "postgres"))]
 fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
-    if config.database_url.is_some() {
-        log::warn!(
-            "DATABASE_URL is set but this build has no `postgres` feature: database routes answer 503"
-        );
+    match config.database_url.as_deref().map(crate::db::check_url) {
+        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+        Some(Ok(())) | None => Ok(None),
     }
-    Ok(None)
 }
 
 fn signal_of(raw: i32) -> Option<Signal> {
