@@ -1,8 +1,9 @@
 //! Configuration: every setting lastcall reads, with its default and the reason for it.
 //!
 //! What it is: the start-up step that turns the environment and the command line into one
-//! validated [`Config`] (or a request for [`help_text`]). Each setting is one row of the
-//! `SETTINGS` table: its environment name, its range, and the line `--help` prints for it.
+//! validated [`Config`] (or a request for [`help_text`] or [`version_text`]). Each setting
+//! is one row of the `SETTINGS` table: its environment name, its range, and the line
+//! `--help` prints for it.
 //! Parsing, flag names and the help text are all driven by that table, so a setting cannot
 //! be readable from the environment but missing from `--help`, or the other way round.
 //!
@@ -17,8 +18,9 @@
 //!   Config::default()  →  environment (PORT, DB_POOL_SIZE, ...)  →  flags, left to right
 //! ```
 //!
-//! Every setting `FOO_BAR` has the flag `--foo-bar VALUE` (or `--foo-bar=VALUE`). Two flags
-//! have no environment variable: `--listen ADDR` binds one socket address, and `-h`/`--help`.
+//! Every setting `FOO_BAR` has the flag `--foo-bar VALUE` (or `--foo-bar=VALUE`). Three flags
+//! have no environment variable: `--listen ADDR` binds one socket address, `-h`/`--help`,
+//! and `-V`/`--version`.
 //!
 //! Invariants:
 //! - A [`Config`] returned in [`Command::Run`] has every field in its documented range, and
@@ -121,6 +123,8 @@ pub enum Command {
     Run(Config),
     /// Print [`help_text`] and exit 0.
     Help,
+    /// Print [`version_text`] and exit 0.
+    Version,
 }
 
 /// Why the configuration was refused; `main` prints it and exits 2.
@@ -176,7 +180,9 @@ impl Config {
     /// environment, and a later flag overrides an earlier one.
     ///
     /// `-h` or `--help` anywhere wins over everything else, even a broken environment: the
-    /// user asked how to run the program, so that is what they get.
+    /// user asked how to run the program, so that is what they get. `-V` or `--version`
+    /// anywhere wins the same way over everything but help, which is the fuller answer
+    /// (and names the program too).
     ///
     /// # Errors
     ///
@@ -189,6 +195,9 @@ impl Config {
     {
         if args.iter().any(|word| word == "-h" || word == "--help") {
             return Ok(Command::Help);
+        }
+        if args.iter().any(|word| word == "-V" || word == "--version") {
+            return Ok(Command::Version);
         }
 
         let mut config = Config::default();
@@ -276,7 +285,11 @@ pub fn help_text() -> String {
         "lastcall: an HTTP/1.1 server that shuts down gracefully\n\
          \n\
          usage: lastcall [--listen ADDR | --port N] [--SETTING VALUE | --SETTING=VALUE]...\n\
-         \x20      lastcall --help\n\
+         \x20      lastcall -h | --help       print this help and exit\n\
+         \x20      lastcall -V | --version    print \"lastcall <version>\" and exit\n\
+         \n\
+         --help wins over anything else on the command line; --version over anything but\n\
+         --help.\n\
          \n\
          Each setting is read from its environment variable, then from its flag: flags win,\n\
          and a later flag wins over an earlier one. Durations are in milliseconds.\n\
@@ -313,6 +326,11 @@ pub fn help_text() -> String {
          2  bad configuration or usage\n",
     );
     text
+}
+
+/// The `--version` line: the program and the version Cargo built, as `lastcall 0.1.0`.
+pub fn version_text() -> String {
+    format!("lastcall {}\n", env!("CARGO_PKG_VERSION"))
 }
 
 /// One setting: where it is read from, what it accepts, and why you would change it.
@@ -644,7 +662,7 @@ mod tests {
     fn run(env: &[(&str, &str)], argv: &[&str]) -> Result<Config, ConfigError> {
         match parse(env, argv)? {
             Command::Run(config) => Ok(config),
-            Command::Help => panic!("expected a configuration, got help for {argv:?}"),
+            other => panic!("expected a configuration, got {other:?} for {argv:?}"),
         }
     }
 
@@ -1008,6 +1026,8 @@ mod tests {
             (&["--frob=1"], "unknown argument '--frob' (see --help)"),
             (&["serve"], "unknown argument 'serve' (see --help)"),
             (&["-p", "80"], "unknown argument '-p' (see --help)"),
+            // -V is the version, as for rustc and cargo; -v, verbose to many tools, is not.
+            (&["-v"], "unknown argument '-v' (see --help)"),
             (&["--"], "unknown argument '--' (see --help)"),
             // Environment spellings are not flags.
             (&["--PORT", "80"], "unknown argument '--PORT' (see --help)"),
@@ -1041,24 +1061,37 @@ mod tests {
     }
 
     #[test]
-    fn help_wins_anywhere_even_over_a_broken_environment() {
-        let cases: &[(Env, Args)] = &[
-            (&[], &["--help"]),
-            (&[], &["-h"]),
-            (&[], &["--port", "80", "--help"]),
-            (&[], &["--frob", "-h"]),
+    fn help_and_version_win_anywhere_even_over_a_broken_environment() {
+        let cases: &[(Env, Args, Command)] = &[
+            (&[], &["--help"], Command::Help),
+            (&[], &["-h"], Command::Help),
+            (&[], &["--port", "80", "--help"], Command::Help),
+            (&[], &["--frob", "-h"], Command::Help),
             (
                 &[("PORT", "nope"), ("DRAIN_DELAY_MS", "99999999")],
                 &["--help"],
+                Command::Help,
             ),
+            (&[], &["--version"], Command::Version),
+            (&[], &["-V"], Command::Version),
+            (&[], &["--port", "80", "--version"], Command::Version),
+            (&[], &["--frob", "-V"], Command::Version),
+            (&[("PORT", "nope")], &["--version"], Command::Version),
+            // Help wins over version, in either order.
+            (&[], &["--version", "--help"], Command::Help),
+            (&[], &["-h", "-V"], Command::Help),
         ];
-        for (env, argv) in cases {
+        for (env, argv, command) in cases {
             assert_eq!(
-                parse(env, argv),
-                Ok(Command::Help),
+                parse(env, argv).as_ref(),
+                Ok(command),
                 "env {env:?} args {argv:?}"
             );
         }
+        assert_eq!(
+            version_text(),
+            format!("lastcall {}\n", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
@@ -1115,6 +1148,7 @@ mod tests {
         for needle in [
             "--listen ADDR",
             "--help",
+            "--version",
             "RUST_LOG",
             "0  clean drain",
             "1  shutdown deadline",

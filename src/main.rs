@@ -23,6 +23,10 @@ fn main() -> ExitCode {
             print!("{}", config::help_text());
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Version) => {
+            print!("{}", config::version_text());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("lastcall: {e}");
             return ExitCode::from(2);

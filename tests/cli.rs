@@ -3,13 +3,12 @@
 //!
 //! 1. the database setting: without `DATABASE_URL` (unset or empty) the server runs and
 //!    its database routes answer 503, in both builds; a build without the `postgres`
-//!    feature refuses a `DATABASE_URL` (exit 2) instead of ignoring it.
+//!    feature refuses a `DATABASE_URL` (exit 2) instead of ignoring it;
+//! 2. `--version` and `--help`: printed on stdout, exit 0, help winning over version.
 
 mod support;
 
-#[cfg(not(feature = "postgres"))]
-use support::run_to_exit;
-use support::{Server, get};
+use support::{Server, get, run_to_exit};
 
 // ---------------------------------------------------------------------------------------
 // 1. The database setting
@@ -48,5 +47,42 @@ fn database_url_exits_2_when_the_build_has_no_postgres_support() {
              (cargo feature \"postgres\")\n",
             "one line on stderr, and nothing else"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. --version and --help
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn version_prints_the_name_and_version_on_stdout_and_exits_0() {
+    for flag in ["--version", "-V"] {
+        let exited = run_to_exit(&[], &[flag]);
+        assert_eq!(exited.status.code(), Some(0), "{flag}: {exited:?}");
+        assert_eq!(
+            exited.stdout,
+            format!("lastcall {}\n", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+        assert_eq!(exited.stderr, "", "{flag}");
+    }
+}
+
+#[test]
+fn help_lists_version_and_wins_when_both_are_given() {
+    for args in [["--version", "--help"], ["--help", "-V"]] {
+        let exited = run_to_exit(&[], &args);
+        assert_eq!(exited.status.code(), Some(0), "{args:?}: {exited:?}");
+        assert!(
+            exited.stdout.starts_with("lastcall: an HTTP/1.1 server"),
+            "{args:?}: {}",
+            exited.stdout
+        );
+        assert!(
+            exited.stdout.contains("lastcall -V | --version"),
+            "{args:?}: {}",
+            exited.stdout
+        );
+        assert_eq!(exited.stderr, "", "{args:?}");
     }
 }
