@@ -22,6 +22,10 @@
 //! have no environment variable: `--listen ADDR` binds one socket address, `-h`/`--help`,
 //! and `-V`/`--version`.
 //!
+//! A flag given twice keeps its later value. `--listen` and `--port` both set the listening
+//! address, so a command line may give one of them but not both (a usage error); either
+//! wins over `PORT`.
+//!
 //! Invariants:
 //! - A [`Config`] returned in [`Command::Run`] has every field in its documented range, and
 //!   `drain_delay < shutdown_timeout`: the rest of the server never re-checks them.
@@ -147,7 +151,8 @@ pub enum ConfigError {
         /// The final shutdown timeout, from whichever source set it.
         shutdown_timeout_ms: u64,
     },
-    /// A command-line word we do not know, or a flag missing its value.
+    /// A command-line word we do not know, a flag missing its value, or both `--listen`
+    /// and `--port`.
     Usage(String),
 }
 
@@ -177,7 +182,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads settings from `env` (a lookup, so tests need not touch the process environment)
     /// and then the command-line `args` (without the program name); flags override the
-    /// environment, and a later flag overrides an earlier one.
+    /// environment, and a later flag overrides an earlier one of the same name.
     ///
     /// `-h` or `--help` anywhere wins over everything else, even a broken environment: the
     /// user asked how to run the program, so that is what they get. `-V` or `--version`
@@ -186,9 +191,10 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Usage`] for an unknown word or a flag without its value,
-    /// [`ConfigError::Invalid`] for the first bad value (environment first, then flags in
-    /// order), [`ConfigError::Budget`] when the final drain delay does not fit the timeout.
+    /// [`ConfigError::Usage`] for an unknown word, a flag without its value, or `--listen`
+    /// with `--port`; [`ConfigError::Invalid`] for the first bad value (environment first,
+    /// then flags in order); [`ConfigError::Budget`] when the final drain delay does not
+    /// fit the timeout.
     pub fn parse<E>(env: E, args: &[String]) -> Result<Command, ConfigError>
     where
         E: Fn(&str) -> Option<String>,
@@ -212,6 +218,8 @@ impl Config {
             }
         }
 
+        // The first of `--listen` and `--port` given, so the other one can be refused.
+        let mut address_flag: Option<AddressFlag> = None;
         let mut words = args.iter().peekable();
         while let Some(word) = words.next() {
             let Some(body) = word.strip_prefix("--") else {
@@ -242,6 +250,18 @@ impl Config {
                     }
                 },
             };
+            // Had the later of the two replaced the earlier, as a repeated flag does,
+            // `--listen 127.0.0.1:8080 --port 9090` would listen on every interface: a
+            // wider exposure than the user asked for. Two answers to one question are a
+            // usage error instead, found at the second of them.
+            if let Some(flag) = target.address_flag() {
+                match address_flag {
+                    Some(first) if first != flag => {
+                        return Err(usage(BOTH_ADDRESS_FLAGS.to_owned()));
+                    }
+                    _ => address_flag = Some(flag),
+                }
+            }
             match target {
                 Target::Listen => config.listen = parse_listen(value)?,
                 Target::Setting(setting) => setting.apply(&mut config, value)?,
@@ -292,7 +312,7 @@ pub fn help_text() -> String {
          --help.\n\
          \n\
          Each setting is read from its environment variable, then from its flag: flags win,\n\
-         and a later flag wins over an earlier one. Durations are in milliseconds.\n\
+         and a flag given twice keeps its later value. Durations are in milliseconds.\n\
          \n\
          settings:\n",
     );
@@ -311,7 +331,7 @@ pub fn help_text() -> String {
         if setting.env == "PORT" {
             text.push_str(&format!(
                 "  --listen ADDR  (flag only; wins over PORT)\n      \
-                 Listen on one socket address instead.\n      \
+                 Listen on one socket address instead; not together with --port.\n      \
                  Accepts {LISTEN_EXPECTED}.\n"
             ));
         }
@@ -370,6 +390,29 @@ enum Target {
     Listen,
     Setting(&'static Setting),
 }
+
+impl Target {
+    /// Which of the two flags that set the listening address this is, if either.
+    fn address_flag(&self) -> Option<AddressFlag> {
+        match self {
+            Target::Listen => Some(AddressFlag::Listen),
+            Target::Setting(Setting {
+                kind: Kind::Port, ..
+            }) => Some(AddressFlag::Port),
+            Target::Setting(_) => None,
+        }
+    }
+}
+
+/// The two flags that set [`Config::listen`]; one command line may use only one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddressFlag {
+    Listen,
+    Port,
+}
+
+const BOTH_ADDRESS_FLAGS: &str =
+    "--listen and --port both set the listening address: give one (see --help)";
 
 const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
 const LISTEN_EXPECTED: &str = "a socket address such as 127.0.0.1:8080 or [::1]:8080";
@@ -811,16 +854,18 @@ mod tests {
                 &["--database-url="],
                 |_| {},
             ),
-            // A later flag wins over an earlier one; --port means host 0.0.0.0.
+            // A flag given twice keeps its later value; --port means host 0.0.0.0.
             (&[], &["--db-pool-size", "2", "--db-pool-size=3"], |c| {
                 c.db_pool_size = 3
             }),
-            (&[], &["--listen", "127.0.0.1:1", "--port", "2"], |c| {
+            (&[], &["--port", "1", "--port", "2"], |c| {
                 c.listen = addr("0.0.0.0:2")
             }),
-            (&[], &["--port", "2", "--listen", "127.0.0.1:1"], |c| {
-                c.listen = addr("127.0.0.1:1")
-            }),
+            (
+                &[],
+                &["--listen", "127.0.0.1:1", "--listen=127.0.0.1:2"],
+                |c| c.listen = addr("127.0.0.1:2"),
+            ),
             // --listen takes IPv6 in brackets, and either spelling.
             (&[], &["--listen", "[::1]:8080"], |c| {
                 c.listen = addr("[::1]:8080")
@@ -1050,6 +1095,21 @@ mod tests {
                 &["--port", "80", "--max-body-bytes"],
                 "missing value for --max-body-bytes (see --help)",
             ),
+            // --listen and --port together, in either order and spelling; the second of
+            // them is refused before its value is judged.
+            (
+                &["--listen", "127.0.0.1:1", "--port", "2"],
+                BOTH_ADDRESS_FLAGS,
+            ),
+            (&["--port=2", "--listen=127.0.0.1:1"], BOTH_ADDRESS_FLAGS),
+            (
+                &["--port", "1", "--port", "2", "--listen", "[::1]:3"],
+                BOTH_ADDRESS_FLAGS,
+            ),
+            (
+                &["--listen", "127.0.0.1:1", "--port", "abc"],
+                BOTH_ADDRESS_FLAGS,
+            ),
         ];
         for (argv, message) in cases {
             assert_eq!(
@@ -1149,6 +1209,7 @@ mod tests {
             "--listen ADDR",
             "--help",
             "--version",
+            "not together with --port",
             "RUST_LOG",
             "0  clean drain",
             "1  shutdown deadline",

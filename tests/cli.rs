@@ -4,7 +4,8 @@
 //! 1. the database setting: without `DATABASE_URL` (unset or empty) the server runs and
 //!    its database routes answer 503, in both builds; a build without the `postgres`
 //!    feature refuses a `DATABASE_URL` (exit 2) instead of ignoring it;
-//! 2. `--version` and `--help`: printed on stdout, exit 0, help winning over version.
+//! 2. `--version` and `--help`: printed on stdout, exit 0, help winning over version;
+//! 3. the listening address: `--listen` and `--port` together are a usage error (exit 2).
 
 mod support;
 
@@ -85,4 +86,19 @@ fn help_lists_version_and_wins_when_both_are_given() {
         );
         assert_eq!(exited.stderr, "", "{args:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The listening address
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn listen_and_port_together_exit_2_naming_both_flags() {
+    // `command()` already gives `--listen 127.0.0.1:0`.
+    let exited = run_to_exit(&[], &["--port", "0"]);
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert_eq!(
+        exited.stderr,
+        "lastcall: --listen and --port both set the listening address: give one (see --help)\n"
+    );
 }
