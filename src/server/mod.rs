@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 pub use signal_hook_mio::v1_0::Signals;
 
 pub use shutdown::{Outcome, Phase, Signal};
@@ -91,7 +91,7 @@ enum Accept {
 /// What `bind` produced.
 pub enum Started {
     Ready(Box<Server>),
-    /// A signal arrived during start-up: never report ready, exit 0.
+    /// A shutdown signal (not a SIGHUP) arrived during start-up: never report ready, exit 0.
     Signalled(Signal),
 }
 
@@ -145,7 +145,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
 
-        if let Some(signal) = signals.pending().find_map(signal_of) {
+        if let Some(signal) = shutdown_signals(signals.pending()).next() {
             return Ok(Started::Signalled(signal));
         }
         let pool = start_pool(config)?;
@@ -480,7 +480,7 @@ impl Server {
     }
 
     fn take_signals(&mut self, now: Instant) {
-        let signals: Vec<Signal> = self.signals.pending().filter_map(signal_of).collect();
+        let signals: Vec<Signal> = shutdown_signals(self.signals.pending()).collect();
         for signal in signals {
             self.advance(Event::Signal(signal, now), now);
         }
@@ -617,11 +617,11 @@ impl Server {
     }
 }
 
-/// Installs the SIGTERM and SIGINT handlers. From here on those signals no longer kill
-/// the process; they queue up until the loop reads them, so `main` calls this before
-/// anything else.
+/// Installs the handlers for every signal [`Received`] knows (SIGTERM, SIGINT, SIGHUP).
+/// From here on those signals no longer kill the process; they queue up until the loop
+/// reads them, so `main` calls this before anything else.
 pub fn install_signal_handlers() -> io::Result<Signals> {
-    Signals::new([SIGTERM, SIGINT])
+    Signals::new(Received::HANDLED)
 }
 
 /// Starts the worker pool when `DATABASE_URL` is set. The workers connect in the
@@ -653,12 +653,44 @@ fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
     }
 }
 
-fn signal_of(raw: i32) -> Option<Signal> {
-    match raw {
-        SIGTERM => Some(Signal::Term),
-        SIGINT => Some(Signal::Int),
-        _ => None,
+/// What a signal means to the server. The one place raw signal numbers get a meaning, so
+/// the shutdown phase machine only ever sees shutdown signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// SIGTERM or SIGINT: start the graceful shutdown (or, during one, a repeat).
+    Shutdown(Signal),
+    /// SIGHUP: its default action would kill the process on the spot, with no drain, so
+    /// it is caught. Daemons use it for "reload" (nginx) and systemd's `ExecReload` often
+    /// sends it; lastcall has nothing to reload yet (DESIGN.md reserves it for handing the
+    /// listener to a new process), so it is logged and otherwise ignored, in any phase.
+    Hangup,
+}
+
+impl Received {
+    /// The signals [`install_signal_handlers`] catches; [`Received::of`] names each one.
+    const HANDLED: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+
+    fn of(raw: i32) -> Option<Received> {
+        match raw {
+            SIGTERM => Some(Received::Shutdown(Signal::Term)),
+            SIGINT => Some(Received::Shutdown(Signal::Int)),
+            SIGHUP => Some(Received::Hangup),
+            _ => None,
+        }
     }
+}
+
+/// The shutdown signals among `raw` (as `Signals::pending` reads them), in order; each
+/// SIGHUP is logged on the way and goes no further, so neither start-up nor the phase
+/// machine counts it as a reason to stop.
+fn shutdown_signals(raw: impl Iterator<Item = i32>) -> impl Iterator<Item = Signal> {
+    raw.filter_map(|raw| match Received::of(raw)? {
+        Received::Shutdown(signal) => Some(signal),
+        Received::Hangup => {
+            log::info!("SIGHUP received: ignored (nothing to reload; SIGTERM stops gracefully)");
+            None
+        }
+    })
 }
 
 /// The numbers behind the one-line shutdown report.
@@ -715,5 +747,29 @@ impl Report {
             self.cut,
             outcome.exit_code()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_names_every_handled_signal() {
+        for raw in Received::HANDLED {
+            assert!(
+                Received::of(raw).is_some(),
+                "signal {raw} is caught but means nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn shutdown_signals_pass_sigterm_and_sigint_and_drop_sighup() {
+        let read: Vec<Signal> =
+            shutdown_signals([SIGHUP, SIGTERM, SIGHUP, SIGINT].into_iter()).collect();
+        assert_eq!(read, [Signal::Term, Signal::Int]);
+        // What `bind` asks during start-up: a SIGHUP alone is no reason to stop.
+        assert_eq!(shutdown_signals([SIGHUP].into_iter()).next(), None);
     }
 }
