@@ -342,7 +342,7 @@ pub fn help_text() -> String {
          \n\
          exit codes:\n  \
          0  clean drain (or a signal during start-up)\n  \
-         1  shutdown deadline hit, or a shutdown step failed\n  \
+         1  shutdown deadline hit, a shutdown step failed, or start-up failed (port in use)\n  \
          2  bad configuration or usage\n",
     );
     text

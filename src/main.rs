@@ -48,8 +48,10 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
+        // Printed like the configuration errors above, not logged: it is the one line a
+        // user who just ran the command needs, and the server never started.
         Err(e) => {
-            log::error!("cannot listen on {}: {e}", config.listen);
+            eprintln!("lastcall: {e}");
             return ExitCode::from(1);
         }
     };

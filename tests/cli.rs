@@ -5,7 +5,8 @@
 //!    its database routes answer 503, in both builds; a build without the `postgres`
 //!    feature refuses a `DATABASE_URL` (exit 2) instead of ignoring it;
 //! 2. `--version` and `--help`: printed on stdout, exit 0, help winning over version;
-//! 3. the listening address: `--listen` and `--port` together are a usage error (exit 2).
+//! 3. the listening address: `--listen` and `--port` together are a usage error (exit 2),
+//!    and an address already in use fails the start (exit 1) with one line saying so.
 
 mod support;
 
@@ -101,4 +102,24 @@ fn listen_and_port_together_exit_2_naming_both_flags() {
         exited.stderr,
         "lastcall: --listen and --port both set the listening address: give one (see --help)\n"
     );
+}
+
+#[test]
+fn port_in_use_exits_1_saying_it_cannot_listen_on_the_address() {
+    let first = Server::start(&[], &[]);
+    let addr = first.addr.to_string();
+    // A later `--listen` wins over the one `command()` gives.
+    let exited = run_to_exit(&[], &["--listen", &addr]);
+    assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+    assert!(
+        exited
+            .stderr
+            .starts_with(&format!("lastcall: cannot listen on {addr}: ")),
+        "{}",
+        exited.stderr
+    );
+    assert!(exited.stderr.contains("in use"), "{}", exited.stderr);
+    assert!(!exited.stderr.contains("Listening on"), "{}", exited.stderr);
+    // The server that holds the address is not disturbed.
+    assert_eq!(get(&first, "/live").status, 200);
 }

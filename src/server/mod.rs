@@ -29,6 +29,7 @@ mod shutdown;
 mod slab;
 mod timers;
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +89,33 @@ enum Accept {
     },
 }
 
+/// Why [`Server::bind`] failed, by the step that failed. `main` prints it as one line and
+/// exits 1.
+#[derive(Debug)]
+pub enum BindError {
+    /// The listening socket: the address is in use, not this host's, or needs privileges.
+    Listen { addr: SocketAddr, error: io::Error },
+    /// The event loop's own parts: the poll, its waker, or registering the signals or the
+    /// listener with it.
+    EventLoop(io::Error),
+    /// `DATABASE_URL` cannot be used: it does not parse, or this build has no PostgreSQL
+    /// support. `main` checks it first (`db::check_url`) and exits 2; this is for an
+    /// embedder that did not.
+    Database(String),
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::Listen { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            BindError::EventLoop(error) => write!(f, "cannot set up the event loop: {error}"),
+            BindError::Database(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
 /// What `bind` produced.
 pub enum Started {
     Ready(Box<Server>),
@@ -134,16 +162,26 @@ impl Server {
     /// Registers the signal handlers (installed by [`install_signal_handlers`], first thing
     /// in `main`), then binds the listener. In that order: a SIGTERM that arrives while we
     /// start must not kill us half-started, it must stop us cleanly.
-    pub fn bind(config: &Config, handler: Handler, mut signals: Signals) -> io::Result<Started> {
-        let poll = Poll::new()?;
+    pub fn bind(
+        config: &Config,
+        handler: Handler,
+        mut signals: Signals,
+    ) -> Result<Started, BindError> {
+        let poll = Poll::new().map_err(BindError::EventLoop)?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(BindError::EventLoop)?;
 
-        let mut listener = TcpListener::bind(config.listen)?;
-        let local_addr = listener.local_addr()?;
+        let listen = |error| BindError::Listen {
+            addr: config.listen,
+            error,
+        };
+        let mut listener = TcpListener::bind(config.listen).map_err(listen)?;
+        let local_addr = listener.local_addr().map_err(listen)?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(BindError::EventLoop)?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(BindError::EventLoop)?;
 
         if let Some(signal) = shutdown_signals(signals.pending()).next() {
             return Ok(Started::Signalled(signal));
@@ -627,18 +665,13 @@ pub fn install_signal_handlers() -> io::Result<Signals> {
 /// Starts the worker pool when `DATABASE_URL` is set. The workers connect in the
 /// background: a database that is down does not keep the server from starting.
 #[cfg(feature = "postgres")]
-fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
+fn start_pool(config: &Config) -> Result<Option<Pool>, BindError> {
     let Some(url) = config.database_url.as_deref() else {
         return Ok(None);
     };
     Pool::start(url, config.db_pool_size)
         .map(Some)
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid DATABASE_URL: {e}"),
-            )
-        })
+        .map_err(|e| BindError::Database(format!("invalid DATABASE_URL: {e}")))
 }
 
 /// Without PostgreSQL support there is no pool, and a `DATABASE_URL` is refused by
@@ -646,9 +679,9 @@ fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
 /// here too, for an embedder that skipped that check: a database that was asked for is
 /// never silently done without.
 #[cfg(not(feature = "postgres"))]
-fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
+fn start_pool(config: &Config) -> Result<Option<Pool>, BindError> {
     match config.database_url.as_deref().map(crate::db::check_url) {
-        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+        Some(Err(e)) => Err(BindError::Database(e)),
         Some(Ok(())) | None => Ok(None),
     }
 }
