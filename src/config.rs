@@ -1,8 +1,9 @@
 //! Configuration: every setting lastcall reads, with its default and the reason for it.
 //!
 //! What it is: the start-up step that turns the environment and the command line into one
-//! validated [`Config`] (or a request for [`help_text`]). Each setting is one row of the
-//! `SETTINGS` table: its environment name, its range, and the line `--help` prints for it.
+//! validated [`Config`] (or a request for [`help_text`] or [`version_text`]). Each setting
+//! is one row of the `SETTINGS` table: its environment name, its range, and the line
+//! `--help` prints for it.
 //! Parsing, flag names and the help text are all driven by that table, so a setting cannot
 //! be readable from the environment but missing from `--help`, or the other way round.
 //!
@@ -17,8 +18,13 @@
 //!   Config::default()  →  environment (PORT, DB_POOL_SIZE, ...)  →  flags, left to right
 //! ```
 //!
-//! Every setting `FOO_BAR` has the flag `--foo-bar VALUE` (or `--foo-bar=VALUE`). Two flags
-//! have no environment variable: `--listen ADDR` binds one socket address, and `-h`/`--help`.
+//! Every setting `FOO_BAR` has the flag `--foo-bar VALUE` (or `--foo-bar=VALUE`). Three flags
+//! have no environment variable: `--listen ADDR` binds one socket address, `-h`/`--help`,
+//! and `-V`/`--version`.
+//!
+//! A flag given twice keeps its later value. `--listen` and `--port` both set the listening
+//! address, so a command line may give one of them but not both (a usage error); either
+//! wins over `PORT`.
 //!
 //! Invariants:
 //! - A [`Config`] returned in [`Command::Run`] has every field in its documented range, and
@@ -121,6 +127,8 @@ pub enum Command {
     Run(Config),
     /// Print [`help_text`] and exit 0.
     Help,
+    /// Print [`version_text`] and exit 0.
+    Version,
 }
 
 /// Why the configuration was refused; `main` prints it and exits 2.
@@ -143,7 +151,8 @@ pub enum ConfigError {
         /// The final shutdown timeout, from whichever source set it.
         shutdown_timeout_ms: u64,
     },
-    /// A command-line word we do not know, or a flag missing its value.
+    /// A command-line word we do not know, a flag missing its value, or both `--listen`
+    /// and `--port`.
     Usage(String),
 }
 
@@ -173,22 +182,28 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads settings from `env` (a lookup, so tests need not touch the process environment)
     /// and then the command-line `args` (without the program name); flags override the
-    /// environment, and a later flag overrides an earlier one.
+    /// environment, and a later flag overrides an earlier one of the same name.
     ///
     /// `-h` or `--help` anywhere wins over everything else, even a broken environment: the
-    /// user asked how to run the program, so that is what they get.
+    /// user asked how to run the program, so that is what they get. `-V` or `--version`
+    /// anywhere wins the same way over everything but help, which is the fuller answer
+    /// (and names the program too).
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Usage`] for an unknown word or a flag without its value,
-    /// [`ConfigError::Invalid`] for the first bad value (environment first, then flags in
-    /// order), [`ConfigError::Budget`] when the final drain delay does not fit the timeout.
+    /// [`ConfigError::Usage`] for an unknown word, a flag without its value, or `--listen`
+    /// with `--port`; [`ConfigError::Invalid`] for the first bad value (environment first,
+    /// then flags in order); [`ConfigError::Budget`] when the final drain delay does not
+    /// fit the timeout.
     pub fn parse<E>(env: E, args: &[String]) -> Result<Command, ConfigError>
     where
         E: Fn(&str) -> Option<String>,
     {
         if args.iter().any(|word| word == "-h" || word == "--help") {
             return Ok(Command::Help);
+        }
+        if args.iter().any(|word| word == "-V" || word == "--version") {
+            return Ok(Command::Version);
         }
 
         let mut config = Config::default();
@@ -203,6 +218,8 @@ impl Config {
             }
         }
 
+        // The first of `--listen` and `--port` given, so the other one can be refused.
+        let mut address_flag: Option<AddressFlag> = None;
         let mut words = args.iter().peekable();
         while let Some(word) = words.next() {
             let Some(body) = word.strip_prefix("--") else {
@@ -233,6 +250,18 @@ impl Config {
                     }
                 },
             };
+            // Had the later of the two replaced the earlier, as a repeated flag does,
+            // `--listen 127.0.0.1:8080 --port 9090` would listen on every interface: a
+            // wider exposure than the user asked for. Two answers to one question are a
+            // usage error instead, found at the second of them.
+            if let Some(flag) = target.address_flag() {
+                match address_flag {
+                    Some(first) if first != flag => {
+                        return Err(usage(BOTH_ADDRESS_FLAGS.to_owned()));
+                    }
+                    _ => address_flag = Some(flag),
+                }
+            }
             match target {
                 Target::Listen => config.listen = parse_listen(value)?,
                 Target::Setting(setting) => setting.apply(&mut config, value)?,
@@ -276,10 +305,14 @@ pub fn help_text() -> String {
         "lastcall: an HTTP/1.1 server that shuts down gracefully\n\
          \n\
          usage: lastcall [--listen ADDR | --port N] [--SETTING VALUE | --SETTING=VALUE]...\n\
-         \x20      lastcall --help\n\
+         \x20      lastcall -h | --help       print this help and exit\n\
+         \x20      lastcall -V | --version    print \"lastcall <version>\" and exit\n\
+         \n\
+         --help wins over anything else on the command line; --version over anything but\n\
+         --help.\n\
          \n\
          Each setting is read from its environment variable, then from its flag: flags win,\n\
-         and a later flag wins over an earlier one. Durations are in milliseconds.\n\
+         and a flag given twice keeps its later value. Durations are in milliseconds.\n\
          \n\
          settings:\n",
     );
@@ -298,7 +331,7 @@ pub fn help_text() -> String {
         if setting.env == "PORT" {
             text.push_str(&format!(
                 "  --listen ADDR  (flag only; wins over PORT)\n      \
-                 Listen on one socket address instead.\n      \
+                 Listen on one socket address instead; not together with --port.\n      \
                  Accepts {LISTEN_EXPECTED}.\n"
             ));
         }
@@ -309,10 +342,15 @@ pub fn help_text() -> String {
          \n\
          exit codes:\n  \
          0  clean drain (or a signal during start-up)\n  \
-         1  shutdown deadline hit, or a shutdown step failed\n  \
+         1  shutdown deadline hit, a shutdown step failed, or start-up failed (port in use)\n  \
          2  bad configuration or usage\n",
     );
     text
+}
+
+/// The `--version` line: the program and the version Cargo built, as `lastcall 0.1.0`.
+pub fn version_text() -> String {
+    format!("lastcall {}\n", env!("CARGO_PKG_VERSION"))
 }
 
 /// One setting: where it is read from, what it accepts, and why you would change it.
@@ -352,6 +390,29 @@ enum Target {
     Listen,
     Setting(&'static Setting),
 }
+
+impl Target {
+    /// Which of the two flags that set the listening address this is, if either.
+    fn address_flag(&self) -> Option<AddressFlag> {
+        match self {
+            Target::Listen => Some(AddressFlag::Listen),
+            Target::Setting(Setting {
+                kind: Kind::Port, ..
+            }) => Some(AddressFlag::Port),
+            Target::Setting(_) => None,
+        }
+    }
+}
+
+/// The two flags that set [`Config::listen`]; one command line may use only one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddressFlag {
+    Listen,
+    Port,
+}
+
+const BOTH_ADDRESS_FLAGS: &str =
+    "--listen and --port both set the listening address: give one (see --help)";
 
 const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
 const LISTEN_EXPECTED: &str = "a socket address such as 127.0.0.1:8080 or [::1]:8080";
@@ -644,7 +705,7 @@ mod tests {
     fn run(env: &[(&str, &str)], argv: &[&str]) -> Result<Config, ConfigError> {
         match parse(env, argv)? {
             Command::Run(config) => Ok(config),
-            Command::Help => panic!("expected a configuration, got help for {argv:?}"),
+            other => panic!("expected a configuration, got {other:?} for {argv:?}"),
         }
     }
 
@@ -793,16 +854,18 @@ mod tests {
                 &["--database-url="],
                 |_| {},
             ),
-            // A later flag wins over an earlier one; --port means host 0.0.0.0.
+            // A flag given twice keeps its later value; --port means host 0.0.0.0.
             (&[], &["--db-pool-size", "2", "--db-pool-size=3"], |c| {
                 c.db_pool_size = 3
             }),
-            (&[], &["--listen", "127.0.0.1:1", "--port", "2"], |c| {
+            (&[], &["--port", "1", "--port", "2"], |c| {
                 c.listen = addr("0.0.0.0:2")
             }),
-            (&[], &["--port", "2", "--listen", "127.0.0.1:1"], |c| {
-                c.listen = addr("127.0.0.1:1")
-            }),
+            (
+                &[],
+                &["--listen", "127.0.0.1:1", "--listen=127.0.0.1:2"],
+                |c| c.listen = addr("127.0.0.1:2"),
+            ),
             // --listen takes IPv6 in brackets, and either spelling.
             (&[], &["--listen", "[::1]:8080"], |c| {
                 c.listen = addr("[::1]:8080")
@@ -1008,6 +1071,8 @@ mod tests {
             (&["--frob=1"], "unknown argument '--frob' (see --help)"),
             (&["serve"], "unknown argument 'serve' (see --help)"),
             (&["-p", "80"], "unknown argument '-p' (see --help)"),
+            // -V is the version, as for rustc and cargo; -v, verbose to many tools, is not.
+            (&["-v"], "unknown argument '-v' (see --help)"),
             (&["--"], "unknown argument '--' (see --help)"),
             // Environment spellings are not flags.
             (&["--PORT", "80"], "unknown argument '--PORT' (see --help)"),
@@ -1030,6 +1095,21 @@ mod tests {
                 &["--port", "80", "--max-body-bytes"],
                 "missing value for --max-body-bytes (see --help)",
             ),
+            // --listen and --port together, in either order and spelling; the second of
+            // them is refused before its value is judged.
+            (
+                &["--listen", "127.0.0.1:1", "--port", "2"],
+                BOTH_ADDRESS_FLAGS,
+            ),
+            (&["--port=2", "--listen=127.0.0.1:1"], BOTH_ADDRESS_FLAGS),
+            (
+                &["--port", "1", "--port", "2", "--listen", "[::1]:3"],
+                BOTH_ADDRESS_FLAGS,
+            ),
+            (
+                &["--listen", "127.0.0.1:1", "--port", "abc"],
+                BOTH_ADDRESS_FLAGS,
+            ),
         ];
         for (argv, message) in cases {
             assert_eq!(
@@ -1041,24 +1121,37 @@ mod tests {
     }
 
     #[test]
-    fn help_wins_anywhere_even_over_a_broken_environment() {
-        let cases: &[(Env, Args)] = &[
-            (&[], &["--help"]),
-            (&[], &["-h"]),
-            (&[], &["--port", "80", "--help"]),
-            (&[], &["--frob", "-h"]),
+    fn help_and_version_win_anywhere_even_over_a_broken_environment() {
+        let cases: &[(Env, Args, Command)] = &[
+            (&[], &["--help"], Command::Help),
+            (&[], &["-h"], Command::Help),
+            (&[], &["--port", "80", "--help"], Command::Help),
+            (&[], &["--frob", "-h"], Command::Help),
             (
                 &[("PORT", "nope"), ("DRAIN_DELAY_MS", "99999999")],
                 &["--help"],
+                Command::Help,
             ),
+            (&[], &["--version"], Command::Version),
+            (&[], &["-V"], Command::Version),
+            (&[], &["--port", "80", "--version"], Command::Version),
+            (&[], &["--frob", "-V"], Command::Version),
+            (&[("PORT", "nope")], &["--version"], Command::Version),
+            // Help wins over version, in either order.
+            (&[], &["--version", "--help"], Command::Help),
+            (&[], &["-h", "-V"], Command::Help),
         ];
-        for (env, argv) in cases {
+        for (env, argv, command) in cases {
             assert_eq!(
-                parse(env, argv),
-                Ok(Command::Help),
+                parse(env, argv).as_ref(),
+                Ok(command),
                 "env {env:?} args {argv:?}"
             );
         }
+        assert_eq!(
+            version_text(),
+            format!("lastcall {}\n", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
@@ -1115,6 +1208,8 @@ mod tests {
         for needle in [
             "--listen ADDR",
             "--help",
+            "--version",
+            "not together with --port",
             "RUST_LOG",
             "0  clean drain",
             "1  shutdown deadline",

@@ -9,7 +9,8 @@ use lastcall::config::{self, Command, Config};
 use lastcall::server::{self, Server, Started};
 
 fn main() -> ExitCode {
-    // First of all: from here on a SIGTERM during start-up is a clean exit, not a kill.
+    // First of all: from here on a SIGTERM or SIGINT during start-up is a clean exit, and
+    // a SIGHUP is ignored, not a kill.
     let signals = match server::install_signal_handlers() {
         Ok(signals) => signals,
         Err(e) => {
@@ -21,6 +22,10 @@ fn main() -> ExitCode {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
             print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            print!("{}", config::version_text());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -43,8 +48,10 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
+        // Printed like the configuration errors above, not logged: it is the one line a
+        // user who just ran the command needs, and the server never started.
         Err(e) => {
-            log::error!("cannot listen on {}: {e}", config.listen);
+            eprintln!("lastcall: {e}");
             return ExitCode::from(1);
         }
     };

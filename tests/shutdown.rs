@@ -2,7 +2,8 @@
 //! raw TCP.
 //!
 //! The tests follow the shutdown sequence of DESIGN.md in order:
-//! 0. start-up: the shutdown budget is checked, and a signal during start-up exits 0;
+//! 0. start-up: the shutdown budget is checked, and a signal during start-up exits 0 (but
+//!    a SIGHUP is no reason to stop);
 //! 1. the signal: readiness turns 503, liveness stays 200, every response closes;
 //! 2. the drain delay: still accepting and serving, the last arrival is logged;
 //! 3. the listener closes: new connects are refused;
@@ -11,7 +12,7 @@
 //! 5. lingering close: unread client bytes do not turn the close into a reset;
 //! 6. a clean drain exits 0 with "Bye.";
 //! 7. the deadline: a pending request gets a real 503, a stream is cut, exit 1;
-//! 8. repeated signals are ignored;
+//! 8. repeated signals are ignored, and so is SIGHUP, while serving or draining;
 //! 9. the last log line is the one-line shutdown report.
 //!
 //! Then the sum of it: under load, a SIGTERM loses no request that reached the server.
@@ -22,16 +23,16 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, ReadError, Reader, Response, Server, get};
+use support::{PATIENCE, ReadError, Reader, Response, Run, Server, get, run_to_exit};
 
 /// What a drained server answers on `/health`.
 const SHUTTING_DOWN: &str = r#"{"status":"shutting_down"}"#;
@@ -53,8 +54,8 @@ fn budget_exits_2_naming_drain_delay_when_it_is_not_below_the_timeout() {
         &[("DRAIN_DELAY_MS", "10000")],
     ];
     for env in cases {
-        let child = spawn_binary(env);
-        let (status, log) = wait_binary(child, PATIENCE);
+        let exited = run_to_exit(env, &[]);
+        let (status, log) = (exited.status, exited.stderr);
         assert_eq!(
             status.code(),
             Some(2),
@@ -67,8 +68,8 @@ fn budget_exits_2_naming_drain_delay_when_it_is_not_below_the_timeout() {
 
 #[test]
 fn invalid_database_url_exits_2_naming_the_setting() {
-    let child = spawn_binary(&[("DATABASE_URL", "host=/tmp port=not-a-port")]);
-    let (status, log) = wait_binary(child, PATIENCE);
+    let exited = run_to_exit(&[("DATABASE_URL", "host=/tmp port=not-a-port")], &[]);
+    let (status, log) = (exited.status, exited.stderr);
     assert_eq!(status.code(), Some(2), "{status:?}; stderr:\n{log}");
     assert!(log.contains("DATABASE_URL"), "stderr:\n{log}");
     assert!(!log.contains("Listening on"), "stderr:\n{log}");
@@ -78,19 +79,9 @@ fn invalid_database_url_exits_2_naming_the_setting() {
 /// the process exists, several times: each run must end in one of the two allowed ways.
 #[test]
 fn signal_during_startup_exits_0_with_or_without_having_listened() {
-    let (mut before_ready, mut after_ready, mut before_handlers) = (0, 0, 0);
-    for _ in 0..10 {
-        let child = spawn_binary(&[]);
-        kill(child.0.id(), "TERM");
-        let (status, log) = wait_binary(child, PATIENCE);
-        if status.signal().is_some() {
-            // Killed by the default action: the signal beat `main` to installing its
-            // handlers, which no program can prevent. Counted, and reported below.
-            assert!(!log.contains("Listening on"), "{status:?}; stderr:\n{log}");
-            before_handlers += 1;
-            continue;
-        }
-        assert_eq!(status.code(), Some(0), "stderr:\n{log}");
+    let (before_handlers, logs) = signalled_during_startup(&["TERM"]);
+    let (mut before_ready, mut after_ready) = (0, 0);
+    for log in logs {
         if log.contains("Listening on") {
             assert!(log.contains("starting graceful shutdown"), "stderr:\n{log}");
             after_ready += 1;
@@ -105,6 +96,28 @@ fn signal_during_startup_exits_0_with_or_without_having_listened() {
     eprintln!(
         "signal during start-up: {before_ready} before ready, {after_ready} after ready, \
          {before_handlers} before the handlers were installed"
+    );
+}
+
+/// SIGHUP asks for no shutdown, during start-up either. Aimed like the test above: a
+/// SIGHUP as soon as the process exists, then a SIGTERM to end the run, which must be
+/// what ended it.
+#[test]
+fn sighup_during_startup_is_no_reason_to_stop() {
+    let (before_handlers, logs) = signalled_during_startup(&["HUP", "TERM"]);
+    let mut logged = 0;
+    for log in logs {
+        assert!(log.contains("SIGTERM received"), "stderr:\n{log}");
+        assert!(
+            !log.contains("SIGHUP received during start-up")
+                && !log.contains("SIGHUP received: starting"),
+            "SIGHUP was taken for a shutdown; stderr:\n{log}"
+        );
+        logged += usize::from(log.contains("SIGHUP received: ignored"));
+    }
+    eprintln!(
+        "SIGHUP during start-up: {logged} logged as ignored, {before_handlers} before the \
+         handlers were installed"
     );
 }
 
@@ -665,7 +678,7 @@ fn deadline_counts_an_answer_still_being_written_as_cut() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 8. Repeated signals
+// 8. Repeated signals, and SIGHUP
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -691,6 +704,58 @@ fn repeated_signals_during_the_drain_change_nothing() {
         log.matches("starting graceful shutdown").count(),
         1,
         "one shutdown only; log:\n{log}"
+    );
+}
+
+/// SIGHUP's default action would kill the server with no drain; it is logged and
+/// ignored instead, and a later SIGTERM still stops it gracefully.
+#[test]
+fn sighup_while_serving_is_logged_and_ignored_and_sigterm_still_drains() {
+    let mut server = Server::start(&[], &[]);
+    let mut kept = keepalive_idle(&server);
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP received: ignored");
+
+    // Still serving as before: ready, and keeping the connection alive.
+    kept.send(request("/health").as_bytes());
+    let health = kept.response().expect("a response after SIGHUP");
+    assert_eq!((health.status, health.closes()), (200, false), "{health:?}");
+
+    signal_taken(&server, "TERM");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    let report = server.wait_for_log("shutdown report");
+    assert!(report.contains("idle_closed=1"), "{report}");
+}
+
+/// The drain is held open by a request whose head is half sent, so the SIGHUP lands
+/// inside it for certain; the drain then completes as if it had not come.
+#[test]
+fn sighup_during_the_drain_is_logged_and_ignored() {
+    let mut server = Server::start(&[], &[]);
+    let mut held = Reader::new(server.connect());
+    held.send(b"GET /live HTTP/1.1\r\nHo");
+    barrier(&server);
+    signal_taken(&server, "TERM");
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP received: ignored");
+
+    held.send(b"st: t\r\n\r\n");
+    let response = held.response().expect("the held request's response");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.closes(), "{response:?}");
+    assert!(held.at_eof(), "the connection stays open");
+    drop(held);
+
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    let report = server.wait_for_log("shutdown report");
+    assert!(report.contains("drained=1"), "{report}");
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("starting graceful shutdown").count(),
+        1,
+        "{log}"
     );
 }
 
@@ -1010,6 +1075,31 @@ fn is_reset(kind: ErrorKind) -> bool {
     )
 }
 
+/// Starts the binary ten times and sends each run `signals` (in order) as soon as it
+/// exists. Returns how many runs a signal killed by its default action, having beaten
+/// `main` to installing its handlers (which no program can prevent; such a run must not
+/// have listened), and the stderr of every other run, each checked to have exited 0.
+fn signalled_during_startup(signals: &[&str]) -> (usize, Vec<String>) {
+    let mut before_handlers = 0;
+    let mut logs = Vec::new();
+    for _ in 0..10 {
+        let mut run = Run::start(&mut support::command(&[]));
+        for name in signals {
+            kill(run.pid(), name);
+        }
+        let exited = run.wait(PATIENCE);
+        let (status, log) = (exited.status, exited.stderr);
+        if status.signal().is_some() {
+            assert!(!log.contains("Listening on"), "{status:?}; stderr:\n{log}");
+            before_handlers += 1;
+        } else {
+            assert_eq!(status.code(), Some(0), "stderr:\n{log}");
+            logs.push(log);
+        }
+    }
+    (before_handlers, logs)
+}
+
 /// Sends a signal to a process by id with kill(1).
 fn kill(pid: u32, name: &str) {
     let status = Command::new("kill")
@@ -1018,37 +1108,4 @@ fn kill(pid: u32, name: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{name} {pid} failed");
-}
-
-/// The binary started directly, for runs that never reach (or must not wait for)
-/// `Listening on`: its process and a thread collecting its stderr.
-fn spawn_binary(env: &[(&str, &str)]) -> (Child, thread::JoinHandle<String>) {
-    let mut child = support::command(env).spawn().expect("spawn lastcall");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let log = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    (child, log)
-}
-
-/// Waits at most `limit` for a process from [`spawn_binary`] to exit; its status and stderr.
-fn wait_binary(
-    (mut child, log): (Child, thread::JoinHandle<String>),
-    limit: Duration,
-) -> (ExitStatus, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("lastcall did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    (status, log.join().expect("stderr reader"))
 }

@@ -3,7 +3,8 @@
 //! With the feature, [`Pool`] is the worker pool of `pool.rs`. Without it, `Pool` is an
 //! enum with no variants: no value of it can exist, so `Option<&Pool>` is always `None`,
 //! every database route answers `503 database not configured`, and the crate carries no
-//! PostgreSQL code at all.
+//! PostgreSQL code at all. Such a build refuses a `DATABASE_URL` at start-up
+//! ([`check_url`]) rather than run without the database it was given.
 
 #[cfg(feature = "postgres")]
 mod pool;
@@ -32,10 +33,16 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("invalid DATABASE_URL: {e}"))
 }
 
-/// Without the `postgres` feature any URL is accepted: it is never used.
+/// Without the `postgres` feature no URL can be used, so any is refused: a deployment that
+/// sets `DATABASE_URL` expects its database routes to work, and should learn at start-up
+/// (exit 2) that this build cannot serve them, not from a 503 in production. An empty
+/// `DATABASE_URL` never gets here: it counts as unset (`config`).
 #[cfg(not(feature = "postgres"))]
 pub fn check_url(_url: &str) -> Result<(), String> {
-    Ok(())
+    Err(
+        "DATABASE_URL is set, but this build has no PostgreSQL support (cargo feature \"postgres\")"
+            .to_owned(),
+    )
 }
 
 #[cfg(not(feature = "postgres"))]

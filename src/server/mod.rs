@@ -29,6 +29,7 @@ mod shutdown;
 mod slab;
 mod timers;
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 pub use signal_hook_mio::v1_0::Signals;
 
 pub use shutdown::{Outcome, Phase, Signal};
@@ -88,10 +89,37 @@ enum Accept {
     },
 }
 
+/// Why [`Server::bind`] failed, by the step that failed. `main` prints it as one line and
+/// exits 1.
+#[derive(Debug)]
+pub enum BindError {
+    /// The listening socket: the address is in use, not this host's, or needs privileges.
+    Listen { addr: SocketAddr, error: io::Error },
+    /// The event loop's own parts: the poll, its waker, or registering the signals or the
+    /// listener with it.
+    EventLoop(io::Error),
+    /// `DATABASE_URL` cannot be used: it does not parse, or this build has no PostgreSQL
+    /// support. `main` checks it first (`db::check_url`) and exits 2; this is for an
+    /// embedder that did not.
+    Database(String),
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::Listen { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            BindError::EventLoop(error) => write!(f, "cannot set up the event loop: {error}"),
+            BindError::Database(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
 /// What `bind` produced.
 pub enum Started {
     Ready(Box<Server>),
-    /// A signal arrived during start-up: never report ready, exit 0.
+    /// A shutdown signal (not a SIGHUP) arrived during start-up: never report ready, exit 0.
     Signalled(Signal),
 }
 
@@ -134,18 +162,28 @@ impl Server {
     /// Registers the signal handlers (installed by [`install_signal_handlers`], first thing
     /// in `main`), then binds the listener. In that order: a SIGTERM that arrives while we
     /// start must not kill us half-started, it must stop us cleanly.
-    pub fn bind(config: &Config, handler: Handler, mut signals: Signals) -> io::Result<Started> {
-        let poll = Poll::new()?;
+    pub fn bind(
+        config: &Config,
+        handler: Handler,
+        mut signals: Signals,
+    ) -> Result<Started, BindError> {
+        let poll = Poll::new().map_err(BindError::EventLoop)?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(BindError::EventLoop)?;
 
-        let mut listener = TcpListener::bind(config.listen)?;
-        let local_addr = listener.local_addr()?;
+        let listen = |error| BindError::Listen {
+            addr: config.listen,
+            error,
+        };
+        let mut listener = TcpListener::bind(config.listen).map_err(listen)?;
+        let local_addr = listener.local_addr().map_err(listen)?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(BindError::EventLoop)?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(BindError::EventLoop)?;
 
-        if let Some(signal) = signals.pending().find_map(signal_of) {
+        if let Some(signal) = shutdown_signals(signals.pending()).next() {
             return Ok(Started::Signalled(signal));
         }
         let pool = start_pool(config)?;
@@ -480,7 +518,7 @@ impl Server {
     }
 
     fn take_signals(&mut self, now: Instant) {
-        let signals: Vec<Signal> = self.signals.pending().filter_map(signal_of).collect();
+        let signals: Vec<Signal> = shutdown_signals(self.signals.pending()).collect();
         for signal in signals {
             self.advance(Event::Signal(signal, now), now);
         }
@@ -617,46 +655,75 @@ impl Server {
     }
 }
 
-/// Installs the SIGTERM and SIGINT handlers. From here on those signals no longer kill
-/// the process; they queue up until the loop reads them, so `main` calls this before
-/// anything else.
+/// Installs the handlers for every signal [`Received`] knows (SIGTERM, SIGINT, SIGHUP).
+/// From here on those signals no longer kill the process; they queue up until the loop
+/// reads them, so `main` calls this before anything else.
 pub fn install_signal_handlers() -> io::Result<Signals> {
-    Signals::new([SIGTERM, SIGINT])
+    Signals::new(Received::HANDLED)
 }
 
 /// Starts the worker pool when `DATABASE_URL` is set. The workers connect in the
 /// background: a database that is down does not keep the server from starting.
 #[cfg(feature = "postgres")]
-fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
+fn start_pool(config: &Config) -> Result<Option<Pool>, BindError> {
     let Some(url) = config.database_url.as_deref() else {
         return Ok(None);
     };
     Pool::start(url, config.db_pool_size)
         .map(Some)
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid DATABASE_URL: {e}"),
-            )
-        })
+        .map_err(|e| BindError::Database(format!("invalid DATABASE_URL: {e}")))
 }
 
+/// Without PostgreSQL support there is no pool, and a `DATABASE_URL` is refused by
+/// `db::check_url`, which `main` reports first as a configuration error (exit 2). Refused
+/// here too, for an embedder that skipped that check: a database that was asked for is
+/// never silently done without.
 #[cfg(not(feature = "postgres"))]
-fn start_pool(config: &Config) -> io::Result<Option<Pool>> {
-    if config.database_url.is_some() {
-        log::warn!(
-            "DATABASE_URL is set but this build has no `postgres` feature: database routes answer 503"
-        );
+fn start_pool(config: &Config) -> Result<Option<Pool>, BindError> {
+    match config.database_url.as_deref().map(crate::db::check_url) {
+        Some(Err(e)) => Err(BindError::Database(e)),
+        Some(Ok(())) | None => Ok(None),
     }
-    Ok(None)
 }
 
-fn signal_of(raw: i32) -> Option<Signal> {
-    match raw {
-        SIGTERM => Some(Signal::Term),
-        SIGINT => Some(Signal::Int),
-        _ => None,
+/// What a signal means to the server. The one place raw signal numbers get a meaning, so
+/// the shutdown phase machine only ever sees shutdown signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// SIGTERM or SIGINT: start the graceful shutdown (or, during one, a repeat).
+    Shutdown(Signal),
+    /// SIGHUP: its default action would kill the process on the spot, with no drain, so
+    /// it is caught. Daemons use it for "reload" (nginx) and systemd's `ExecReload` often
+    /// sends it; lastcall has nothing to reload yet (DESIGN.md reserves it for handing the
+    /// listener to a new process), so it is logged and otherwise ignored, in any phase.
+    Hangup,
+}
+
+impl Received {
+    /// The signals [`install_signal_handlers`] catches; [`Received::of`] names each one.
+    const HANDLED: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+
+    fn of(raw: i32) -> Option<Received> {
+        match raw {
+            SIGTERM => Some(Received::Shutdown(Signal::Term)),
+            SIGINT => Some(Received::Shutdown(Signal::Int)),
+            SIGHUP => Some(Received::Hangup),
+            _ => None,
+        }
     }
+}
+
+/// The shutdown signals among `raw` (as `Signals::pending` reads them), in order; each
+/// SIGHUP is logged on the way and goes no further, so neither start-up nor the phase
+/// machine counts it as a reason to stop.
+fn shutdown_signals(raw: impl Iterator<Item = i32>) -> impl Iterator<Item = Signal> {
+    raw.filter_map(|raw| match Received::of(raw)? {
+        Received::Shutdown(signal) => Some(signal),
+        Received::Hangup => {
+            log::info!("SIGHUP received: ignored (nothing to reload; SIGTERM stops gracefully)");
+            None
+        }
+    })
 }
 
 /// The numbers behind the one-line shutdown report.
@@ -714,5 +781,29 @@ impl Report {
             self.cut,
             outcome.exit_code()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_names_every_handled_signal() {
+        for raw in Received::HANDLED {
+            assert!(
+                Received::of(raw).is_some(),
+                "signal {raw} is caught but means nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn shutdown_signals_pass_sigterm_and_sigint_and_drop_sighup() {
+        let read: Vec<Signal> =
+            shutdown_signals([SIGHUP, SIGTERM, SIGHUP, SIGINT].into_iter()).collect();
+        assert_eq!(read, [Signal::Term, Signal::Int]);
+        // What `bind` asks during start-up: a SIGHUP alone is no reason to stop.
+        assert_eq!(shutdown_signals([SIGHUP].into_iter()).next(), None);
     }
 }

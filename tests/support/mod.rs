@@ -335,3 +335,90 @@ pub fn get(server: &Server, path: &str) -> Response {
     r.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
     r.response().expect("a response")
 }
+
+/// A run of the binary that ends by itself (a usage error, `--version`, a port in use, a
+/// signal during start-up): stdout and stderr are collected on threads, so a full pipe
+/// cannot stall the process, and [`Run::wait`] bounds the wait. Killed on drop if still
+/// running.
+pub struct Run {
+    child: Child,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+/// How a [`Run`] ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Spawns `cmd` (usually from [`command`]) with stdout and stderr piped.
+    pub fn start(cmd: &mut Command) -> Run {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lastcall");
+        let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+        let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+        Run {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits at most `limit` for the process to exit, then for its output to end.
+    pub fn wait(&mut self, limit: Duration) -> Exited {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "lastcall did not exit within {limit:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        };
+        Exited {
+            status,
+            stdout: joined(self.stdout.take()),
+            stderr: joined(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary from [`command`] with `args` until it exits by itself, at most
+/// [`PATIENCE`].
+pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> Exited {
+    Run::start(command(env).args(args)).wait(PATIENCE)
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// What a [`read_to_end`] thread read; empty if it was already taken.
+fn joined(reader: Option<thread::JoinHandle<String>>) -> String {
+    reader.map_or_else(String::new, |r| r.join().expect("pipe reader"))
+}
