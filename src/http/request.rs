@@ -357,30 +357,52 @@ const T_QUERY: u8 = 32;
 /// "@"`, plus `/` and `?`. Every other byte has a rule of its own to name, or is `T_BAD`.
 /// `[` and `]` are let through only in an absolute-form target, for an IPv6 host.
 const TARGET_CLASS: [u8; 256] = {
-    let mut table = [T_BAD; 256];
-    let mut b = 0;
+    let mut table = byte_table(
+        T_BAD,
+        &[
+            (ALPHA, T_OK),
+            (DIGIT, T_OK),
+            (UNRESERVED_MARKS, T_OK),
+            (SUB_DELIMS, T_OK),
+            (b":@/", T_OK),
+            (b"?", T_QUERY),
+            (b"%", T_PERCENT),
+            (b"#", T_HASH),
+            (b"[]", T_BRACKET),
+        ],
+    );
+    let mut b = 0x80;
     while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_alphanumeric() {
-            table[b] = T_OK;
-        } else if c >= 0x80 {
-            table[b] = T_HIGH;
-        }
+        table[b] = T_HIGH;
         b += 1;
     }
-    let ok = b"-._~!$&'()*+,;=:@/";
-    let mut i = 0;
-    while i < ok.len() {
-        table[ok[i] as usize] = T_OK;
-        i += 1;
-    }
-    table[b'?' as usize] = T_QUERY;
-    table[b'%' as usize] = T_PERCENT;
-    table[b'#' as usize] = T_HASH;
-    table[b'[' as usize] = T_BRACKET;
-    table[b']' as usize] = T_BRACKET;
     table
 };
+
+/// RFC 3986's character sets, as the byte tables below are built from them.
+const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const DIGIT: &[u8] = b"0123456789";
+/// `unreserved` besides ALPHA and DIGIT (§2.3).
+const UNRESERVED_MARKS: &[u8] = b"-._~";
+/// `sub-delims` (§2.2).
+const SUB_DELIMS: &[u8] = b"!$&'()*+,;=";
+
+/// A table from byte to kind, built at compile time: `default` for every byte, then the
+/// kind of each `(bytes, kind)` entry for its bytes.
+const fn byte_table(default: u8, entries: &[(&[u8], u8)]) -> [u8; 256] {
+    let mut table = [default; 256];
+    let mut e = 0;
+    while e < entries.len() {
+        let (bytes, kind) = entries[e];
+        let mut i = 0;
+        while i < bytes.len() {
+            table[bytes[i] as usize] = kind;
+            i += 1;
+        }
+        e += 1;
+    }
+    table
+}
 
 /// Every class found among the target's bytes, folded into one value without a branch
 /// per byte.
@@ -619,12 +641,25 @@ fn judge_fields(
 /// machine, walked in one pass with one table lookup per byte and no branch.
 fn is_host(value: &[u8]) -> bool {
     // What a byte is to this grammar.
-    const NAME: usize = 0; // a reg-name character other than a digit
-    const DIGIT: usize = 1;
-    const COLON: usize = 2;
-    const OPEN: usize = 3; // `[`
-    const CLOSE: usize = 4; // `]`
-    const BAD: usize = 5;
+    const NAME: u8 = 0; // a reg-name character other than a digit
+    const NUMERAL: u8 = 1; // a digit
+    const COLON: u8 = 2;
+    const OPEN: u8 = 3; // `[`
+    const CLOSE: u8 = 4; // `]`
+    const BAD: u8 = 5;
+    const KIND: [u8; 256] = byte_table(
+        BAD,
+        &[
+            (ALPHA, NAME),
+            (DIGIT, NUMERAL),
+            (UNRESERVED_MARKS, NAME),
+            (SUB_DELIMS, NAME),
+            (b"%", NAME), // pct-encoded
+            (b":", COLON),
+            (b"[", OPEN),
+            (b"]", CLOSE),
+        ],
+    );
     // Where in `uri-host [ ":" port ]` the bytes so far have led.
     const START: u8 = 0; // nothing yet
     const HOST: u8 = 1; // a reg-name, not empty
@@ -636,7 +671,7 @@ fn is_host(value: &[u8]) -> bool {
     const F: u8 = FAIL;
     /// The next state, by state and kind of byte.
     const RULES: [[u8; 6]; 7] = [
-        // NAME    DIGIT    COLON    OPEN    CLOSE   BAD
+        // NAME    NUMERAL  COLON    OPEN    CLOSE   BAD
         [HOST, HOST, F, OPENED, F, F],             // START
         [HOST, HOST, PORT, F, F, F],               // HOST
         [F, PORT, F, F, F, F],                     // PORT
@@ -648,32 +683,12 @@ fn is_host(value: &[u8]) -> bool {
     /// The rules spelled out for every byte value, so a step is one lookup. A state is
     /// kept as the offset of its row (`state * 256`): the next index is that plus the byte.
     const NEXT: [u16; 8 * 256] = {
-        let mut kind = [BAD; 256];
-        let mut b = 0;
-        while b < 256 {
-            let c = b as u8;
-            if c.is_ascii_digit() {
-                kind[b] = DIGIT;
-            } else if c.is_ascii_alphabetic() {
-                kind[b] = NAME;
-            }
-            b += 1;
-        }
-        let name = b"-._~!$&'()*+,;=%";
-        let mut i = 0;
-        while i < name.len() {
-            kind[name[i] as usize] = NAME;
-            i += 1;
-        }
-        kind[b':' as usize] = COLON;
-        kind[b'[' as usize] = OPEN;
-        kind[b']' as usize] = CLOSE;
         let mut next = [FAIL as u16 * 256; 8 * 256];
         let mut state = 0;
         while state < RULES.len() {
             let mut b = 0;
             while b < 256 {
-                next[state * 256 + b] = RULES[state][kind[b]] as u16 * 256;
+                next[state * 256 + b] = RULES[state][KIND[b] as usize] as u16 * 256;
                 b += 1;
             }
             state += 1;
