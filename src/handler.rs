@@ -34,10 +34,26 @@ use crate::db::Pool;
 use crate::http::request::Request;
 use crate::http::response::{Response, Status};
 
-/// A handler: a plain function from a request to an answer, testable without sockets.
-/// Called once a request's head is complete, and once more with the body if it answers
-/// [`Answer::ReadBody`] (see the module doc).
-pub type Handler = fn(&Request<'_>, &mut Ctx<'_>) -> Answer;
+/// What answers requests: the reference routes, or an embedder's application.
+///
+/// A plain function `fn(&Request, &mut Ctx) -> Answer` is a handler, and so is a closure;
+/// an application with state of its own (its database pool, its configuration) implements
+/// the trait on its own type. Called on the event loop's thread once a request's head is
+/// complete, and once more with the body if it answers [`Answer::ReadBody`]; it must not
+/// block (see the module doc). `Send + Sync`, so one handler can serve several loops.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Request<'_>, &mut Ctx<'_>) -> Answer + Send + Sync + 'static,
+{
+    fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+        self(req, ctx)
+    }
+}
 
 /// How a handler answers.
 pub enum Answer {

@@ -17,9 +17,12 @@ pub enum CloseReason {
     PeerClosedMidRequest,
     /// A read or write failed (reset, broken pipe): an ordinary client disconnect.
     PeerReset,
-    /// We answered with `Connection: close` (client asked, HTTP/1.0, an error, or a drain)
-    /// and the response went out in full.
+    /// We answered with `Connection: close` (the client asked, HTTP/1.0, or a drain) and
+    /// the response went out in full.
     Done,
+    /// A request broke a rule of HTTP (400, 413, 414, 431, 501, 505, 417): answered, then
+    /// closed, because the start of the next request cannot be trusted.
+    Rejected,
     /// The request was answered from its head, and the body it declared could not be read
     /// past: longer than the bound for dropping it, or broken framing.
     UnreadBody,
@@ -60,6 +63,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosedMidRequest => "peer closed mid-request",
             CloseReason::PeerReset => "peer reset",
             CloseReason::Done => "done",
+            CloseReason::Rejected => "rejected",
             CloseReason::UnreadBody => "answered, body not read",
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::RequestTimeout => "request timeout (408)",

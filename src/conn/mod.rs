@@ -100,17 +100,33 @@ pub struct LoopCx<'a> {
     pub date: &'a [u8],
     pub limits: &'a Limits,
     pub bufs: &'a mut BufPool,
-    pub handler: Handler,
+    pub handler: &'a dyn Handler,
     pub inbox: &'a Arc<Inbox>,
     /// The database pool, when one is configured.
     pub db: Option<&'a Pool>,
-    /// The server is shutting down (from the signal on, drain delay included): every
-    /// response from now on carries `Connection: close`, and a connection closes after
-    /// its current request.
-    pub shutting_down: bool,
-    /// The drain itself has begun (after any drain delay): a connection that has not
-    /// sent a request yet is closed once its grace is over (see `Conn::fresh_until`).
-    pub draining: bool,
+    /// Where the server's shutdown stands.
+    pub stage: Stage,
+}
+
+/// Where the server's shutdown stands, as far as a connection is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No shutdown: a connection persists as long as its client and its timeouts allow.
+    Serving,
+    /// A shutdown signal came and the drain has not begun (the drain delay): still
+    /// serving, but every response from now on carries `Connection: close`, and a
+    /// connection closes after its current request.
+    Announced,
+    /// The drain has begun: as `Announced`, and a connection that has not sent a request
+    /// yet is closed once its grace is over (see `Conn::fresh_until`).
+    Draining,
+}
+
+impl Stage {
+    /// From the signal on: answers close their connection.
+    pub fn shutting_down(self) -> bool {
+        self != Stage::Serving
+    }
 }
 
 /// Size limits and timeouts, from the configuration.
@@ -230,7 +246,7 @@ impl Conn {
     /// drain, the drain's decisions wait until the socket has been read out).
     pub fn resume(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         self.posted = false;
-        if cx.draining {
+        if cx.stage == Stage::Draining {
             self.drain(cx)
         } else {
             self.drive(cx)
@@ -245,7 +261,8 @@ impl Conn {
             return Err(CloseReason::WriteTimeout);
         }
         let idle = self.is_idle();
-        let grace_over = cx.draining && self.fresh_until().is_some_and(|end| now >= end);
+        let grace_over =
+            cx.stage == Stage::Draining && self.fresh_until().is_some_and(|end| now >= end);
         match &mut self.state {
             // Rule: during a shutdown, a connection that never sent a request is closed
             // once its grace is over.
@@ -412,8 +429,11 @@ impl Conn {
     }
 
     /// When the loop must next call [`Conn::timer`].
-    pub fn deadline(&self, limits: &Limits, draining: bool) -> Option<Instant> {
-        let grace = if draining { self.fresh_until() } else { None };
+    pub fn deadline(&self, limits: &Limits, stage: Stage) -> Option<Instant> {
+        let grace = match stage {
+            Stage::Draining => self.fresh_until(),
+            Stage::Serving | Stage::Announced => None,
+        };
         let state = match &self.state {
             // Not idle while responses are still going out (the write timer guards
             // that), and a stream held back by a full output buffer waits for writes.
@@ -772,16 +792,18 @@ impl Conn {
         };
         let bytes = input.bytes();
         let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
-        let mut ctx = Ctx::new(cx.shutting_down, id, cx.inbox, cx.db);
+        let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db);
         // A panicking handler costs its request a 500, never the loop.
-        catch_unwind(AssertUnwindSafe(|| (cx.handler)(&request, &mut ctx))).unwrap_or_else(|_| {
-            log::error!(
-                "handler panicked on {} {}",
-                head.method.as_str(),
-                request.path
-            );
-            Answer::Now(internal_error())
-        })
+        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(&request, &mut ctx))).unwrap_or_else(
+            |_| {
+                log::error!(
+                    "handler panicked on {} {}",
+                    head.method.as_str(),
+                    request.path
+                );
+                Answer::Now(internal_error())
+            },
+        )
     }
 
     /// Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers before
@@ -877,7 +899,7 @@ impl Conn {
     /// (RFC 9112 §9.3), decided here and nowhere else.
     fn delivery(cx: &LoopCx<'_>, exchange: Exchange, length: Length) -> Delivery {
         let close = exchange.persistence == Persistence::Close
-            || cx.shutting_down
+            || cx.stage.shutting_down()
             // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
             || (length == Length::Streamed && exchange.version == Version::Http10);
         Delivery {
@@ -968,7 +990,7 @@ impl Conn {
         }
         let reason = match error {
             RequestError::Timeout => CloseReason::RequestTimeout,
-            _ => CloseReason::Done,
+            _ => CloseReason::Rejected,
         };
         self.state.set(State::Closing { reason }, cx.token);
     }

@@ -139,7 +139,7 @@ pub struct Server {
     bufs: BufPool,
     date: DateCache,
     limits: Limits,
-    handler: Handler,
+    handler: Arc<dyn Handler>,
     /// Where reply handles deliver; its waker makes `poll` return.
     inbox: Arc<Inbox>,
     /// Reused vector for draining the inbox without allocating per wake-up.
@@ -164,7 +164,7 @@ impl Server {
     /// start must not kill us half-started, it must stop us cleanly.
     pub fn bind(
         config: &Config,
-        handler: Handler,
+        handler: impl Handler,
         mut signals: Signals,
     ) -> Result<Started, BindError> {
         let poll = Poll::new().map_err(BindError::EventLoop)?;
@@ -213,7 +213,7 @@ impl Server {
             bufs: BufPool::new(config.max_header_bytes),
             date: DateCache::new(Instant::now(), SystemTime::now()),
             limits,
-            handler,
+            handler: Arc::new(handler),
             inbox: Arc::new(Inbox::new(waker)),
             replies: Vec::new(),
             posted: Vec::new(),
@@ -399,7 +399,7 @@ impl Server {
         }
         self.timers.schedule(
             token,
-            conn.deadline(&self.limits, self.phase.draining()),
+            conn.deadline(&self.limits, self.phase.stage()),
             &mut conn.scheduled,
         );
         if self.phase.shutting_down() {
@@ -420,22 +420,21 @@ impl Server {
         let Some(conn) = self.conns.get_mut(token) else {
             return; // a stale event or reply for a connection already closed
         };
-        let draining = self.phase.draining();
+        let stage = self.phase.stage();
         let mut cx = LoopCx {
             now,
             token,
             date: self.date.as_bytes(),
             limits: &self.limits,
             bufs: &mut self.bufs,
-            handler: self.handler,
+            handler: &*self.handler,
             inbox: &self.inbox,
             db: self.pool.as_ref(),
-            shutting_down: self.phase.shutting_down(),
-            draining,
+            stage,
         };
         match f(conn, &mut cx) {
             Ok(()) => {
-                let at = conn.deadline(&self.limits, draining);
+                let at = conn.deadline(&self.limits, stage);
                 self.timers.schedule(token, at, &mut conn.scheduled);
                 if conn.take_yielded() && !conn.posted {
                     conn.posted = true;
@@ -752,6 +751,7 @@ impl Report {
             CloseReason::CutAtDeadline => self.cut += 1,
             CloseReason::Done | CloseReason::PeerClosed => self.drained += 1,
             CloseReason::PeerReset
+            | CloseReason::Rejected
             | CloseReason::PeerClosedMidRequest
             | CloseReason::UnreadBody
             | CloseReason::IdleTimeout

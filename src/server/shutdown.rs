@@ -20,6 +20,7 @@
 //! starts a second shutdown; the deadline is counted from the first signal, whatever the
 //! phase.
 
+use crate::conn::Stage;
 use std::time::{Duration, Instant};
 
 /// Which signal asked us to stop; named in the logs.
@@ -130,6 +131,15 @@ impl Phase {
     /// short grace. During the delay the server still serves as usual.
     pub fn draining(&self) -> bool {
         matches!(self, Phase::Draining { .. } | Phase::Done { .. })
+    }
+
+    /// What the phase means for a connection.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Phase::Serving => Stage::Serving,
+            Phase::Delaying { .. } => Stage::Announced,
+            Phase::Draining { .. } | Phase::Done { .. } => Stage::Draining,
+        }
     }
 
     /// When the loop must wake up for this phase, if ever.
