@@ -8,7 +8,7 @@
 //! loop's), and it never reads the clock (`LoopCx::now` is passed in).
 //!
 //! How the loop talks to it: every entry point (`ready`, `resume`, `timer`, `reply`,
-//! `drain`, `force_close`) returns `Ok(())` to keep the connection, or `Err(CloseReason)`
+//! `start_drain`, `force_close`) returns `Ok(())` to keep the connection, or `Err(CloseReason)`
 //! to have the loop close it. The loop then asks [`Conn::deadline`] when it next needs a
 //! wake-up, and [`Conn::take_yielded`] whether to resume it next turn.
 //!
@@ -247,7 +247,7 @@ impl Conn {
     pub fn resume(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         self.posted = false;
         if cx.stage == Stage::Draining {
-            self.drain(cx)
+            self.start_drain(cx)
         } else {
             self.drive(cx)
         }
@@ -347,7 +347,7 @@ impl Conn {
     /// The server began its graceful shutdown. Read what the client has already sent:
     /// a request already on the wire is served (with `Connection: close`), not dropped.
     /// Only a connection with truly nothing in progress is closed at once.
-    pub fn drain(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
+    pub fn start_drain(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         if self.read == ReadSide::Empty {
             self.read = ReadSide::Ready;
         }

@@ -593,7 +593,7 @@ impl Server {
             log::info!("listener closed: new connections are refused");
         }
         for token in self.conns.tokens() {
-            self.with_conn(token, now, |conn, cx| conn.drain(cx));
+            self.with_conn(token, now, |conn, cx| conn.start_drain(cx));
         }
     }
 
