@@ -1,0 +1,539 @@
+//! From a complete head to an answer on the way out: the part of a connection that
+//! speaks HTTP (`http` turns bytes into a head and a response into bytes; this decides
+//! what happens between the two).
+//!
+//! What it is: `process` (buffered input → requests, in order, under back-pressure), the
+//! handler call and the body policy (read when the handler asks, dropped or refused when
+//! it answers from the head), and the ways an answer goes out: now, after a timer, from a
+//! reply, as a stream, or as the refusal of a request that broke a rule.
+//!
+//! What it is not: reading or writing the socket (`io.rs`), or deciding when a connection
+//! closes (`lifecycle.rs`): an answer here only says whether its connection persists
+//! (RFC 9112 §9.3), in one place, `delivery`.
+
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use super::state::{BodyState, Discarding, Exchange, State, Streaming, Waiting};
+use super::{BufPool, CloseReason, Conn, LoopCx, Socket};
+use crate::handler::{Answer, Ctx, ReplyId};
+use crate::http::body::{BodyDecoder, Framing};
+use crate::http::error::RequestError;
+use crate::http::request::{self, Head, Persistence, Request, Version};
+use crate::http::response::{self, Delivery, Length, Response, Status};
+
+/// Stop taking new requests off the input while this much output waits for the client:
+/// a client that pipelines without reading cannot make us buffer without bound.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// The longest body that is read and dropped to keep a connection after answering its
+/// request from the head alone (a 404 or 405 to a POST, say). Longer, and the answer says
+/// `Connection: close` instead: the client is told at once, and nobody waits for an upload
+/// that only gets thrown away. Go's net/http draws the same line at 256 KiB
+/// (`maxPostHandlerReadBytes`).
+const DISCARD_MAX: u64 = 256 * 1024;
+
+/// The furthest a handler's timer may reach. `Instant + Duration` panics on overflow,
+/// and a handler that asks for longer than this has asked for "never": a year is as good.
+const MAX_HANDLER_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// When a wait a handler asked for ends.
+fn after(now: Instant, wait: Duration) -> Instant {
+    now + wait.min(MAX_HANDLER_WAIT)
+}
+
+/// The answer to a handler that failed: it panicked, or broke its contract.
+fn internal_error() -> Response {
+    Response::error(Status::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+impl<S: Socket> Conn<S> {
+    /// Turns buffered input into requests and answers, in order, until input runs out,
+    /// an answer is pending, or output backs up. Returns whether any state changed.
+    pub(super) fn process(&mut self, cx: &mut LoopCx<'_>) -> bool {
+        let mut changed = false;
+        loop {
+            if self.backed_up() {
+                return changed; // back-pressure: let the client read first
+            }
+            if let State::Streaming(s) = &self.state {
+                if cx.now < s.next_at {
+                    return changed;
+                }
+                self.next_chunk(cx);
+                changed = true;
+                continue;
+            }
+            let Some(input) = self.input.as_mut().filter(|i| !i.is_empty()) else {
+                return changed;
+            };
+            // Rule: empty lines before a request line are dropped as they come.
+            if matches!(input.bytes()[0], b'\r' | b'\n')
+                && let State::Idle { .. } | State::Head { .. } = self.state
+            {
+                let empty = request::leading_empty_lines(input.bytes());
+                if empty > 0 {
+                    input.consume(empty);
+                    match &mut self.state {
+                        // A CR and its LF came in separate reads, and nothing else: no
+                        // request has begun after all. Idle again, counted from the CR.
+                        State::Head { since, .. } if input.is_empty() => {
+                            let idle = State::Idle { since: *since };
+                            self.state.set(idle, cx.token);
+                        }
+                        State::Head { seen, .. } => *seen = seen.saturating_sub(empty),
+                        _ => {}
+                    }
+                    changed = true;
+                    continue;
+                }
+            }
+            match &mut self.state {
+                // Rule: no new line, no new verdict — unless the bytes reach a limit,
+                // which `parse_head` turns into 414 or 431, or the method token is
+                // already one nobody implements (501).
+                State::Head { seen, .. }
+                    if !input.bytes()[*seen..].contains(&b'\n')
+                        && input.len() < cx.limits.max_head
+                        && !request::request_line_too_long(input.bytes())
+                        && !request::method_refused(input.bytes()) =>
+                {
+                    *seen = input.len();
+                    return changed;
+                }
+                State::Idle { .. } | State::Head { .. } => {
+                    match request::parse_head(input.bytes(), cx.limits.max_head) {
+                        // Rule: a partial head starts the header timer at its first byte.
+                        Ok(None) => {
+                            let seen = input.len();
+                            match &mut self.state {
+                                State::Head { seen: s, .. } => *s = seen,
+                                _ => {
+                                    let head = State::Head {
+                                        since: cx.now,
+                                        seen,
+                                    };
+                                    self.state.set(head, cx.token);
+                                    changed = true;
+                                }
+                            }
+                            return changed;
+                        }
+                        Ok(Some(head)) => {
+                            // The request timer runs from the head's first byte.
+                            let started = match self.state {
+                                State::Head { since, .. } => since,
+                                _ => cx.now,
+                            };
+                            self.begin(cx, head, started);
+                        }
+                        // Rule: a head that breaks a rule is answered and the connection closes.
+                        Err(e) => self.reject(cx, e),
+                    }
+                }
+                State::Body(_) => {
+                    if !self.decode_body(cx) {
+                        return changed;
+                    }
+                }
+                State::Discarding(_) => {
+                    if !self.discard_body(cx) {
+                        return changed;
+                    }
+                }
+                _ => return changed,
+            }
+            changed = true;
+        }
+    }
+
+    /// Output waits for the client beyond the high-water mark: take no new work.
+    pub(super) fn backed_up(&self) -> bool {
+        self.output
+            .as_ref()
+            .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER)
+    }
+
+    /// A head is complete: call the handler. A request with a body is refused at once when
+    /// it declares more than `MAX_BODY_BYTES`; otherwise the handler decides from the head
+    /// whether the body is read.
+    pub(super) fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head, started: Instant) {
+        if head.framing == Framing::None {
+            let len = head.len;
+            return self.dispatch(cx, &head, len..len);
+        }
+        let decoder = match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
+            Ok(decoder) => decoder,
+            // Rule: a declared length over the limit is refused before reading it.
+            Err(e) => return self.reject(cx, e.into()),
+        };
+        match self.call(cx, &head, None) {
+            // Rule: the handler needs the body: read it, then call the handler again. The
+            // head stays in the buffer for that call.
+            Answer::ReadBody => self.read_body(cx, head, decoder, started),
+            answer => self.answered_before_body(cx, &head, answer, started),
+        }
+    }
+
+    /// The handler asked for the body: start reading it.
+    pub(super) fn read_body(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        head: Head,
+        decoder: BodyDecoder,
+        started: Instant,
+    ) {
+        let body_arrived = self.input.as_ref().is_some_and(|i| i.len() > head.len);
+        if head.expect_continue && head.version == Version::Http11 && !body_arrived {
+            // RFC 9110 §10.1.1: the client waits for this before sending the body. Sent
+            // only now that the handler wants the body, never before a final answer.
+            self.out(cx.bufs).extend_from_slice(response::CONTINUE);
+        }
+        let raw = head.len;
+        let body = BodyState {
+            head,
+            decoder,
+            decoded: 0,
+            raw,
+            since: cx.now,
+            started,
+        };
+        self.state.set(State::Body(Box::new(body)), cx.token);
+    }
+
+    /// Decodes as much body as is buffered. Returns whether progress was made; a
+    /// completed body is dispatched.
+    pub(super) fn decode_body(&mut self, cx: &mut LoopCx<'_>) -> bool {
+        let (State::Body(b), Some(input)) = (&mut self.state, self.input.as_mut()) else {
+            return false;
+        };
+        let mut progressed = false;
+        loop {
+            let step = match b.decoder.decode(&input.bytes()[b.raw..]) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.reject(cx, e.into());
+                    return true;
+                }
+            };
+            if step.consumed == 0 && !step.done {
+                break;
+            }
+            progressed = true;
+            // Move this run of data down to the end of the decoded body (a no-op for
+            // Content-Length bodies, where data follows data).
+            let body_end = b.head.len + b.decoded;
+            let data = b.raw + step.data.start..b.raw + step.data.end;
+            input.bytes_mut().copy_within(data.clone(), body_end);
+            b.decoded += data.len();
+            b.raw += step.consumed;
+            if step.done {
+                // Drop the spent framing so the request is `[head][body]` and the
+                // next pipelined request follows it directly.
+                let body_end = b.head.len + b.decoded;
+                input.cut(body_end, b.raw);
+                let (head, range) = (b.head.clone(), b.head.len..body_end);
+                self.dispatch(cx, &head, range);
+                return true;
+            }
+        }
+        if progressed {
+            b.since = cx.now;
+        }
+        progressed
+    }
+
+    /// Reads past the body of a request answered from its head, dropping the bytes as
+    /// they are decoded. Returns whether progress was made.
+    pub(super) fn discard_body(&mut self, cx: &mut LoopCx<'_>) -> bool {
+        let (State::Discarding(d), Some(input)) = (&mut self.state, self.input.as_mut()) else {
+            return false;
+        };
+        let mut progressed = false;
+        let next = loop {
+            match d.decoder.decode(input.bytes()) {
+                Ok(step) if step.consumed == 0 && !step.done => break None,
+                Ok(step) => {
+                    input.consume(step.consumed);
+                    progressed = true;
+                    // Rule: the body is behind us: idle again, ready for the next request.
+                    if step.done {
+                        break Some(State::Idle { since: cx.now });
+                    }
+                }
+                // Rule: a body that outgrows `DISCARD_MAX` or breaks its framing ends the
+                // connection: where the next request starts is unknown, and this one has
+                // its answer already.
+                Err(_) => {
+                    input.consume(input.len());
+                    break Some(State::Closing {
+                        reason: CloseReason::UnreadBody,
+                    });
+                }
+            }
+        };
+        match next {
+            Some(next) => self.state.set(next, cx.token),
+            None if progressed => d.since = cx.now,
+            None => {}
+        }
+        progressed
+    }
+
+    /// Calls the handler with a complete request (its body, if any, in `body`), then acts
+    /// on its answer.
+    pub(super) fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: &Head, body: Range<usize>) {
+        let answer = self.call(cx, head, Some(body.clone()));
+        // The handler has taken what it needs: the request's bytes can go.
+        if let Some(input) = self.input.as_mut() {
+            input.consume(body.end);
+        }
+        self.act(cx, Exchange::of(head), answer);
+    }
+
+    /// Calls the handler with the request in the input buffer: its body at `body`, or
+    /// `None` while the body has not been read.
+    #[inline(always)] // on the hot path: the answer it returns is then matched in place
+    pub(super) fn call(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        head: &Head,
+        body: Option<Range<usize>>,
+    ) -> Answer {
+        // Every call gets its own number, so a reply promised by an earlier call (one that
+        // then asked for the body after all) is recognised as stale and dropped.
+        self.seq = self.seq.wrapping_add(1);
+        let id = ReplyId {
+            token: cx.token,
+            seq: self.seq,
+        };
+        let Some(input) = self.input.as_ref() else {
+            return Answer::Now(internal_error()); // a head always comes from the input
+        };
+        let bytes = input.bytes();
+        let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
+        let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db);
+        // A panicking handler costs its request a 500, never the loop.
+        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(&request, &mut ctx))).unwrap_or_else(
+            |_| {
+                log::error!(
+                    "handler panicked on {} {}",
+                    head.method.as_str(),
+                    request.path
+                );
+                Answer::Now(internal_error())
+            },
+        )
+    }
+
+    /// Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers before
+    /// the body says whether it reads the body or closes). A small body still on its way
+    /// is read and dropped, so the connection can carry the next request. The answer says
+    /// `Connection: close` instead, and the lingering close takes the body, when the
+    /// client waits on `Expect: 100-continue` (it may never send that body), when the body
+    /// may be longer than `DISCARD_MAX`, or when the answer comes later (nothing is read
+    /// meanwhile).
+    pub(super) fn answered_before_body(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        head: &Head,
+        answer: Answer,
+        started: Instant,
+    ) {
+        if let Some(input) = self.input.as_mut() {
+            input.consume(head.len);
+        }
+        let mut exchange = Exchange::of(head);
+        let discard = match answer {
+            Answer::Now(_) if !head.expect_continue => {
+                BodyDecoder::new(head.framing, DISCARD_MAX).ok()
+            }
+            _ => None,
+        };
+        if discard.is_none() {
+            exchange.persistence = Persistence::Close;
+        }
+        self.act(cx, exchange, answer);
+        // The answer is out (or queued) and the connection persists: read past the body.
+        if let Some(decoder) = discard
+            && matches!(self.state, State::Idle { .. })
+        {
+            let discarding = Discarding {
+                decoder,
+                since: cx.now,
+                started,
+            };
+            self.state
+                .set(State::Discarding(Box::new(discarding)), cx.token);
+        }
+    }
+
+    /// Acts on a handler's answer: encode it now, or wait for its timer, reply or chunks.
+    #[inline(always)] // see `call`
+    pub(super) fn act(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, answer: Answer) {
+        match answer {
+            Answer::Now(response) => self.respond(cx, exchange, &response),
+            Answer::After(delay, response) => {
+                let waiting = Waiting::Timer {
+                    at: after(cx.now, delay),
+                    response,
+                    exchange,
+                };
+                self.state.set(State::Waiting(Box::new(waiting)), cx.token);
+            }
+            Answer::Later(pending) => {
+                let waiting = Waiting::Reply {
+                    seq: pending.0.seq,
+                    exchange,
+                };
+                self.state.set(State::Waiting(Box::new(waiting)), cx.token);
+            }
+            Answer::Stream(stream) => {
+                let delivery = Self::delivery(cx, exchange, Length::Streamed);
+                let out = self.out(cx.bufs);
+                response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out);
+                if exchange.head_only {
+                    return self.finish_response(cx, delivery.close);
+                }
+                let streaming = Streaming {
+                    exchange,
+                    chunks: stream.chunks.peekable(),
+                    interval: stream.interval,
+                    next_at: after(cx.now, stream.interval),
+                };
+                self.state
+                    .set(State::Streaming(Box::new(streaming)), cx.token);
+            }
+            // Rule: asking for a body the handler already has is a bug in the handler: 500.
+            Answer::ReadBody => {
+                log::error!(
+                    "conn {}: the handler asked to read a body it was given",
+                    cx.token.0
+                );
+                self.respond(cx, exchange, &internal_error());
+            }
+        }
+    }
+
+    /// How this response is to be framed: whether the connection persists after it
+    /// (RFC 9112 §9.3), decided here and nowhere else.
+    pub(super) fn delivery(cx: &LoopCx<'_>, exchange: Exchange, length: Length) -> Delivery {
+        let close = exchange.persistence == Persistence::Close
+            || cx.stage.shutting_down()
+            // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
+            || (length == Length::Streamed && exchange.version == Version::Http10);
+        Delivery {
+            version: exchange.version,
+            close,
+            head_only: exchange.head_only,
+        }
+    }
+
+    /// Encodes a complete response and moves on to the next request or to closing.
+    pub(super) fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
+        let length = Length::Known(response.body.as_bytes().len());
+        let delivery = Self::delivery(cx, exchange, length);
+        response::encode(response, delivery, cx.date, self.out(cx.bufs));
+        self.finish_response(cx, delivery.close);
+    }
+
+    /// The response is fully encoded: the connection persists or closes.
+    pub(super) fn finish_response(&mut self, cx: &mut LoopCx<'_>, close: bool) {
+        let next = if close {
+            State::Closing {
+                reason: CloseReason::Done,
+            }
+        } else {
+            State::Idle { since: cx.now }
+        };
+        self.state.set(next, cx.token);
+    }
+
+    /// Sends the next chunk of a stream, and the end of the body with the last one.
+    pub(super) fn next_chunk(&mut self, cx: &mut LoopCx<'_>) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+        let chunked = s.exchange.version == Version::Http11;
+        // The chunks come from handler code: a panic there ends this response after the
+        // chunks already produced (without its last chunk), never the loop.
+        let Ok(data) = catch_unwind(AssertUnwindSafe(|| s.chunks.next())) else {
+            return self.stream_failed(cx);
+        };
+        if let Some(data) = data {
+            if chunked {
+                response::encode_chunk(&data, out.vec());
+            } else {
+                out.vec().extend_from_slice(&data);
+            }
+        }
+        match catch_unwind(AssertUnwindSafe(|| s.chunks.peek().is_some())) {
+            Ok(true) => {
+                s.next_at = after(cx.now, s.interval);
+                return;
+            }
+            Ok(false) => {}
+            Err(_) => return self.stream_failed(cx),
+        }
+        if chunked {
+            out.vec().extend_from_slice(response::LAST_CHUNK);
+        }
+        let close = Self::delivery(cx, s.exchange, Length::Streamed).close;
+        self.finish_response(cx, close);
+    }
+
+    /// A stream's chunks panicked: what was sent stays sent, the body never gets its end,
+    /// and the connection closes once the output is out.
+    pub(super) fn stream_failed(&mut self, cx: &mut LoopCx<'_>) {
+        log::error!("conn {}: a stream's chunks panicked", cx.token.0);
+        let closing = State::Closing {
+            reason: CloseReason::StreamFailed,
+        };
+        self.state.set(closing, cx.token);
+    }
+
+    /// A head or body that did not arrive in time: 408, then close.
+    pub(super) fn time_out(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
+        self.reject(cx, RequestError::Timeout);
+        self.drive(cx)
+    }
+
+    /// Answers a request that broke a rule, then closes: after a framing error the start
+    /// of the next request cannot be trusted (see `http::error`).
+    pub(super) fn reject(&mut self, cx: &mut LoopCx<'_>, error: RequestError) {
+        let (status, reason) = error.status();
+        log::debug!("conn {}: rejected with {}: {reason}", cx.token.0, status.0);
+        self.encode_last(cx, &Response::error(status, reason), false);
+        if let Some(input) = self.input.as_mut() {
+            input.consume(input.len());
+        }
+        let reason = match error {
+            RequestError::Timeout => CloseReason::RequestTimeout,
+            _ => CloseReason::Rejected,
+        };
+        self.state.set(State::Closing { reason }, cx.token);
+    }
+
+    /// Encodes the connection's last response: `Connection: close`, and framed for 1.1,
+    /// because the request it answers may not have parsed far enough to know better.
+    pub(super) fn encode_last(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        response: &Response,
+        head_only: bool,
+    ) {
+        let delivery = Delivery {
+            version: Version::Http11,
+            close: true,
+            head_only,
+        };
+        response::encode(response, delivery, cx.date, self.out(cx.bufs));
+    }
+
+    /// The output buffer, borrowed from the pool when there is none.
+    pub(super) fn out(&mut self, bufs: &mut BufPool) -> &mut Vec<u8> {
+        self.output.get_or_insert_with(|| bufs.take_output()).vec()
+    }
+}
