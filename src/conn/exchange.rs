@@ -25,7 +25,7 @@ use crate::http::response::{self, Delivery, Length, Response, Status};
 
 /// Stop taking new requests off the input while this much output waits for the client:
 /// a client that pipelines without reading cannot make us buffer without bound.
-const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+pub(super) const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// The longest body that is read and dropped to keep a connection after answering its
 /// request from the head alone (a 404 or 405 to a POST, say). Longer, and the answer says

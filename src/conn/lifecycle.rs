@@ -74,6 +74,9 @@ impl<S: Socket> Conn<S> {
                 reason: CloseReason::Done,
             };
             self.state.set(closing, cx.token);
+            // With its answer already out, nothing else would move it on: no write is
+            // pending to raise an event, and `Closing` has no timer of its own.
+            return self.settle(cx);
         }
         Ok(())
     }

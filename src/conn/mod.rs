@@ -33,6 +33,8 @@ mod exchange;
 mod io;
 mod lifecycle;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Instant;
