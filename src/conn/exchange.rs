@@ -65,86 +65,103 @@ impl<S: Socket> Conn<S> {
                 changed = true;
                 continue;
             }
-            let Some(input) = self.input.as_mut().filter(|i| !i.is_empty()) else {
+            let Some(&first) = self.input.as_ref().and_then(|i| i.bytes().first()) else {
                 return changed;
             };
-            // Rule: empty lines before a request line are dropped as they come.
-            if matches!(input.bytes()[0], b'\r' | b'\n')
-                && let State::Idle { .. } | State::Head { .. } = self.state
-            {
-                let empty = request::leading_empty_lines(input.bytes());
-                if empty > 0 {
-                    input.consume(empty);
-                    match &mut self.state {
-                        // A CR and its LF came in separate reads, and nothing else: no
-                        // request has begun after all. Idle again, counted from the CR.
-                        State::Head { since, .. } if input.is_empty() => {
-                            let idle = State::Idle { since: *since };
-                            self.state.set(idle, cx.token);
-                        }
-                        State::Head { seen, .. } => *seen = seen.saturating_sub(empty),
-                        _ => {}
-                    }
-                    changed = true;
-                    continue;
+            let progressed = match self.state {
+                // Rule: empty lines before a request line are dropped as they come.
+                State::Idle { .. } | State::Head { .. } if matches!(first, b'\r' | b'\n') => {
+                    self.drop_empty_lines(cx) || self.take_head(cx, &mut changed)
                 }
-            }
-            match &mut self.state {
-                // Rule: no new line, no new verdict — unless the bytes reach a limit,
-                // which `parse_head` turns into 414 or 431, or the method token is
-                // already one nobody implements (501).
-                State::Head { seen, .. }
-                    if !input.bytes()[*seen..].contains(&b'\n')
-                        && input.len() < cx.limits.max_head
-                        && !request::request_line_too_long(input.bytes())
-                        && !request::method_refused(input.bytes()) =>
-                {
-                    *seen = input.len();
-                    return changed;
-                }
-                State::Idle { .. } | State::Head { .. } => {
-                    match request::parse_head(input.bytes(), cx.limits.max_head) {
-                        // Rule: a partial head starts the header timer at its first byte.
-                        Ok(None) => {
-                            let seen = input.len();
-                            match &mut self.state {
-                                State::Head { seen: s, .. } => *s = seen,
-                                _ => {
-                                    let head = State::Head {
-                                        since: cx.now,
-                                        seen,
-                                    };
-                                    self.state.set(head, cx.token);
-                                    changed = true;
-                                }
-                            }
-                            return changed;
-                        }
-                        Ok(Some(head)) => {
-                            // The request timer runs from the head's first byte.
-                            let started = match self.state {
-                                State::Head { since, .. } => since,
-                                _ => cx.now,
-                            };
-                            self.begin(cx, head, started);
-                        }
-                        // Rule: a head that breaks a rule is answered and the connection closes.
-                        Err(e) => self.reject(cx, e),
-                    }
-                }
-                State::Body(_) => {
-                    if !self.decode_body(cx) {
-                        return changed;
-                    }
-                }
-                State::Discarding(_) => {
-                    if !self.discard_body(cx) {
-                        return changed;
-                    }
-                }
-                _ => return changed,
+                State::Idle { .. } | State::Head { .. } => self.take_head(cx, &mut changed),
+                State::Body(_) => self.decode_body(cx),
+                State::Discarding(_) => self.discard_body(cx),
+                _ => false,
+            };
+            if !progressed {
+                return changed;
             }
             changed = true;
+        }
+    }
+
+    /// Drops the empty lines at the front of the input (RFC 9112 §2.2). Returns whether
+    /// there were any.
+    #[cold]
+    pub(super) fn drop_empty_lines(&mut self, cx: &mut LoopCx<'_>) -> bool {
+        let Some(input) = self.input.as_mut() else {
+            return false;
+        };
+        let empty = request::leading_empty_lines(input.bytes());
+        if empty == 0 {
+            return false;
+        }
+        input.consume(empty);
+        match &mut self.state {
+            // A CR and its LF came in separate reads, and nothing else: no request has
+            // begun after all. Idle again, counted from the CR.
+            State::Head { since, .. } if input.is_empty() => {
+                let idle = State::Idle { since: *since };
+                self.state.set(idle, cx.token);
+            }
+            State::Head { seen, .. } => *seen = seen.saturating_sub(empty),
+            _ => {}
+        }
+        true
+    }
+
+    /// Parses the head at the front of the input, when new bytes can change the verdict,
+    /// and acts on it: a complete head is dispatched, a broken one rejected. Returns
+    /// whether one was (then the input is looked at again); `changed` is set when a head
+    /// has begun.
+    #[inline(always)] // once per request, from `process` only: keep the hot loop whole
+    pub(super) fn take_head(&mut self, cx: &mut LoopCx<'_>, changed: &mut bool) -> bool {
+        let Some(input) = self.input.as_mut() else {
+            return false;
+        };
+        // Rule: no new line, no new verdict — unless the bytes reach a limit, which
+        // `parse_head` turns into 414 or 431, or the method token is already one nobody
+        // implements (501).
+        if let State::Head { seen, .. } = &mut self.state
+            && !input.bytes()[*seen..].contains(&b'\n')
+            && input.len() < cx.limits.max_head
+            && !request::request_line_too_long(input.bytes())
+            && !request::method_refused(input.bytes())
+        {
+            *seen = input.len();
+            return false;
+        }
+        match request::parse_head(input.bytes(), cx.limits.max_head) {
+            // Rule: a partial head starts the header timer at its first byte.
+            Ok(None) => {
+                let seen = input.len();
+                match &mut self.state {
+                    State::Head { seen: s, .. } => *s = seen,
+                    _ => {
+                        let head = State::Head {
+                            since: cx.now,
+                            seen,
+                        };
+                        self.state.set(head, cx.token);
+                        *changed = true;
+                    }
+                }
+                false
+            }
+            Ok(Some(head)) => {
+                // The request timer runs from the head's first byte.
+                let started = match self.state {
+                    State::Head { since, .. } => since,
+                    _ => cx.now,
+                };
+                self.begin(cx, head, started);
+                true
+            }
+            // Rule: a head that breaks a rule is answered and the connection closes.
+            Err(e) => {
+                self.reject(cx, e);
+                true
+            }
         }
     }
 
@@ -158,6 +175,7 @@ impl<S: Socket> Conn<S> {
     /// A head is complete: call the handler. A request with a body is refused at once when
     /// it declares more than `MAX_BODY_BYTES`; otherwise the handler decides from the head
     /// whether the body is read.
+    #[inline(always)] // see `take_head`
     pub(super) fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head, started: Instant) {
         if head.framing == Framing::None {
             let len = head.len;

@@ -23,9 +23,11 @@ use crate::http::response::{Response, Status};
 pub const FRESH_GRACE: Duration = Duration::from_secs(1);
 
 impl<S: Socket> Conn<S> {
-    /// Idle between requests with nothing buffered: safe to close without losing a byte
-    /// of any request we have seen.
-    pub fn is_idle(&self) -> bool {
+    /// Quiet: between requests (state `Idle`) with nothing buffered either way, no byte
+    /// of a request read and no byte of an answer owed. The one definition of what a
+    /// keep-alive timeout or a drain may close without losing anything. (A connection in
+    /// `Idle` that is still writing its last answer is not quiet.)
+    pub fn is_quiet(&self) -> bool {
         matches!(self.state, State::Idle { .. }) && self.input.is_none() && self.output.is_none()
     }
 
@@ -52,7 +54,7 @@ impl<S: Socket> Conn<S> {
             // "idle" cannot be judged yet. `resume` comes back here.
             return Ok(());
         }
-        if self.is_idle() {
+        if self.is_quiet() {
             // A connection that has not carried a request yet may be a client that
             // connected just before the signal (perhaps one we just took from the
             // backlog) and is about to send its first request: it gets its grace.

@@ -191,23 +191,24 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// A timer may have expired.
+    /// A timer may have expired. (One arm per timer rule, each with its one-line rule
+    /// above it: the table reads best whole, so it is longer than most functions here.)
     pub fn timer(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         let now = cx.now;
         let t = cx.limits.timeouts;
         if self.write_since.is_some_and(|since| now >= since + t.write) {
             return Err(CloseReason::WriteTimeout);
         }
-        let idle = self.is_idle();
+        let quiet = self.is_quiet();
         let grace_over =
             cx.stage == Stage::Draining && self.fresh_until().is_some_and(|end| now >= end);
         match &mut self.state {
             // Rule: during a shutdown, a connection that never sent a request is closed
             // once its grace is over.
-            State::Idle { .. } if idle && grace_over => Err(CloseReason::IdleOnShutdown),
-            // Rule: an idle connection past its keep-alive timeout is closed silently. A
-            // connection whose responses are still being written is not idle.
-            State::Idle { since } if idle && now >= *since + t.keepalive => {
+            State::Idle { .. } if quiet && grace_over => Err(CloseReason::IdleOnShutdown),
+            // Rule: a quiet connection past its keep-alive timeout is closed silently. A
+            // connection whose responses are still being written is not quiet.
+            State::Idle { since } if quiet && now >= *since + t.keepalive => {
                 Err(CloseReason::IdleTimeout)
             }
             // Rule: a head or body that does not arrive in time is answered 408: the head
@@ -291,7 +292,7 @@ impl<S: Socket> Conn<S> {
         let state = match &self.state {
             // Not idle while responses are still going out (the write timer guards
             // that), and a stream held back by a full output buffer waits for writes.
-            State::Idle { .. } if !self.is_idle() => None,
+            State::Idle { .. } if !self.is_quiet() => None,
             State::Idle { since } if grace.is_some() => {
                 grace.map(|end| end.min(*since + limits.timeouts.keepalive))
             }

@@ -385,7 +385,8 @@ impl BodyDecoder {
 
 impl Frame {
     /// The transition for one framing byte. `room` is how many more body bytes the limit
-    /// allows; it is checked as soon as a chunk's size is known.
+    /// allows; it is checked as soon as a chunk's size is known. (The whole chunked
+    /// grammar as one `match (state, byte)`: longer than most functions, on purpose.)
     fn next(self, byte: u8, room: u64) -> Result<State, BodyError> {
         let frame = match (self, byte) {
             // chunk-size = 1*HEXDIG; leading zeros are fine, overflow is not (§7.1: "anticipate
