@@ -158,6 +158,7 @@ pub struct BufPool {
 const POOL_MAX: usize = 1024;
 
 impl BufPool {
+    /// An empty pool whose input buffers hold `size` bytes (`MAX_HEADER_BYTES`).
     pub fn new(size: usize) -> BufPool {
         BufPool {
             inputs: Vec::new(),
@@ -166,18 +167,22 @@ impl BufPool {
         }
     }
 
+    /// Lends an input buffer: a pooled one, or a new one when the pool is empty.
     pub fn take_input(&mut self) -> Box<InBuf> {
         self.inputs
             .pop()
             .unwrap_or_else(|| Box::new(InBuf::with_capacity(self.size)))
     }
 
+    /// Lends an output buffer: a pooled one, or a new one when the pool is empty.
     pub fn take_output(&mut self) -> Box<OutBuf> {
         self.outputs
             .pop()
             .unwrap_or_else(|| Box::new(OutBuf::with_capacity(self.size)))
     }
 
+    /// Takes an input buffer back, emptied, for the next connection that needs one; one
+    /// that grew past twice its usual size is freed instead.
     pub fn give_input(&mut self, mut buf: Box<InBuf>) {
         if self.inputs.len() < POOL_MAX && buf.capacity() <= self.size * 2 {
             buf.consume(buf.len());
@@ -185,6 +190,8 @@ impl BufPool {
         }
     }
 
+    /// Takes an output buffer back, emptied; one that grew far past its usual size is
+    /// freed instead, so one large answer does not pin its memory for good.
     pub fn give_output(&mut self, mut buf: Box<OutBuf>) {
         if self.outputs.len() < POOL_MAX && buf.capacity() <= self.size * 4 {
             buf.data.clear();

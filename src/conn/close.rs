@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+/// Why a connection closed: one value per close, logged and counted in the shutdown
+/// report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseReason {
     /// The client closed its side with no request in progress.

@@ -65,13 +65,19 @@ const ROUNDS_PER_CALL: usize = 8;
 
 /// What the loop lends a connection for the length of one call.
 pub struct LoopCx<'a> {
+    /// The loop's reading of the clock for this turn: the only time a connection sees.
     pub now: Instant,
+    /// The connection's token, for logs and reply ids.
     pub token: Token,
     /// The current `Date` value, formatted once a second by the loop.
     pub date: &'a [u8],
+    /// Size limits and timeouts.
     pub limits: &'a Limits,
+    /// The pool input and output buffers are lent from.
     pub bufs: &'a mut BufPool,
+    /// The application that answers requests.
     pub handler: &'a dyn Handler,
+    /// Where reply handles deliver answers that come later.
     pub inbox: &'a Arc<Inbox>,
     /// The database pool, when one is configured.
     pub db: Option<&'a Pool>,
@@ -103,11 +109,17 @@ impl Stage {
 /// Size limits and timeouts, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// The timeouts every connection obeys.
     pub timeouts: Timeouts,
+    /// `MAX_HEADER_BYTES`: request line and header fields at most.
     pub max_head: usize,
+    /// `MAX_BODY_BYTES`: a request body at most.
     pub max_body: usize,
 }
 
+/// One client connection: its socket, where it is in its life (`state.rs`), and the
+/// buffers it has been lent. Generic over its [`Socket`] so it can be driven without
+/// one in tests.
 pub struct Conn<S = TcpStream> {
     socket: S,
     state: State,
@@ -133,6 +145,7 @@ pub struct Conn<S = TcpStream> {
 }
 
 impl<S: Socket> Conn<S> {
+    /// A connection just accepted at `now`: idle, nothing read, nothing owed.
     pub fn new(socket: S, now: Instant) -> Conn<S> {
         Conn {
             socket,
@@ -148,6 +161,7 @@ impl<S: Socket> Conn<S> {
         }
     }
 
+    /// The socket, for the loop to register and deregister.
     pub fn socket_mut(&mut self) -> &mut S {
         &mut self.socket
     }

@@ -162,11 +162,15 @@ pub struct Streaming {
 /// The timeouts a connection obeys, named after what they bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// `KEEPALIVE_TIMEOUT_MS`: how long a quiet connection is kept.
     pub keepalive: Duration,
+    /// `HEADER_TIMEOUT_MS`: from a head's first byte to its end.
     pub header: Duration,
+    /// `BODY_TIMEOUT_MS`: the longest gap without body progress.
     pub body: Duration,
     /// From a request's first byte to the end of its body, whatever the gaps.
     pub request: Duration,
+    /// `WRITE_TIMEOUT_MS`: the longest gap without write progress.
     pub write: Duration,
 }
 

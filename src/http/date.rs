@@ -23,6 +23,7 @@ pub struct DateCache {
 }
 
 impl DateCache {
+    /// A cache holding the `Date` of `wall`, read at the loop's `now`.
     pub fn new(now: Instant, wall: SystemTime) -> DateCache {
         let mut cache = DateCache {
             second: 0,
@@ -52,6 +53,7 @@ impl DateCache {
         self.refresh_at = now + rest_of_second;
     }
 
+    /// The current value, e.g. `Wed, 02 Dec 2026 06:00:00 GMT`.
     pub fn as_bytes(&self) -> &[u8] {
         &self.text
     }

@@ -11,6 +11,7 @@
 use super::body::BodyError;
 use super::response::Status;
 
+/// Why a request was refused; [`RequestError::status`] says how it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
     /// The request line or a header field does not parse (bad token, obs-fold, bare CR,

@@ -33,14 +33,23 @@ pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// respond with the 501 (Not Implemented) status code").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET` (RFC 9110 §9.3.1).
     Get,
+    /// `HEAD`: as `GET`, without the body (§9.3.2).
     Head,
+    /// `POST` (§9.3.3).
     Post,
+    /// `PUT` (§9.3.4).
     Put,
+    /// `DELETE` (§9.3.5).
     Delete,
+    /// `OPTIONS` (§9.3.7).
     Options,
+    /// `PATCH` (RFC 5789).
     Patch,
+    /// `TRACE` (§9.3.8): known, and routed like any method (405 where not allowed).
     Trace,
+    /// `CONNECT` (§9.3.6): known, but its authority-form target is refused: not a proxy.
     Connect,
 }
 
@@ -62,6 +71,7 @@ impl Method {
         })
     }
 
+    /// The method as it is spelled on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
@@ -81,14 +91,18 @@ impl Method {
 /// and `httparse` rejects versions other than 1.0 and 1.1 (answered 505).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// HTTP/1.0: closes after each answer unless it asks for `keep-alive`.
     Http10,
+    /// HTTP/1.1 (and 1.2 to 1.9, served as 1.1).
     Http11,
 }
 
 /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Persistence {
+    /// Another request may follow on this connection.
     KeepAlive,
+    /// The connection closes after this request's answer.
     Close,
 }
 
@@ -96,13 +110,17 @@ pub enum Persistence {
 /// is `len` bytes long, so the body (if any) starts at `len`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
+    /// The request method.
     pub method: Method,
+    /// The protocol version.
     pub version: Version,
     /// The path of the target, without the query (origin-form, or taken out of absolute-form).
     pub path: Range<usize>,
     /// The query after `?`, without the `?`.
     pub query: Option<Range<usize>>,
+    /// How the body is framed (RFC 9112 §6.3).
     pub framing: Framing,
+    /// Whether the connection may carry another request (RFC 9112 §9.3).
     pub persistence: Persistence,
     /// The client sent `Expect: 100-continue` (RFC 9110 §10.1.1) and will wait for a
     /// `100 Continue` before it sends the body.
@@ -118,6 +136,26 @@ const MAX_METHOD: usize = 7;
 /// Parses a request head from the front of `buf`.
 ///
 /// Returns `Ok(None)` while the head is incomplete and still within `max_head` bytes.
+///
+/// ```
+/// use lastcall::http::body::Framing;
+/// use lastcall::http::error::{RequestError, TargetRule};
+/// use lastcall::http::request::{Method, parse_head};
+///
+/// let wire = b"POST /echo?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello";
+/// // Not enough bytes yet is not an error: wait for more.
+/// assert_eq!(parse_head(&wire[..20], 16 * 1024), Ok(None));
+/// // Complete: offsets into the bytes, and the framing of the body that follows.
+/// let head = parse_head(wire, 16 * 1024).unwrap().unwrap();
+/// assert_eq!(head.method, Method::Post);
+/// assert_eq!(&wire[head.path.clone()], b"/echo");
+/// assert_eq!(head.framing, Framing::Length(5));
+/// assert_eq!(&wire[head.len..], b"hello");
+/// // Broken: the error names the rule, and says which status answers it.
+/// let fragment = parse_head(b"GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n", 16 * 1024);
+/// assert_eq!(fragment, Err(RequestError::BadTarget(TargetRule::Fragment)));
+/// assert_eq!(fragment.unwrap_err().status().0 .0, 400);
+/// ```
 ///
 /// The verdict does not depend on how the bytes were split. Whether httparse finds the
 /// head complete, partial or broken, the rules are judged in one order, each on bytes a
@@ -732,10 +770,13 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 /// What a handler sees of a request: borrowed views into the connection's input buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
+    /// The request method.
     pub method: Method,
+    /// The protocol version.
     pub version: Version,
     /// The path, exactly as sent (no percent-decoding).
     pub path: &'a str,
+    /// The query after `?`, without it, exactly as sent.
     pub query: Option<&'a str>,
     /// The decoded body, once read; see [`Request::body`].
     body: Option<&'a [u8]>,

@@ -22,19 +22,33 @@ use super::request::Version;
 pub struct Status(pub u16);
 
 impl Status {
+    /// 100 Continue: send the body (RFC 9110 §15.2.1).
     pub const CONTINUE: Status = Status(100);
+    /// 200 OK.
     pub const OK: Status = Status(200);
+    /// 400: the request broke a rule of HTTP.
     pub const BAD_REQUEST: Status = Status(400);
+    /// 404: no such route.
     pub const NOT_FOUND: Status = Status(404);
+    /// 405: the route exists; `Allow` says which methods.
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    /// 408: the request did not arrive in time.
     pub const REQUEST_TIMEOUT: Status = Status(408);
+    /// 413: the body is over `MAX_BODY_BYTES`.
     pub const PAYLOAD_TOO_LARGE: Status = Status(413);
+    /// 414: the request line is over 8 KiB.
     pub const URI_TOO_LONG: Status = Status(414);
+    /// 417: an `Expect` other than `100-continue`.
     pub const EXPECTATION_FAILED: Status = Status(417);
+    /// 431: the head is over `MAX_HEADER_BYTES`.
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
+    /// 500: the handler failed.
     pub const INTERNAL_SERVER_ERROR: Status = Status(500);
+    /// 501: a method or transfer coding not implemented here.
     pub const NOT_IMPLEMENTED: Status = Status(501);
+    /// 503: no database, or the shutdown deadline.
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    /// 505: not HTTP/1.x.
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
 
     /// The status as it can go on the wire. "All valid status codes are within the range
@@ -85,15 +99,18 @@ impl Status {
 /// A response body that is known in full when the response is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
+    /// No content.
     Empty,
     /// A body compiled into the binary: no allocation to send it.
     Static(&'static [u8]),
     /// A short body built per request, held inline: no allocation either.
     Inline(Inline),
+    /// A body built per request on the heap.
     Bytes(Vec<u8>),
 }
 
 impl Body {
+    /// The bytes of the body.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Body::Empty => b"",
@@ -126,6 +143,7 @@ impl Default for Inline {
 }
 
 impl Inline {
+    /// The bytes written so far.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -141,20 +159,29 @@ impl fmt::Write for Inline {
     }
 }
 
+/// What a handler answers: a status, a content type, extra fields and a body known in
+/// full. `Server`, `Date`, `Content-Length` and `Connection` are added when it is
+/// encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The status code.
     pub status: Status,
+    /// The `Content-Type`, when there is content to type.
     pub content_type: Option<&'static str>,
     /// Fields beyond the ones every response gets (`Allow`, `Retry-After`, ...). Empty for
     /// the hot routes, and an empty `Vec` does not allocate.
     pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// The content.
     pub body: Body,
 }
 
+/// The JSON media type (RFC 8259 §11).
 pub const JSON: &str = "application/json";
+/// Plain text.
 pub const TEXT: &str = "text/plain";
 
 impl Response {
+    /// A response with a content type and a body, and no extra fields.
     pub fn new(status: Status, content_type: &'static str, body: Body) -> Response {
         Response {
             status,
@@ -180,6 +207,7 @@ impl Response {
         Response::new(status, JSON, Body::Static(body.as_bytes()))
     }
 
+    /// A JSON body built per request.
     pub fn json(status: Status, body: String) -> Response {
         Response::new(status, JSON, Body::Bytes(body.into_bytes()))
     }
@@ -194,6 +222,7 @@ impl Response {
         Response::json(status, body)
     }
 
+    /// Adds a field (`Allow`, `Retry-After`, ...) to the head.
     pub fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name, value.into()));
         self
@@ -242,6 +271,7 @@ pub fn encode(resp: &Response, delivery: Delivery, date: &[u8], out: &mut Vec<u8
 /// The length a response head announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Length {
+    /// `Content-Length: n`.
     Known(usize),
     /// The body follows in chunks (RFC 9112 §7.1) — or, for a 1.0 client that cannot read
     /// chunks, until the connection closes (§6.3 step 8).
