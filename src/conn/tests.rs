@@ -222,105 +222,82 @@ fn fresh() -> Built {
     (rig, conn)
 }
 
+/// A fresh connection after the client sent `wire`, asserted to be in `state` then. What
+/// it wrote is left for the caller to look at.
+fn reached(wire: &[u8], room: Option<usize>, want: &str) -> Built {
+    let (mut rig, mut conn) = fresh();
+    conn.socket.room = room;
+    rig.send(&mut conn, wire).unwrap();
+    assert_eq!(
+        state(&conn),
+        want,
+        "after {:?}",
+        String::from_utf8_lossy(wire)
+    );
+    (rig, conn)
+}
+
 /// Idle after one answered keep-alive request, its answer read by the client.
 fn idle() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(&mut conn, GET_PLAINTEXT).unwrap();
+    let (rig, mut conn) = reached(GET_PLAINTEXT, None, "Idle");
     assert!(received(&mut conn).ends_with(HELLO));
-    assert_eq!(state(&conn), "Idle");
     (rig, conn)
 }
 
 /// Part of a request head has arrived.
 fn in_head() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(&mut conn, b"GET /plaintext HTTP/1.1\r\nHo")
-        .unwrap();
-    assert_eq!(state(&conn), "Head");
-    (rig, conn)
+    reached(b"GET /plaintext HTTP/1.1\r\nHo", None, "Head")
 }
 
 /// `/echo` asked for its body; half of it has arrived.
 fn in_body() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(
-        &mut conn,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234",
-    )
-    .unwrap();
-    assert_eq!(state(&conn), "Body");
-    (rig, conn)
+    let wire = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234";
+    reached(wire, None, "Body")
 }
 
 /// A POST to a path that takes no body: answered 404 from the head, half its body read
 /// past.
 fn discarding() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(
-        &mut conn,
-        b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234",
-    )
-    .unwrap();
+    let wire = b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234";
+    let (rig, mut conn) = reached(wire, None, "Discarding");
     assert!(received(&mut conn).starts_with("HTTP/1.1 404 "));
-    assert_eq!(state(&conn), "Discarding");
     (rig, conn)
 }
 
 /// `/work?ms=100`: the answer waits on a loop timer.
 fn waiting_on_timer() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(&mut conn, b"GET /work?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_eq!(state(&conn), "Waiting");
-    (rig, conn)
+    reached(
+        b"GET /work?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n",
+        None,
+        "Waiting",
+    )
 }
 
 /// `/later`: the answer waits on a reply handle.
 fn waiting_on_reply() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(&mut conn, b"GET /later HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_eq!(state(&conn), "Waiting");
-    (rig, conn)
+    reached(b"GET /later HTTP/1.1\r\nHost: t\r\n\r\n", None, "Waiting")
 }
 
 /// `/stream?chunks=3&ms=10`: the head is out, the chunks go out on a timer.
 fn streaming() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(
-        &mut conn,
-        b"GET /stream?chunks=3&ms=10 HTTP/1.1\r\nHost: t\r\n\r\n",
-    )
-    .unwrap();
+    let wire = b"GET /stream?chunks=3&ms=10 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (rig, mut conn) = reached(wire, None, "Streaming");
     assert!(received(&mut conn).contains("Transfer-Encoding: chunked"));
-    assert_eq!(state(&conn), "Streaming");
     (rig, conn)
 }
 
+const GET_AND_CLOSE: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
 /// `Connection: close` answered, but the client reads nothing: the answer waits.
 fn closing() -> Built {
-    let (mut rig, mut conn) = fresh();
-    conn.socket.room = Some(0);
-    rig.send(
-        &mut conn,
-        b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    assert_eq!(state(&conn), "Closing");
-    (rig, conn)
+    reached(GET_AND_CLOSE, Some(0), "Closing")
 }
 
 /// `Connection: close` answered and written: our side is shut, the client's is read.
 fn lingering() -> Built {
-    let (mut rig, mut conn) = fresh();
-    rig.send(
-        &mut conn,
-        b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    let (rig, mut conn) = reached(GET_AND_CLOSE, None, "Lingering");
     assert!(received(&mut conn).contains("Connection: close"));
     assert!(conn.socket.write_shut);
-    assert_eq!(state(&conn), "Lingering");
     (rig, conn)
 }
 
