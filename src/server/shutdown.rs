@@ -20,24 +20,10 @@
 //! starts a second shutdown; the deadline is counted from the first signal, whatever the
 //! phase.
 
-use crate::conn::Stage;
 use std::time::{Duration, Instant};
 
-/// Which signal asked us to stop; named in the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Term,
-    Int,
-}
-
-impl Signal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Term => "SIGTERM",
-            Signal::Int => "SIGINT",
-        }
-    }
-}
+use super::signals::Signal;
+use crate::conn::Stage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -1,0 +1,177 @@
+//! The shutdown steps, carried out: what the loop does for each [`Step`] the phase
+//! machine returns.
+//!
+//! What it is: [`Shutdown`], the state a shutdown keeps (the phase, the budget, the
+//! report), and [`Server::advance`], the one door through which events reach the phase
+//! machine, with one method per step: [`Server::announce`] (step 1), `start_drain` (steps
+//! 3 and 4), `force` (step 7) and `finish` (steps 6 and 9).
+//!
+//! What it is not: it does not decide when a step is due (that is `Phase::on`, in
+//! `shutdown`), and it knows nothing of a connection's own drain rule (that is
+//! `Conn::start_drain` and `Conn::force_close`): it calls them on every connection.
+//!
+//! Invariants: every step runs at most once per shutdown, because each is the answer to
+//! one transition of the phase machine; `finish` is the only step that reads the clock
+//! itself, and the only one that may block (on the pool, within `POOL_CLOSE_BOUND`).
+
+use std::time::{Duration, Instant};
+
+use super::Server;
+use super::report::Report;
+use super::shutdown::{Budget, Event, Outcome, Phase, Step};
+
+/// How long the pool may take to close after the drain (or the deadline). Idle workers
+/// disconnect in milliseconds; this bounds a worker stuck in a query that ignores cancel.
+const POOL_CLOSE_BOUND: Duration = Duration::from_secs(2);
+
+/// Where the shutdown stands, what it may spend, and what it will report.
+pub(super) struct Shutdown {
+    pub(super) phase: Phase,
+    budget: Budget,
+    pub(super) report: Report,
+    /// Set by the last shutdown step: the loop returns it.
+    pub(super) exit: Option<Outcome>,
+}
+
+impl Shutdown {
+    pub(super) fn new(budget: Budget) -> Shutdown {
+        Shutdown {
+            phase: Phase::Serving,
+            budget,
+            report: Report::default(),
+            exit: None,
+        }
+    }
+}
+
+impl Server {
+    /// Feeds the shutdown phase machine and carries out the step it returns.
+    pub(super) fn advance(&mut self, event: Event, now: Instant) {
+        let budget = self.shutdown.budget;
+        match self.shutdown.phase.on(event, budget) {
+            Step::Nothing => {}
+            Step::Announce { drain_now } => {
+                self.announce(now);
+                if drain_now {
+                    self.start_drain(now);
+                }
+            }
+            Step::IgnoreSignal(signal) => {
+                log::info!(
+                    "{} received again: already shutting down, ignored",
+                    signal.name()
+                );
+            }
+            Step::StartDrain => self.start_drain(now),
+            Step::Force => {
+                self.force(now);
+                self.finish(Outcome::TimedOut);
+            }
+            Step::Finish(outcome) => self.finish(outcome),
+        }
+    }
+
+    /// Step 1 of the shutdown: say so. Readiness flips with the phase itself.
+    fn announce(&mut self, now: Instant) {
+        let signal = match self.shutdown.phase {
+            Phase::Delaying { signal, .. } | Phase::Draining { signal, .. } => signal,
+            _ => return,
+        };
+        let budget = self.shutdown.budget;
+        log::info!(
+            "{} received: starting graceful shutdown (draining, max {}ms)",
+            signal.name(),
+            budget.shutdown_timeout.as_millis()
+        );
+        if !budget.drain_delay.is_zero() {
+            log::info!(
+                "drain delay: still accepting for {}ms while /health answers 503",
+                budget.drain_delay.as_millis()
+            );
+        }
+        let report = &mut self.shutdown.report;
+        report.began_at = Some(now);
+        report.open_at_start = self.conns.slab.len();
+    }
+
+    /// Steps 3 and 4: take the backlog, close the listener, close idle connections.
+    fn start_drain(&mut self, now: Instant) {
+        if let Phase::Draining { at, .. } = self.shutdown.phase
+            && !self.shutdown.budget.drain_delay.is_zero()
+        {
+            match self.accept.take_last_in_delay() {
+                Some(t) => log::info!(
+                    "drain delay over: last new connection arrived {}ms after the signal",
+                    t.saturating_duration_since(at).as_millis()
+                ),
+                None => log::info!("drain delay over: no new connection arrived during it"),
+            }
+        }
+        self.shutdown.report.drain_at = Some(now);
+        // Clients in the backlog completed their handshake before we stopped: they are
+        // ours to serve. Take them regardless of the connection limit (`accept_all`).
+        self.accept.reopen();
+        self.accept_all(now);
+        self.accept.close(self.poll.registry());
+        for token in self.conns.slab.tokens() {
+            self.with_conn(token, now, |conn, cx| conn.start_drain(cx));
+        }
+    }
+
+    /// Step 7: the deadline passed.
+    fn force(&mut self, now: Instant) {
+        let forced_before = self.shutdown.report.forced();
+        if let Some(pool) = self.services.pool.as_ref() {
+            let cancelled = pool.cancel_in_flight();
+            if cancelled > 0 {
+                log::warn!("cancelled {cancelled} database queries still running");
+            }
+        }
+        for token in self.conns.slab.tokens() {
+            self.with_conn(token, now, |conn, cx| Err(conn.force_close(cx)));
+        }
+        let forced = self.shutdown.report.forced() - forced_before;
+        log::warn!("Drain timed out — forcing exit ({forced} connections answered 503 or cut)");
+    }
+
+    /// Step 6 (and the end of 7): release resources, log the report, and settle the
+    /// outcome the process exits with.
+    fn finish(&mut self, outcome: Outcome) {
+        // The last step reads the clock itself: closing thousands of sockets, or the
+        // pool's threads, can take far longer than the turn that started it, and the
+        // report must say how long the shutdown really took.
+        let now = Instant::now();
+        // The pool closes after the last connection: no request can need it any more.
+        let pool_started = now;
+        let mut outcome = outcome;
+        if let Some(pool) = self.services.pool.take() {
+            let closed = pool.close(POOL_CLOSE_BOUND);
+            if closed.joined == closed.workers {
+                log::info!(
+                    "DB pool closed: {} workers disconnected and joined",
+                    closed.workers
+                );
+            } else {
+                log::warn!(
+                    "DB pool close timed out: {} of {} workers joined",
+                    closed.joined,
+                    closed.workers
+                );
+                if outcome == Outcome::Drained {
+                    outcome = Outcome::StepFailed;
+                }
+            }
+        }
+        let pool_ms = pool_started.elapsed().as_millis();
+        if outcome == Outcome::Drained {
+            let drain_ms = self
+                .shutdown
+                .report
+                .drain_at
+                .map_or(0, |t| now.saturating_duration_since(t).as_millis());
+            log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
+        }
+        self.shutdown.report.log(outcome, now, pool_ms);
+        self.shutdown.exit = Some(outcome);
+    }
+}
