@@ -268,7 +268,7 @@ impl Server {
                 self.accept_all(now);
             }
             self.advance_phase(now);
-            if let Some(outcome) = self.shutdown.exit {
+            if let Some(outcome) = self.shutdown.phase.outcome() {
                 return Ok(outcome);
             }
         }

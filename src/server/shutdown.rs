@@ -10,6 +10,8 @@
 //! ```text
 //!   Serving ──signal──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
 //!      └──────signal (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
+//!
+//!   Done (exit 0) ──a later step failed (the pool missed its bound)──▶ Done (exit 1)
 //! ```
 //!
 //! What it is: [`Phase`] and the one function that advances it, [`Phase::on`], whose
@@ -18,7 +20,8 @@
 //!
 //! Invariants: never reads the clock (every event carries `now`); a second signal never
 //! starts a second shutdown; the deadline is counted from the first signal, whatever the
-//! phase.
+//! phase; the outcome lives in `Phase::Done` and nowhere else (the loop returns
+//! [`Phase::outcome`]).
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +80,8 @@ pub enum Event {
     /// No connection remains (a pending database job always belongs to a connection).
     /// Fed, during a shutdown, before and after each `Tick`.
     Empty(Instant),
+    /// A step after the drain failed: the pool did not close within its bound.
+    StepFailed,
 }
 
 /// What the loop must do after a transition.
@@ -93,8 +98,8 @@ pub enum Step {
     StartDrain,
     /// The deadline passed: answer or cut what is left.
     Force,
-    /// Everything is closed: close resources and exit.
-    Finish(Outcome),
+    /// Everything is closed: close resources, report, and exit with [`Phase::outcome`].
+    Finish,
     /// A repeated signal: log it, change nothing.
     IgnoreSignal(Signal),
 }
@@ -125,6 +130,15 @@ impl Phase {
             Phase::Serving => Stage::Serving,
             Phase::Delaying { .. } => Stage::Announced,
             Phase::Draining { .. } | Phase::Done { .. } => Stage::Draining,
+        }
+    }
+
+    /// How the shutdown ended, once it has: what [`Server::run`](super::Server::run)
+    /// returns. The one place the outcome is kept.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match *self {
+            Phase::Done { outcome } => Some(outcome),
+            Phase::Serving | Phase::Delaying { .. } | Phase::Draining { .. } => None,
         }
     }
 
@@ -184,7 +198,7 @@ impl Phase {
                 Phase::Done {
                     outcome: Outcome::Drained,
                 },
-                Step::Finish(Outcome::Drained),
+                Step::Finish,
             ),
             // Rule: the deadline passed first: force what is left, then finish.
             (Phase::Draining { deadline, .. }, Event::Tick(now)) if now >= deadline => (
@@ -192,6 +206,19 @@ impl Phase {
                     outcome: Outcome::TimedOut,
                 },
                 Step::Force,
+            ),
+            // Rule: a step that fails after a clean drain makes the exit 1; after the
+            // deadline it already is.
+            (
+                Phase::Done {
+                    outcome: Outcome::Drained,
+                },
+                Event::StepFailed,
+            ) => (
+                Phase::Done {
+                    outcome: Outcome::StepFailed,
+                },
+                Step::Nothing,
             ),
             (phase, _) => (phase, Step::Nothing),
         };
@@ -237,10 +264,24 @@ mod tests {
             phase.on(Event::Signal(Signal::Int, t0), budget(0)),
             Step::IgnoreSignal(Signal::Int)
         );
-        assert_eq!(
-            phase.on(Event::Empty(t0), budget(0)),
-            Step::Finish(Outcome::Drained)
-        );
+        assert_eq!(phase.on(Event::Empty(t0), budget(0)), Step::Finish);
+        assert_eq!(phase.outcome(), Some(Outcome::Drained));
+    }
+
+    #[test]
+    fn phase_turns_a_clean_drain_into_a_failed_step_but_not_a_timeout() {
+        let t0 = Instant::now();
+        let mut phase = Phase::Serving;
+        phase.on(Event::Signal(Signal::Term, t0), budget(0));
+        phase.on(Event::Empty(t0), budget(0));
+        assert_eq!(phase.on(Event::StepFailed, budget(0)), Step::Nothing);
+        assert_eq!(phase.outcome(), Some(Outcome::StepFailed));
+
+        let mut phase = Phase::Serving;
+        phase.on(Event::Signal(Signal::Term, t0), budget(0));
+        phase.on(Event::Tick(t0 + Duration::from_millis(1000)), budget(0));
+        phase.on(Event::StepFailed, budget(0));
+        assert_eq!(phase.outcome(), Some(Outcome::TimedOut));
     }
 
     #[test]
@@ -273,11 +314,6 @@ mod tests {
             phase.on(Event::Tick(t0 + ms(1000)), budget(200)),
             Step::Force
         );
-        assert_eq!(
-            phase,
-            Phase::Done {
-                outcome: Outcome::TimedOut
-            }
-        );
+        assert_eq!(phase.outcome(), Some(Outcome::TimedOut));
     }
 }

@@ -29,8 +29,6 @@ pub(super) struct Shutdown {
     pub(super) phase: Phase,
     budget: Budget,
     pub(super) report: Report,
-    /// Set by the last shutdown step: the loop returns it.
-    pub(super) exit: Option<Outcome>,
 }
 
 impl Shutdown {
@@ -39,7 +37,6 @@ impl Shutdown {
             phase: Phase::Serving,
             budget,
             report: Report::default(),
-            exit: None,
         }
     }
 }
@@ -65,9 +62,9 @@ impl Server {
             Step::StartDrain => self.start_drain(now),
             Step::Force => {
                 self.force(now);
-                self.finish(Outcome::TimedOut);
+                self.finish();
             }
-            Step::Finish(outcome) => self.finish(outcome),
+            Step::Finish => self.finish(),
         }
     }
 
@@ -134,16 +131,16 @@ impl Server {
         log::warn!("Drain timed out — forcing exit ({forced} connections answered 503 or cut)");
     }
 
-    /// Step 6 (and the end of 7): release resources, log the report, and settle the
-    /// outcome the process exits with.
-    fn finish(&mut self, outcome: Outcome) {
+    /// Step 6 (and the end of 7): release resources and log the report. The phase is
+    /// `Done` already; a pool that misses its bound turns a clean drain's outcome into
+    /// `StepFailed` through the phase machine, which keeps the outcome.
+    fn finish(&mut self) {
         // The last step reads the clock itself: closing thousands of sockets, or the
         // pool's threads, can take far longer than the turn that started it, and the
         // report must say how long the shutdown really took.
         let now = Instant::now();
         // The pool closes after the last connection: no request can need it any more.
         let pool_started = now;
-        let mut outcome = outcome;
         if let Some(pool) = self.services.pool.take() {
             let closed = pool.close(POOL_CLOSE_BOUND);
             if closed.joined == closed.workers {
@@ -157,12 +154,13 @@ impl Server {
                     closed.joined,
                     closed.workers
                 );
-                if outcome == Outcome::Drained {
-                    outcome = Outcome::StepFailed;
-                }
+                self.advance(Event::StepFailed, now);
             }
         }
         let pool_ms = pool_started.elapsed().as_millis();
+        let Some(outcome) = self.shutdown.phase.outcome() else {
+            return; // not reached: `finish` answers a transition into `Done`
+        };
         if outcome == Outcome::Drained {
             let drain_ms = self
                 .shutdown
@@ -172,6 +170,5 @@ impl Server {
             log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
         }
         self.shutdown.report.log(outcome, now, pool_ms);
-        self.shutdown.exit = Some(outcome);
     }
 }
