@@ -22,9 +22,14 @@
 //!
 //! ## Invariants
 //!
-//! - One thread runs the loop, and nothing on it blocks except `poll` itself.
+//! - One thread runs the loop, and nothing on it blocks except `poll` itself — with one
+//!   exception, bounded: the last shutdown step, once the last connection is gone, closes
+//!   the database pool and waits for its workers to disconnect, at most the pool's bound
+//!   (2 s). There is nothing left to serve by then.
 //! - On the loop's thread only `server` reads the clock; everything below it takes `now`
-//!   as an argument. (Database workers, on threads of their own, time their own backoff.)
+//!   as an argument — except `db::Pool::close` in that same last step, which reads it to
+//!   keep its wait within the bound. (Database workers, on threads of their own, time
+//!   their own backoff.)
 //! - Tokens are never reused for a new socket while an event or reply may name the old one.
 //! - An idle keep-alive connection owns no buffers.
 //! - Every close has a [`conn::CloseReason`].

@@ -4,8 +4,11 @@
 //! (a closure that runs queries on a `Client`) and a [`ReplyHandle`]; a worker runs it and
 //! sends the response back through the handle, which wakes the loop.
 //!
-//! What it is not: it never runs on the event-loop thread and the loop never waits on it.
-//! [`Pool::submit`] does not block: a full queue is refused at once (503), never waited on.
+//! What it is not: its work never runs on the event-loop thread, and the loop never waits
+//! on it while there is anything to serve. [`Pool::submit`] does not block: a full queue
+//! is refused at once (503), never waited on. The one exception, bounded: [`Pool::close`],
+//! which the last shutdown step calls on the loop's thread after the last connection is
+//! gone, blocks for at most the bound it is given, and reads the clock to keep to it.
 //!
 //! Lifecycle:
 //! - start: workers connect in the background; the server serves whether or not the
@@ -259,6 +262,9 @@ impl Pool {
     /// Closes the queue and waits (at most `bound`) for the workers to finish their jobs,
     /// disconnect and return. Workers still busy after `bound` are left to the process
     /// exit: the pool never holds the exit longer than its bound.
+    ///
+    /// Blocks the calling thread, and reads the clock, for up to `bound`: the one wait the
+    /// event loop allows itself, in its last shutdown step, when no connection is left.
     pub fn close(mut self, bound: Duration) -> Closed {
         self.shared.lock().closed = true;
         self.shared.task_queued.notify_all();

@@ -33,11 +33,14 @@
 //! 4. fire due timers;
 //! 5. once a shutdown has begun, let its phase advance (`Empty`, `Tick`, `Empty`).
 //!
-//! Invariants: the loop never blocks except in `poll` — and, once, in the last shutdown
-//! step, which waits (within `POOL_CLOSE_BOUND`) for the database workers to disconnect,
-//! when there is nothing left to serve; on the loop's thread only this
-//! module calls `Instant::now()`; tokens are never reused for a new socket while an event or a reply
-//! may still name the old one (see `slab`).
+//! Invariants:
+//! - the loop never blocks except in `poll` — and once, in the last shutdown step
+//!   (`steps.rs`, `finish`): after the last connection is gone, `Pool::close` waits for
+//!   the database workers to disconnect, at most `POOL_CLOSE_BOUND` (2 s);
+//! - on the loop's thread only this module calls `Instant::now()` — and `Pool::close`,
+//!   in that same step, to keep its wait within the bound;
+//! - tokens are never reused for a new socket while an event or a reply may still name
+//!   the old one (see `slab`).
 
 mod accept;
 mod report;
