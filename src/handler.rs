@@ -185,6 +185,13 @@ impl Inbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((id, response));
+        self.wake();
+    }
+
+    /// Makes the loop's `poll` return. Besides replies, the server's shutdown handle
+    /// rings it: mio allows one waker per poll, so everything that wakes the loop from
+    /// another thread shares this one.
+    pub(crate) fn wake(&self) {
         // Failing to wake means the loop is gone; nobody is left to answer.
         let _ = self.waker.wake();
     }

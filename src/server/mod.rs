@@ -20,6 +20,7 @@
 //! | `timers.rs` | connections' wake-ups |
 //! | `slab.rs` | connections by token, tokens never reused |
 //! | `signals.rs` | which signals are caught and what each one means |
+//! | `handle.rs` | the application's way to ask for the shutdown: [`ShutdownHandle`] |
 //! | `shutdown.rs` | the phase machine: when the shutdown moves on |
 //! | `steps.rs` | the shutdown steps, carried out |
 //! | `report.rs` | the one-line shutdown report |
@@ -29,7 +30,8 @@
 //!    measured from the previous turn's `now`;
 //! 2. read the clock once (`now`), and bring the `Date` value up to it;
 //! 3. resume the connections that yielded last turn, then handle events: accept,
-//!    deliver replies, signals, connection readiness;
+//!    deliver replies and take a shutdown request (both ring the waker), signals,
+//!    connection readiness;
 //! 4. fire due timers;
 //! 5. once a shutdown has begun, let its phase advance (`Empty`, `Tick`, `Empty`).
 //!
@@ -43,6 +45,7 @@
 //!   the old one (see `slab`).
 
 mod accept;
+mod handle;
 mod report;
 mod resume;
 mod shutdown;
@@ -60,7 +63,8 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-pub use shutdown::{Outcome, Phase};
+pub use handle::ShutdownHandle;
+pub use shutdown::{Outcome, Phase, Source};
 pub use signals::{Signal, Signals, install_signal_handlers};
 
 use crate::config::Config;
@@ -257,7 +261,10 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
-                    WAKER => self.deliver_replies(now),
+                    WAKER => {
+                        self.deliver_replies(now);
+                        self.take_shutdown_request(now);
+                    }
                     SIGNALS => self.take_signals(now),
                     token => {
                         let hung_up = event.is_read_closed() || event.is_error();
@@ -433,7 +440,15 @@ impl Server {
     fn take_signals(&mut self, now: Instant) {
         let signals: Vec<Signal> = shutdown_signals(self.signals.pending()).collect();
         for signal in signals {
-            self.advance(Event::Signal(signal, now), now);
+            self.advance(Event::Stop(Source::Signal(signal), now), now);
+        }
+    }
+
+    /// The waker also rings for a [`ShutdownHandle`]: a request is fed to the phase
+    /// machine like a signal.
+    fn take_shutdown_request(&mut self, now: Instant) {
+        if self.shutdown.requests.take() {
+            self.advance(Event::Stop(Source::Application, now), now);
         }
     }
 

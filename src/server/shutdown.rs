@@ -8,25 +8,61 @@
 //! | `Done` | closed | — | — | closed after the last connection |
 //!
 //! ```text
-//!   Serving ──signal──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
-//!      └──────signal (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
+//!   Serving ──stop──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
+//!      └──────stop (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
 //!
 //!   Done (exit 0) ──a later step failed (the pool missed its bound)──▶ Done (exit 1)
 //! ```
+//!
+//! "stop" is a SIGTERM or SIGINT, or the application's
+//! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown): the same sequence
+//! follows either way, and only the log says which ([`Source`]).
 //!
 //! What it is: [`Phase`] and the one function that advances it, [`Phase::on`], whose
 //! `match (phase, event)` arms are the rules. The event loop feeds it events and carries
 //! out the [`Step`] each transition returns; this file decides, the loop acts.
 //!
-//! Invariants: never reads the clock (every event carries `now`); a second signal never
-//! starts a second shutdown; the deadline is counted from the first signal, whatever the
-//! phase; the outcome lives in `Phase::Done` and nowhere else (the loop returns
+//! Invariants: never reads the clock (every event carries `now`); a second request (a
+//! signal, or the application's) never starts a second shutdown; the deadline is counted
+//! from the first request, whatever the phase; the outcome lives in `Phase::Done` and nowhere else (the loop returns
 //! [`Phase::outcome`]).
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::signals::Signal;
 use crate::conn::Stage;
+
+/// Who asked for the shutdown; named in the logs. Either way the shutdown is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A signal from outside the process: an orchestrator's SIGTERM, a Ctrl+C.
+    Signal(Signal),
+    /// The application embedding the server, through a
+    /// [`ShutdownHandle`](super::ShutdownHandle).
+    Application,
+}
+
+impl Source {
+    /// What asked, as "after …" says it in the drain-delay log line.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Source::Signal(_) => "the signal",
+            Source::Application => "the request",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    /// How a log line opens when someone asks for a shutdown: `SIGTERM received`,
+    /// `shutdown requested by the application`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Signal(signal) => write!(f, "{} received", signal.name()),
+            Source::Application => f.write_str("shutdown requested by the application"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -34,13 +70,13 @@ pub enum Phase {
     /// Still accepting until `until`, so a load balancer that polls /health sees the 503
     /// and stops routing here before our port closes.
     Delaying {
-        signal: Signal,
+        by: Source,
         at: Instant,
         until: Instant,
         deadline: Instant,
     },
     Draining {
-        signal: Signal,
+        by: Source,
         at: Instant,
         deadline: Instant,
     },
@@ -73,7 +109,8 @@ impl Outcome {
 /// What happened, as far as the phase machine cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Signal(Signal, Instant),
+    /// A shutdown signal arrived, or the application asked for a shutdown.
+    Stop(Source, Instant),
     /// Time passed (the loop woke up). Fed only once a shutdown has begun: `Serving`
     /// has no timed transitions.
     Tick(Instant),
@@ -100,8 +137,9 @@ pub enum Step {
     Force,
     /// Everything is closed: close resources, report, and exit with [`Phase::outcome`].
     Finish,
-    /// A repeated signal: log it, change nothing.
-    IgnoreSignal(Signal),
+    /// A repeated request (a second signal, a second `shutdown()`, one after the
+    /// other): log it, change nothing.
+    IgnoreRepeat(Source),
 }
 
 /// The two shutdown settings, checked at start-up (`DRAIN_DELAY_MS` < `SHUTDOWN_TIMEOUT_MS`).
@@ -154,45 +192,39 @@ impl Phase {
     /// The one place the phase changes.
     pub fn on(&mut self, event: Event, budget: Budget) -> Step {
         let (next, step) = match (*self, event) {
-            // Rule: the first signal starts the shutdown; the deadline counts from here.
-            (Phase::Serving, Event::Signal(signal, now)) if budget.drain_delay.is_zero() => (
+            // Rule: the first request (a signal or the application's) starts the
+            // shutdown; the deadline counts from here.
+            (Phase::Serving, Event::Stop(by, now)) if budget.drain_delay.is_zero() => (
                 Phase::Draining {
-                    signal,
+                    by,
                     at: now,
                     deadline: now + budget.shutdown_timeout,
                 },
                 Step::Announce { drain_now: true },
             ),
-            (Phase::Serving, Event::Signal(signal, now)) => (
+            (Phase::Serving, Event::Stop(by, now)) => (
                 Phase::Delaying {
-                    signal,
+                    by,
                     at: now,
                     until: now + budget.drain_delay,
                     deadline: now + budget.shutdown_timeout,
                 },
                 Step::Announce { drain_now: false },
             ),
-            // Rule: further signals during a shutdown are logged and ignored.
-            (Phase::Delaying { .. } | Phase::Draining { .. }, Event::Signal(signal, _)) => {
-                (*self, Step::IgnoreSignal(signal))
+            // Rule: further requests during a shutdown are logged and ignored.
+            (Phase::Delaying { .. } | Phase::Draining { .. }, Event::Stop(by, _)) => {
+                (*self, Step::IgnoreRepeat(by))
             }
             // Rule: the delay is over: drain.
             (
                 Phase::Delaying {
-                    signal,
+                    by,
                     at,
                     until,
                     deadline,
                 },
                 Event::Tick(now),
-            ) if now >= until => (
-                Phase::Draining {
-                    signal,
-                    at,
-                    deadline,
-                },
-                Step::StartDrain,
-            ),
+            ) if now >= until => (Phase::Draining { by, at, deadline }, Step::StartDrain),
             // Rule: the last connection is gone: a clean drain.
             (Phase::Draining { .. }, Event::Empty(_)) => (
                 Phase::Done {
@@ -255,30 +287,67 @@ mod tests {
         let t0 = Instant::now();
         let mut phase = Phase::Serving;
         assert_eq!(
-            phase.on(Event::Signal(Signal::Term, t0), budget(0)),
+            phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0)),
             Step::Announce { drain_now: true }
         );
         assert!(phase.shutting_down());
         assert_eq!(phase.deadline(), Some(t0 + Duration::from_millis(1000)));
         assert_eq!(
-            phase.on(Event::Signal(Signal::Int, t0), budget(0)),
-            Step::IgnoreSignal(Signal::Int)
+            phase.on(Event::Stop(Source::Signal(Signal::Int), t0), budget(0)),
+            Step::IgnoreRepeat(Source::Signal(Signal::Int))
         );
         assert_eq!(phase.on(Event::Empty(t0), budget(0)), Step::Finish);
         assert_eq!(phase.outcome(), Some(Outcome::Drained));
     }
 
     #[test]
+    fn phase_takes_the_application_request_like_a_signal_and_ignores_a_signal_after_it() {
+        let t0 = Instant::now();
+        let mut phase = Phase::Serving;
+        assert_eq!(
+            phase.on(Event::Stop(Source::Application, t0), budget(0)),
+            Step::Announce { drain_now: true }
+        );
+        assert_eq!(
+            phase,
+            Phase::Draining {
+                by: Source::Application,
+                at: t0,
+                deadline: t0 + Duration::from_millis(1000)
+            }
+        );
+        let later = t0 + Duration::from_millis(10);
+        assert_eq!(
+            phase.on(Event::Stop(Source::Signal(Signal::Term), later), budget(0)),
+            Step::IgnoreRepeat(Source::Signal(Signal::Term))
+        );
+        assert_eq!(
+            phase.on(Event::Stop(Source::Application, later), budget(0)),
+            Step::IgnoreRepeat(Source::Application)
+        );
+        assert_eq!(phase.deadline(), Some(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn source_names_who_asked_in_the_log() {
+        assert_eq!(Source::Signal(Signal::Int).to_string(), "SIGINT received");
+        assert_eq!(
+            Source::Application.to_string(),
+            "shutdown requested by the application"
+        );
+    }
+
+    #[test]
     fn phase_turns_a_clean_drain_into_a_failed_step_but_not_a_timeout() {
         let t0 = Instant::now();
         let mut phase = Phase::Serving;
-        phase.on(Event::Signal(Signal::Term, t0), budget(0));
+        phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
         phase.on(Event::Empty(t0), budget(0));
         assert_eq!(phase.on(Event::StepFailed, budget(0)), Step::Nothing);
         assert_eq!(phase.outcome(), Some(Outcome::StepFailed));
 
         let mut phase = Phase::Serving;
-        phase.on(Event::Signal(Signal::Term, t0), budget(0));
+        phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
         phase.on(Event::Tick(t0 + Duration::from_millis(1000)), budget(0));
         phase.on(Event::StepFailed, budget(0));
         assert_eq!(phase.outcome(), Some(Outcome::TimedOut));
@@ -290,7 +359,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut phase = Phase::Serving;
         assert_eq!(
-            phase.on(Event::Signal(Signal::Int, t0), budget(200)),
+            phase.on(Event::Stop(Source::Signal(Signal::Int), t0), budget(200)),
             Step::Announce { drain_now: false }
         );
         assert_eq!(

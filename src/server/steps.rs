@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use super::Server;
+use super::handle::Requests;
 use super::report::Report;
 use super::shutdown::{Budget, Event, Outcome, Phase, Step};
 
@@ -29,6 +30,8 @@ pub(super) struct Shutdown {
     pub(super) phase: Phase,
     budget: Budget,
     pub(super) report: Report,
+    /// What the application's [`ShutdownHandle`](super::ShutdownHandle)s ask.
+    pub(super) requests: Requests,
 }
 
 impl Shutdown {
@@ -37,6 +40,7 @@ impl Shutdown {
             phase: Phase::Serving,
             budget,
             report: Report::default(),
+            requests: Requests::default(),
         }
     }
 }
@@ -53,11 +57,8 @@ impl Server {
                     self.start_drain(now);
                 }
             }
-            Step::IgnoreSignal(signal) => {
-                log::info!(
-                    "{} received again: already shutting down, ignored",
-                    signal.name()
-                );
+            Step::IgnoreRepeat(by) => {
+                log::info!("{by} again: already shutting down, ignored");
             }
             Step::StartDrain => self.start_drain(now),
             Step::Force => {
@@ -68,16 +69,16 @@ impl Server {
         }
     }
 
-    /// Step 1 of the shutdown: say so. Readiness flips with the phase itself.
+    /// Step 1 of the shutdown: say so, and who asked. Readiness flips with the phase
+    /// itself.
     fn announce(&mut self, now: Instant) {
-        let signal = match self.shutdown.phase {
-            Phase::Delaying { signal, .. } | Phase::Draining { signal, .. } => signal,
+        let by = match self.shutdown.phase {
+            Phase::Delaying { by, .. } | Phase::Draining { by, .. } => by,
             _ => return,
         };
         let budget = self.shutdown.budget;
         log::info!(
-            "{} received: starting graceful shutdown (draining, max {}ms)",
-            signal.name(),
+            "{by}: starting graceful shutdown (draining, max {}ms)",
             budget.shutdown_timeout.as_millis()
         );
         if !budget.drain_delay.is_zero() {
@@ -93,13 +94,14 @@ impl Server {
 
     /// Steps 3 and 4: take the backlog, close the listener, close idle connections.
     fn start_drain(&mut self, now: Instant) {
-        if let Phase::Draining { at, .. } = self.shutdown.phase
+        if let Phase::Draining { by, at, .. } = self.shutdown.phase
             && !self.shutdown.budget.drain_delay.is_zero()
         {
             match self.accept.take_last_in_delay() {
                 Some(t) => log::info!(
-                    "drain delay over: last new connection arrived {}ms after the signal",
-                    t.saturating_duration_since(at).as_millis()
+                    "drain delay over: last new connection arrived {}ms after {}",
+                    t.saturating_duration_since(at).as_millis(),
+                    by.noun()
                 ),
                 None => log::info!("drain delay over: no new connection arrived during it"),
             }
