@@ -55,6 +55,15 @@ where
     }
 }
 
+/// A shared handler is a handler: an application can give the server an `Arc` of its
+/// state and keep another, to read it or to complete it after `bind` (a shutdown handle
+/// for an admin route, say).
+impl<H: Handler + ?Sized> Handler for Arc<H> {
+    fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+        (**self).handle(req, ctx)
+    }
+}
+
 /// How a handler answers.
 pub enum Answer {
     /// The response is ready.
