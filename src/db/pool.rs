@@ -141,6 +141,8 @@ impl Shared {
     }
 }
 
+/// The worker pool: started by the server when `DATABASE_URL` is set, handed jobs by
+/// [`Ctx::query`](crate::handler::Ctx::query), closed by the last shutdown step.
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -151,7 +153,9 @@ pub struct Pool {
 /// How a pool close went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed {
+    /// Workers the pool had.
     pub workers: usize,
+    /// Workers that finished and were joined within the bound.
     pub joined: usize,
 }
 

@@ -73,6 +73,32 @@ impl Requests {
 impl Server {
     /// A handle that starts this server's graceful shutdown from any thread, like a
     /// SIGTERM (see [`ShutdownHandle::shutdown`]). Take it before [`Server::run`].
+    ///
+    /// ```no_run
+    /// use std::sync::mpsc;
+    /// use std::thread;
+    /// use lastcall::config::Config;
+    /// use lastcall::server::{self, Outcome, Server, Started};
+    ///
+    /// let (handles, started) = mpsc::channel();
+    /// let app = thread::spawn(move || {
+    ///     // Bound on the thread that runs it: a `Server` stays where it was made.
+    ///     let signals = server::install_signal_handlers().expect("signal handlers");
+    ///     let config = Config::default();
+    ///     match Server::bind(&config, lastcall::routes::handle, signals).expect("bind") {
+    ///         Started::Ready(server) => {
+    ///             handles.send(server.shutdown_handle()).expect("someone to stop us");
+    ///             server.run().expect("the event loop")
+    ///         }
+    ///         Started::Signalled(_) => Outcome::Drained, // stopped before it started
+    ///     }
+    /// });
+    /// let stop = started.recv().expect("the server started");
+    ///
+    /// // ... later, from this thread or any other: drain and stop, as a SIGTERM would.
+    /// stop.shutdown();
+    /// assert_eq!(app.join().expect("the loop's thread"), Outcome::Drained);
+    /// ```
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             requested: Arc::clone(&self.shutdown.requests.requested),

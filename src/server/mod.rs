@@ -64,7 +64,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 pub use handle::ShutdownHandle;
-pub use shutdown::{Outcome, Phase, Source};
+pub use shutdown::{Budget, Event, Outcome, Phase, Source, Step};
 pub use signals::{Signal, Signals, install_signal_handlers};
 
 use crate::config::Config;
@@ -75,7 +75,6 @@ use crate::http::date::DateCache;
 use crate::http::response::Response;
 use accept::Acceptor;
 use resume::ResumeList;
-use shutdown::{Budget, Event};
 use signals::shutdown_signals;
 use slab::{FIRST_RESERVED, Slab};
 use steps::Shutdown;
@@ -99,7 +98,12 @@ const TIMER_SLACK: usize = 1024;
 #[derive(Debug)]
 pub enum BindError {
     /// The listening socket: the address is in use, not this host's, or needs privileges.
-    Listen { addr: SocketAddr, error: io::Error },
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the system said.
+        error: io::Error,
+    },
     /// The event loop's own parts: the poll, its waker, or registering the signals or the
     /// listener with it.
     EventLoop(io::Error),
@@ -123,11 +127,20 @@ impl std::error::Error for BindError {}
 
 /// What `bind` produced.
 pub enum Started {
+    /// Bound and ready: call [`Server::run`].
     Ready(Box<Server>),
     /// A shutdown signal (not a SIGHUP) arrived during start-up: never report ready, exit 0.
     Signalled(Signal),
 }
 
+/// The engine: one event loop serving one listener with one [`Handler`], and shutting
+/// down gracefully when a signal or a [`ShutdownHandle`] asks.
+///
+/// [`Server::bind`] it, take a [`Server::shutdown_handle`] if the application wants to
+/// stop it itself, then [`Server::run`] it; `run` returns the [`Outcome`] once the
+/// shutdown is over. A `Server` is not `Send` (a connection may hold a handler's
+/// [`Stream`](crate::handler::Stream), whose iterator need not be): bind it on the thread
+/// that will run it, and send the shutdown handle, which is `Send`, wherever it is needed.
 pub struct Server {
     poll: Poll,
     signals: Signals,
@@ -230,11 +243,15 @@ impl Server {
         })))
     }
 
+    /// The address the server listens on: the real port when the configuration asked for
+    /// port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.accept.local_addr()
     }
 
-    /// Runs until the shutdown is complete; the outcome decides the exit code.
+    /// Runs the loop on this thread until the shutdown is complete, and returns how it
+    /// went; [`Outcome::exit_code`] is the code to exit with. An error means the poll
+    /// itself failed, which leaves nothing to drain with.
     pub fn run(mut self) -> io::Result<Outcome> {
         log::info!("Listening on http://{}", self.local_addr());
         let mut events = Events::with_capacity(1024);

@@ -45,7 +45,7 @@ pub enum Source {
 
 impl Source {
     /// What asked, as "after …" says it in the drain-delay log line.
-    pub fn noun(self) -> &'static str {
+    pub(super) fn noun(self) -> &'static str {
         match self {
             Source::Signal(_) => "the signal",
             Source::Application => "the request",
@@ -64,27 +64,42 @@ impl fmt::Display for Source {
     }
 }
 
+/// Where the shutdown stands (see the module doc for what each phase means to the
+/// listener, the connections and the pool).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// No shutdown asked for: accepting and serving.
     Serving,
     /// Still accepting until `until`, so a load balancer that polls /health sees the 503
     /// and stops routing here before our port closes.
     Delaying {
+        /// Who asked for the shutdown.
         by: Source,
+        /// When they asked: the drain delay and the deadline count from here.
         at: Instant,
+        /// When the drain delay ends and the drain begins.
         until: Instant,
+        /// When whatever is left is answered 503 or cut (`SHUTDOWN_TIMEOUT_MS` after `at`).
         deadline: Instant,
     },
+    /// The listener is closed; connections finish their current request and close.
     Draining {
+        /// Who asked for the shutdown.
         by: Source,
+        /// When they asked.
         at: Instant,
+        /// When whatever is left is answered 503 or cut.
         deadline: Instant,
     },
+    /// Nothing is left to serve: the loop returns `outcome`.
     Done {
+        /// How the shutdown went; the one place it is kept.
         outcome: Outcome,
     },
 }
 
+/// How a shutdown ended: what [`Server::run`](super::Server::run) returns, and the exit
+/// code the process reports it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Every connection finished: exit 0.
@@ -124,10 +139,12 @@ pub enum Event {
 /// What the loop must do after a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Nothing to do: the event changed nothing the loop acts on.
     Nothing,
     /// Shutdown began: say so (readiness flips with the phase itself), and drain at once
     /// unless a drain delay keeps the listener open first.
     Announce {
+        /// No drain delay: start the drain in the same turn.
         drain_now: bool,
     },
     /// The drain delay is over: accept the backlog, close the listener, close idle
@@ -145,7 +162,9 @@ pub enum Step {
 /// The two shutdown settings, checked at start-up (`DRAIN_DELAY_MS` < `SHUTDOWN_TIMEOUT_MS`).
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    /// `DRAIN_DELAY_MS`: how long to keep accepting after the request, `/health` saying 503.
     pub drain_delay: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS`: the whole budget, counted from the request.
     pub shutdown_timeout: Duration,
 }
 
@@ -189,7 +208,40 @@ impl Phase {
         }
     }
 
-    /// The one place the phase changes.
+    /// The one place the phase changes: applies `event` and returns the [`Step`] the loop
+    /// must carry out. The `match (phase, event)` arms below are the rules, one line each.
+    ///
+    /// A shutdown with no drain delay, asked for twice, drained clean:
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lastcall::server::{Budget, Event, Outcome, Phase, Signal, Source, Step};
+    ///
+    /// let budget = Budget {
+    ///     drain_delay: Duration::ZERO,
+    ///     shutdown_timeout: Duration::from_secs(10),
+    /// };
+    /// let t0 = Instant::now();
+    /// let mut phase = Phase::Serving;
+    ///
+    /// // The first SIGTERM: announce it, and drain at once (there is no delay).
+    /// let sigterm = Event::Stop(Source::Signal(Signal::Term), t0);
+    /// assert_eq!(phase.on(sigterm, budget), Step::Announce { drain_now: true });
+    /// assert_eq!(phase.deadline(), Some(t0 + Duration::from_secs(10)));
+    ///
+    /// // The application asks too: logged and ignored, one shutdown only.
+    /// let asked = Event::Stop(Source::Application, t0);
+    /// assert_eq!(phase.on(asked, budget), Step::IgnoreRepeat(Source::Application));
+    ///
+    /// // Time passes with connections still open: nothing to do before the deadline.
+    /// let later = t0 + Duration::from_secs(1);
+    /// assert_eq!(phase.on(Event::Tick(later), budget), Step::Nothing);
+    ///
+    /// // The last connection is gone: finish, with a clean outcome.
+    /// assert_eq!(phase.on(Event::Empty(later), budget), Step::Finish);
+    /// assert_eq!(phase.outcome(), Some(Outcome::Drained));
+    /// assert_eq!(phase.outcome().map(Outcome::exit_code), Some(0));
+    /// ```
     pub fn on(&mut self, event: Event, budget: Budget) -> Step {
         let (next, step) = match (*self, event) {
             // Rule: the first request (a signal or the application's) starts the
@@ -261,6 +313,7 @@ impl Phase {
         step
     }
 
+    /// The phase's name, for the `old=>new` trace line.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Serving => "Serving",

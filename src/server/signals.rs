@@ -38,9 +38,10 @@ impl Signal {
     }
 }
 
-/// Installs the handlers for every signal [`Received`] knows (SIGTERM, SIGINT, SIGHUP).
-/// From here on those signals no longer kill the process; they queue up until the loop
-/// reads them, so `main` calls this before anything else.
+/// Installs the handlers for SIGTERM, SIGINT and SIGHUP, and returns them to hand to
+/// [`Server::bind`](super::Server::bind). From here on those signals no longer kill the
+/// process; they queue up until the loop reads them, so `main` calls this before anything
+/// else. SIGTERM and SIGINT start the graceful shutdown; SIGHUP is logged and ignored.
 pub fn install_signal_handlers() -> io::Result<Signals> {
     Signals::new(Received::HANDLED)
 }
