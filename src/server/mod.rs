@@ -294,8 +294,10 @@ impl Server {
             if self.accept.pause_over(now) {
                 self.accept_all(now);
             }
-            self.advance_phase(now);
-            if let Some(outcome) = self.shutdown.phase.outcome() {
+            // Only a shutdown feeds the phase machine, and only a shutdown ends the loop.
+            if self.shutdown.phase.shutting_down()
+                && let Some(outcome) = self.advance_phase(now)
+            {
                 return Ok(outcome);
             }
         }
@@ -469,14 +471,12 @@ impl Server {
         }
     }
 
-    /// Step 5 of a turn. Serving has no timed transitions, so only a shutdown feeds the
-    /// phase machine every turn. Empty before Tick: a drain that completes in the turn its
-    /// deadline passes is a clean drain. Empty after Tick too: the Tick that ends a drain
-    /// delay starts the drain, and it may find nothing left to drain.
-    fn advance_phase(&mut self, now: Instant) {
-        if !self.shutdown.phase.shutting_down() {
-            return;
-        }
+    /// Step 5 of a turn, once a shutdown has begun (`Serving` has no timed transitions):
+    /// lets the phase advance, and returns the outcome once it is `Done`. Empty before
+    /// Tick: a drain that completes in the turn its deadline passes is a clean drain. Empty
+    /// after Tick too: the Tick that ends a drain delay starts the drain, and it may find
+    /// nothing left to drain.
+    fn advance_phase(&mut self, now: Instant) -> Option<Outcome> {
         if self.conns.slab.is_empty() {
             self.advance(Event::Empty(now), now);
         }
@@ -484,6 +484,7 @@ impl Server {
         if self.conns.slab.is_empty() {
             self.advance(Event::Empty(now), now);
         }
+        self.shutdown.phase.outcome()
     }
 }
 
