@@ -535,6 +535,7 @@ mod tests {
     /// (environment, arguments, change expected from the defaults)
     type FlagCase = (Env, Args, fn(&mut Config));
 
+    // Table-driven: its length is its table, one row per case.
     #[test]
     fn flags_set_fields_and_override_env() {
         let cases: &[FlagCase] = &[
@@ -624,6 +625,7 @@ mod tests {
     /// (environment, arguments, setting the error must name, value it must quote)
     type InvalidCase = (Env, Args, &'static str, &'static str);
 
+    // Table-driven: its length is its table, one row per case.
     #[test]
     fn bad_or_out_of_range_values_name_the_setting() {
         let cases: &[InvalidCase] = &[

@@ -243,6 +243,8 @@ impl Phase {
     /// assert_eq!(phase.outcome().map(Outcome::exit_code), Some(0));
     /// ```
     pub fn on(&mut self, event: Event, budget: Budget) -> Step {
+        // Longer than sixty lines on purpose: every rule stays in this one `match`, where
+        // the whole machine reads on a screen or two; the length is the phases' fields.
         let (next, step) = match (*self, event) {
             // Rule: the first request (a signal or the application's) starts the
             // shutdown; the deadline counts from here.
