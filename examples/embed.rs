@@ -1,8 +1,8 @@
 //! An application that embeds lastcall: state and routes of its own, the reference
 //! routes for everything else, and a graceful shutdown it can start itself.
 //!
-//! Run it (the engine's settings come from the environment and flags, as for the
-//! `lastcall` binary; `GREETING` is this application's own):
+//! Run it (the engine's settings come from the environment, as for the `lastcall`
+//! binary; `GREETING` is this application's own):
 //!
 //! ```text
 //! cargo run --example embed
@@ -25,11 +25,12 @@
 //! same sequence. With `DRAIN_DELAY_MS` set, `curl -i localhost:3000/health` answers 503
 //! during the delay.
 
+use std::error::Error;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use lastcall::config::{self, Command, Config};
+use lastcall::config::{Command, Config};
 use lastcall::handler::{Answer, Ctx, Handler};
 use lastcall::http::request::{Method, Request};
 use lastcall::http::response::{Body, Response, Status, TEXT};
@@ -76,29 +77,13 @@ impl App {
     }
 }
 
-fn main() -> ExitCode {
+fn main() -> Result<ExitCode, Box<dyn Error>> {
     // First, as in the binary: a Ctrl+C during start-up must stop us cleanly, not kill us.
-    let signals = match server::install_signal_handlers() {
-        Ok(signals) => signals,
-        Err(e) => {
-            eprintln!("embed: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let config: Config = match Config::from_process() {
-        Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            print!("{}", config::help_text());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            print!("{}", config::version_text());
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("embed: {e}");
-            return ExitCode::from(2);
-        }
+    let signals = server::install_signal_handlers()?;
+    // The engine's settings from the environment, read as the binary reads them (PORT,
+    // SHUTDOWN_TIMEOUT_MS, DRAIN_DELAY_MS, ...). No arguments, so no `--help` to answer.
+    let Command::Run(config) = Config::parse(|name| std::env::var(name).ok(), &[])? else {
+        unreachable!("only a command line asks for the help or the version");
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
@@ -108,25 +93,13 @@ fn main() -> ExitCode {
         shutdown: OnceLock::new(),
     });
     // The server gets one `Arc` of the application; we keep the other.
-    let server = match Server::bind(&config, Arc::clone(&app), signals) {
-        Ok(Started::Ready(server)) => server,
-        Ok(Started::Signalled(_)) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("embed: {e}");
-            return ExitCode::from(1);
-        }
+    let Started::Ready(server) = Server::bind(&config, Arc::clone(&app), signals)? else {
+        return Ok(ExitCode::SUCCESS); // a signal during start-up: never ready, exit 0
     };
     let _ = app.shutdown.set(server.shutdown_handle());
 
-    match server.run() {
-        Ok(outcome) => {
-            let visits = app.visits.load(Ordering::Relaxed);
-            println!("embed: stopped ({outcome:?}) after {visits} visits");
-            ExitCode::from(outcome.exit_code())
-        }
-        Err(e) => {
-            eprintln!("embed: event loop failed: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let outcome = server.run()?;
+    let visits = app.visits.load(Ordering::Relaxed);
+    println!("embed: stopped ({outcome:?}) after {visits} visits");
+    Ok(ExitCode::from(outcome.exit_code()))
 }

@@ -125,6 +125,17 @@ impl Embedded {
             .unwrap_or_else(|e| panic!("GET {path}: {e:?}"))
     }
 
+    /// A `/work?ms=<ms>` request in flight, on a connection of its own, and the idle
+    /// keep-alive connection that proved it: a request is in flight once a later request
+    /// on another connection has been answered.
+    fn work_in_flight(&self, ms: u64) -> (Reader, Reader) {
+        let mut working = self.connect();
+        working.send(format!("GET /work?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let mut idle = self.connect();
+        Embedded::get(&mut idle, "/visit");
+        (working, idle)
+    }
+
     /// Asks for the shutdown from a thread of its own, as an application would.
     fn shutdown_from_another_thread(&self) {
         let handle = self.handle.clone();
@@ -227,11 +238,7 @@ fn handler_state_is_kept_across_requests_and_connections() {
 #[test]
 fn shutdown_from_another_thread_drains_an_in_flight_request_and_run_returns_drained() {
     let server = Embedded::start(Config::default());
-    let mut working = server.connect();
-    working.send(b"GET /work?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n");
-    // The request is in flight once a later request on another connection is answered.
-    let mut idle = server.connect();
-    Embedded::get(&mut idle, "/visit");
+    let (mut working, mut idle) = server.work_in_flight(1000);
 
     server.shutdown_from_another_thread();
     assert!(
@@ -318,9 +325,7 @@ fn shutdown_past_the_deadline_answers_503_and_run_returns_timed_out() {
         shutdown_timeout: Duration::from_millis(300),
         ..Config::default()
     });
-    let mut working = server.connect();
-    working.send(b"GET /work?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
-    Embedded::get(&mut server.connect(), "/visit");
+    let (mut working, _idle) = server.work_in_flight(5000);
 
     server.shutdown_from_another_thread();
     let cut = working.response().expect("a real answer at the deadline");

@@ -242,66 +242,57 @@ mod tests {
             .collect()
     }
 
-    /// Accepts until `next` says stop, at most `max` times.
-    fn accept_all(a: &mut Acceptor, now: Instant, open: &mut usize, limited: bool, max: usize) {
-        for _ in 0..max {
-            if a.next(now, *open, limited).is_none() {
-                return;
-            }
-            *open += 1;
-        }
-    }
-
-    /// Accepts until something other than an empty backlog stops the acceptor. A loopback
-    /// connect returns once the kernel has queued the client, so the first round normally
-    /// suffices; the bounded retries only absorb a slow kernel.
-    fn accepted_eventually(a: &mut Acceptor, now: Instant, open: &mut usize, limited: bool) {
+    /// Takes up to `want` clients, `open` connections being open already; returns how
+    /// many it took. Stops early when the acceptor stops for anything but an empty
+    /// backlog. A loopback connect returns once the kernel has queued the client, so the
+    /// first round normally suffices; the bounded retries only absorb a slow kernel.
+    fn take(a: &mut Acceptor, now: Instant, open: usize, limited: bool, want: usize) -> usize {
+        let mut taken = 0;
         for _ in 0..1000 {
-            accept_all(a, now, open, limited, 10);
-            if a.state != Accept::Open {
-                return;
+            while taken < want && a.next(now, open + taken, limited).is_some() {
+                taken += 1;
+            }
+            if taken == want || a.state != Accept::Open {
+                break;
             }
             std::thread::yield_now();
         }
+        taken
+    }
+
+    /// An acceptor filled to its `limit` from a backlog of `limit + waiting` clients:
+    /// `Full`, with `waiting` clients left in the backlog (kept connected by the vector).
+    fn filled(limit: usize, waiting: usize, poll: &Poll) -> (Acceptor, Vec<StdStream>) {
+        let mut a = acceptor(limit, poll);
+        let clients = connect(&a, limit + waiting);
+        let open = take(&mut a, Instant::now(), 0, true, limit + waiting);
+        assert_eq!((open, a.state), (limit, Accept::Full));
+        (a, clients)
     }
 
     #[test]
     fn acceptor_stops_at_the_limit_and_opens_when_a_slot_frees() {
         let poll = Poll::new().unwrap();
-        let mut a = acceptor(2, &poll);
-        let _clients = connect(&a, 3);
-        let now = Instant::now();
-        let mut open = 0;
-        accepted_eventually(&mut a, now, &mut open, true);
-        assert_eq!((open, a.state), (2, Accept::Full));
+        let (mut a, _clients) = filled(2, 1, &poll);
+        let (now, open) = (Instant::now(), 2);
         assert!(a.next(now, open, true).is_none(), "full: nothing more");
-        open -= 1;
         assert!(a.slot_freed(), "a close reopens a full acceptor");
         assert!(!a.slot_freed(), "and only a full one");
-        accepted_eventually(&mut a, now, &mut open, true);
-        assert_eq!((open, a.state), (2, Accept::Full));
+        assert_eq!(
+            take(&mut a, now, open - 1, true, 2),
+            1,
+            "one slot, one client"
+        );
+        assert_eq!(a.state, Accept::Full);
     }
 
     #[test]
     fn acceptor_takes_the_backlog_past_the_limit_for_the_drain_then_closes() {
         let poll = Poll::new().unwrap();
-        let mut a = acceptor(1, &poll);
-        let _clients = connect(&a, 3);
-        let now = Instant::now();
-        let mut open = 0;
-        accepted_eventually(&mut a, now, &mut open, true);
-        assert_eq!(a.state, Accept::Full);
+        let (mut a, _clients) = filled(1, 2, &poll);
+        let (now, open) = (Instant::now(), 1);
         a.reopen();
-        let mut taken = 0;
-        for _ in 0..1000 {
-            while a.next(now, open, false).is_some() {
-                taken += 1;
-            }
-            if taken == 2 {
-                break;
-            }
-            std::thread::yield_now();
-        }
+        let taken = take(&mut a, now, open, false, 2);
         assert_eq!(taken, 2, "the drain's last accept ignores the limit");
         a.close(poll.registry());
         assert!(
