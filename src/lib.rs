@@ -60,7 +60,13 @@
 //! else {
 //!     return Ok(()); // a signal arrived during start-up: never ready, exit 0
 //! };
-//! let stop = server.shutdown_handle(); // Clone + Send + Sync: hand it to whoever may stop us
+//! // Clone + Send + Sync: give it to whatever may decide to stop us (a supervisor, an
+//! // admin route); `shutdown()` from any thread then drains like a SIGTERM.
+//! let stop = server.shutdown_handle();
+//! std::thread::spawn(move || {
+//!     std::thread::sleep(std::time::Duration::from_secs(3600)); // an hour of service, say
+//!     stop.shutdown();
+//! });
 //! let outcome = server.run()?; // until SIGTERM, SIGINT or stop.shutdown()
 //! std::process::exit(outcome.exit_code().into());
 //! # Ok::<(), Box<dyn std::error::Error>>(())

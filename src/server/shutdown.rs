@@ -24,8 +24,8 @@
 //!
 //! Invariants: never reads the clock (every event carries `now`); a second request (a
 //! signal, or the application's) never starts a second shutdown; the deadline is counted
-//! from the first request, whatever the phase; the outcome lives in `Phase::Done` and nowhere else (the loop returns
-//! [`Phase::outcome`]).
+//! from the first request, whatever the phase; the outcome lives in `Phase::Done` and
+//! nowhere else (the loop returns [`Phase::outcome`]).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -321,7 +321,16 @@ impl Phase {
             Phase::Serving => "Serving",
             Phase::Delaying { .. } => "Delaying",
             Phase::Draining { .. } => "Draining",
-            Phase::Done { .. } => "Done",
+            // With the outcome, which can still change in `Done` (a failed step).
+            Phase::Done {
+                outcome: Outcome::Drained,
+            } => "Done(Drained)",
+            Phase::Done {
+                outcome: Outcome::TimedOut,
+            } => "Done(TimedOut)",
+            Phase::Done {
+                outcome: Outcome::StepFailed,
+            } => "Done(StepFailed)",
         }
     }
 }

@@ -2,9 +2,20 @@
 //! machine returns.
 //!
 //! What it is: [`Shutdown`], the state a shutdown keeps (the phase, the budget, the
-//! report), and [`Server::advance`], the one door through which events reach the phase
-//! machine, with one method per step: [`Server::announce`] (step 1), `start_drain` (steps
-//! 3 and 4), `force` (step 7) and `finish` (steps 6 and 9).
+//! report, the handles' requests), and `Server::advance`, the one door through which
+//! events reach the phase machine, with one method per step: `announce` (step 1),
+//! `start_drain` (steps 3 and 4), `force` (step 7) and `finish` (steps 6 and 9).
+//!
+//! The shutdown sequence, as `server` numbers its steps:
+//! 1. announce: log who asked; readiness answers 503, every response closes;
+//! 2. the drain delay, if set: keep accepting and serving that long;
+//! 3. accept what the listen backlog holds, then close the listener;
+//! 4. close idle connections; active ones finish their request, then close;
+//! 5. each close is a lingering close (the connection's own, in `conn`);
+//! 6. no connection left: close the database pool, say "Bye.";
+//! 7. the deadline first: answer 503 or cut whatever is left;
+//! 8. a repeated request, signal or handle, is logged and ignored;
+//! 9. the one-line report, the last line logged.
 //!
 //! What it is not: it does not decide when a step is due (that is `Phase::on`, in
 //! `shutdown`), and it knows nothing of a connection's own drain rule (that is
