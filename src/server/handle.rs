@@ -48,11 +48,10 @@ impl ShutdownHandle {
     }
 }
 
+/// Shows no state: whether a request is pending lasts only until the loop looks.
 impl fmt::Debug for ShutdownHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShutdownHandle")
-            .field("requested", &self.requested.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        f.debug_struct("ShutdownHandle").finish_non_exhaustive()
     }
 }
 
