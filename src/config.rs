@@ -2,8 +2,8 @@
 //!
 //! What it is: the start-up step that turns the environment and the command line into one
 //! validated [`Config`] (or a request for [`help_text`] or [`version_text`]). Each setting
-//! is one row of the `SETTINGS` table: its environment name, its range, and the line
-//! `--help` prints for it.
+//! is one row of the `SETTINGS` table (`config/settings.rs`): its environment name, its
+//! range, and the line `--help` prints for it.
 //! Parsing, flag names and the help text are all driven by that table, so a setting cannot
 //! be readable from the environment but missing from `--help`, or the other way round.
 //!
@@ -36,9 +36,13 @@
 //!   docs and tests. `--listen` has no environment name, so it is named `--listen`.
 //! - No input can make it panic.
 
+mod settings;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use settings::{Kind, SETTINGS, Setting};
 
 /// Everything the server needs to know before it binds its listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,55 +222,7 @@ impl Config {
             }
         }
 
-        // The first of `--listen` and `--port` given, so the other one can be refused.
-        let mut address_flag: Option<AddressFlag> = None;
-        let mut words = args.iter().peekable();
-        while let Some(word) = words.next() {
-            let Some(body) = word.strip_prefix("--") else {
-                return Err(usage(format!("unknown argument '{word}' (see --help)")));
-            };
-            let (name, inline_value) = match body.split_once('=') {
-                Some((name, value)) => (name, Some(value)),
-                None => (body, None),
-            };
-            let target = if name == "listen" {
-                Target::Listen
-            } else if let Some(setting) = SETTINGS.iter().find(|s| s.flag() == name) {
-                Target::Setting(setting)
-            } else {
-                // Only the name is echoed: the value of a mistyped `--databse-url=...`
-                // may hold a password.
-                return Err(usage(format!("unknown argument '--{name}' (see --help)")));
-            };
-            // A following word that starts with `--` is the next flag, not this one's value:
-            // `--port --drain-delay-ms 5` is a forgotten port, not a port named
-            // "--drain-delay-ms". A value that really starts with `--` can use `--flag=VALUE`.
-            let value = match inline_value {
-                Some(value) => value,
-                None => match words.next_if(|next| !next.starts_with("--")) {
-                    Some(value) => value.as_str(),
-                    None => {
-                        return Err(usage(format!("missing value for --{name} (see --help)")));
-                    }
-                },
-            };
-            // Had the later of the two replaced the earlier, as a repeated flag does,
-            // `--listen 127.0.0.1:8080 --port 9090` would listen on every interface: a
-            // wider exposure than the user asked for. Two answers to one question are a
-            // usage error instead, found at the second of them.
-            if let Some(flag) = target.address_flag() {
-                match address_flag {
-                    Some(first) if first != flag => {
-                        return Err(usage(BOTH_ADDRESS_FLAGS.to_owned()));
-                    }
-                    _ => address_flag = Some(flag),
-                }
-            }
-            match target {
-                Target::Listen => config.listen = parse_listen(value)?,
-                Target::Setting(setting) => setting.apply(&mut config, value)?,
-            }
-        }
+        apply_flags(&mut config, args)?;
 
         // Checked last, on the final values: which source set either one does not matter.
         if config.drain_delay >= config.shutdown_timeout {
@@ -296,6 +252,61 @@ impl Config {
             &args,
         )
     }
+}
+
+/// Applies the command-line `args` to `config`, left to right: a later flag overrides an
+/// earlier one of the same name, except that `--listen` and `--port` refuse each other.
+fn apply_flags(config: &mut Config, args: &[String]) -> Result<(), ConfigError> {
+    // The first of `--listen` and `--port` given, so the other one can be refused.
+    let mut address_flag: Option<AddressFlag> = None;
+    let mut words = args.iter().peekable();
+    while let Some(word) = words.next() {
+        let Some(body) = word.strip_prefix("--") else {
+            return Err(usage(format!("unknown argument '{word}' (see --help)")));
+        };
+        let (name, inline_value) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (body, None),
+        };
+        let target = if name == "listen" {
+            Target::Listen
+        } else if let Some(setting) = SETTINGS.iter().find(|s| s.flag() == name) {
+            Target::Setting(setting)
+        } else {
+            // Only the name is echoed: the value of a mistyped `--databse-url=...`
+            // may hold a password.
+            return Err(usage(format!("unknown argument '--{name}' (see --help)")));
+        };
+        // A following word that starts with `--` is the next flag, not this one's value:
+        // `--port --drain-delay-ms 5` is a forgotten port, not a port named
+        // "--drain-delay-ms". A value that really starts with `--` can use `--flag=VALUE`.
+        let value = match inline_value {
+            Some(value) => value,
+            None => match words.next_if(|next| !next.starts_with("--")) {
+                Some(value) => value.as_str(),
+                None => {
+                    return Err(usage(format!("missing value for --{name} (see --help)")));
+                }
+            },
+        };
+        // Had the later of the two replaced the earlier, as a repeated flag does,
+        // `--listen 127.0.0.1:8080 --port 9090` would listen on every interface: a
+        // wider exposure than the user asked for. Two answers to one question are a
+        // usage error instead, found at the second of them.
+        if let Some(flag) = target.address_flag() {
+            match address_flag {
+                Some(first) if first != flag => {
+                    return Err(usage(BOTH_ADDRESS_FLAGS.to_owned()));
+                }
+                _ => address_flag = Some(flag),
+            }
+        }
+        match target {
+            Target::Listen => config.listen = parse_listen(value)?,
+            Target::Setting(setting) => setting.apply(config, value)?,
+        }
+    }
+    Ok(())
 }
 
 /// The `--help` text: usage, every setting with its variable, flag, default and reason, and
@@ -353,38 +364,6 @@ pub fn version_text() -> String {
     format!("lastcall {}\n", env!("CARGO_PKG_VERSION"))
 }
 
-/// One setting: where it is read from, what it accepts, and why you would change it.
-struct Setting {
-    /// The environment variable. The flag is its lower-kebab form (`DB_POOL_SIZE` →
-    /// `--db-pool-size`), by construction rather than by a second column that could drift.
-    env: &'static str,
-    kind: Kind,
-    /// One line for `--help`.
-    reason: &'static str,
-}
-
-/// How a setting's text becomes a value, and which field of [`Config`] it lands in.
-enum Kind {
-    /// A port on `0.0.0.0`, written into `listen`.
-    Port,
-    /// Free text for `database_url`; empty means no database.
-    Url,
-    /// Milliseconds in `min..=max`.
-    Millis {
-        min: u64,
-        max: u64,
-        expected: &'static str,
-        field: fn(&mut Config) -> &mut Duration,
-    },
-    /// A count in `min..=max`.
-    Count {
-        min: u64,
-        max: u64,
-        expected: &'static str,
-        field: fn(&mut Config) -> &mut usize,
-    },
-}
-
 /// Where a flag's value goes: a table row, or the one flag without an environment variable.
 enum Target {
     Listen,
@@ -414,247 +393,7 @@ enum AddressFlag {
 const BOTH_ADDRESS_FLAGS: &str =
     "--listen and --port both set the listening address: give one (see --help)";
 
-const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
 const LISTEN_EXPECTED: &str = "a socket address such as 127.0.0.1:8080 or [::1]:8080";
-
-/// Every setting, in the order `--help` lists them.
-const SETTINGS: &[Setting] = &[
-    Setting {
-        env: "PORT",
-        kind: Kind::Port,
-        reason: "Listen on 0.0.0.0 (every interface) at this port.",
-    },
-    Setting {
-        env: "DATABASE_URL",
-        kind: Kind::Url,
-        reason: "PostgreSQL connection string; unset or empty runs without a database.",
-    },
-    Setting {
-        env: "DB_POOL_SIZE",
-        kind: Kind::Count {
-            min: 1,
-            max: 64,
-            expected: "a count from 1 to 64",
-            field: |c| &mut c.db_pool_size,
-        },
-        reason: "Database worker threads, one connection each.",
-    },
-    Setting {
-        env: "SHUTDOWN_TIMEOUT_MS",
-        kind: Kind::Millis {
-            min: 1,
-            max: 3_600_000,
-            expected: "milliseconds from 1 to 3600000",
-            field: |c| &mut c.shutdown_timeout,
-        },
-        reason: "Whole shutdown budget from the signal; keep it below the orchestrator's grace period.",
-    },
-    Setting {
-        env: "DRAIN_DELAY_MS",
-        kind: Kind::Millis {
-            min: 0,
-            max: 3_600_000,
-            expected: "milliseconds from 0 to 3600000",
-            field: |c| &mut c.drain_delay,
-        },
-        reason: "Keep serving (health 503) this long after the signal, so load balancers notice.",
-    },
-    Setting {
-        env: "KEEPALIVE_TIMEOUT_MS",
-        kind: Kind::Millis {
-            min: 1,
-            max: 3_600_000,
-            expected: "milliseconds from 1 to 3600000",
-            field: |c| &mut c.keepalive_timeout,
-        },
-        reason: "Close idle keep-alive connections after this; behind a proxy, exceed its idle timeout.",
-    },
-    Setting {
-        env: "HEADER_TIMEOUT_MS",
-        kind: Kind::Millis {
-            min: 1,
-            max: 3_600_000,
-            expected: "milliseconds from 1 to 3600000",
-            field: |c| &mut c.header_timeout,
-        },
-        reason: "Most time from a request head's first byte to its end (slowloris bound, 408).",
-    },
-    Setting {
-        env: "BODY_TIMEOUT_MS",
-        kind: Kind::Millis {
-            min: 1,
-            max: 3_600_000,
-            expected: "milliseconds from 1 to 3600000",
-            field: |c| &mut c.body_timeout,
-        },
-        reason: "Longest gap without request-body progress (408).",
-    },
-    Setting {
-        env: "REQUEST_TIMEOUT_MS",
-        kind: Kind::Millis {
-            min: 1,
-            max: 3_600_000,
-            expected: "milliseconds from 1 to 3600000",
-            field: |c| &mut c.request_timeout,
-        },
-        reason: "Most time from a request's first byte to the end of its body (slow-body bound, 408).",
-    },
-    Setting {
-        env: "WRITE_TIMEOUT_MS",
-        kind: Kind::Millis {
-            min: 1,
-            max: 3_600_000,
-            expected: "milliseconds from 1 to 3600000",
-            field: |c| &mut c.write_timeout,
-        },
-        reason: "Longest gap without response-write progress before the connection is cut.",
-    },
-    Setting {
-        env: "MAX_CONNECTIONS",
-        kind: Kind::Count {
-            min: 1,
-            max: 1_000_000,
-            expected: "a count from 1 to 1000000",
-            field: |c| &mut c.max_connections,
-        },
-        reason: "Open connections at most; the file-descriptor limit (ulimit -n) may cap it lower.",
-    },
-    Setting {
-        env: "MAX_HEADER_BYTES",
-        kind: Kind::Count {
-            min: 256,
-            max: 1_048_576,
-            expected: "bytes from 256 to 1048576",
-            field: |c| &mut c.max_header_bytes,
-        },
-        reason: "Request line plus headers at most (414/431 beyond).",
-    },
-    Setting {
-        env: "MAX_BODY_BYTES",
-        kind: Kind::Count {
-            min: 0,
-            max: 1_073_741_824,
-            expected: "bytes from 0 to 1073741824",
-            field: |c| &mut c.max_body_bytes,
-        },
-        reason: "Request body at most (413 beyond); 0 refuses bodies.",
-    },
-];
-
-impl Setting {
-    /// The command-line flag, without its leading `--`.
-    fn flag(&self) -> String {
-        self.env
-            .chars()
-            .map(|c| {
-                if c == '_' {
-                    '-'
-                } else {
-                    c.to_ascii_lowercase()
-                }
-            })
-            .collect()
-    }
-
-    /// Checks `raw` and stores it in `config`. `raw` comes from either source; the error
-    /// names the environment variable either way (see the module invariants).
-    fn apply(&self, config: &mut Config, raw: &str) -> Result<(), ConfigError> {
-        match self.kind {
-            Kind::Port => {
-                let port = self.number(raw, 0, u64::from(u16::MAX), PORT_EXPECTED)?;
-                let port = u16::try_from(port).map_err(|_| self.invalid(raw, PORT_EXPECTED))?;
-                config.listen = any_host(port);
-            }
-            Kind::Url => {
-                let url = raw.trim();
-                config.database_url = (!url.is_empty()).then(|| url.to_owned());
-            }
-            Kind::Millis {
-                min,
-                max,
-                expected,
-                field,
-            } => {
-                let ms = self.number(raw, min, max, expected)?;
-                *field(config) = Duration::from_millis(ms);
-            }
-            Kind::Count {
-                min,
-                max,
-                expected,
-                field,
-            } => {
-                let n = self.number(raw, min, max, expected)?;
-                // Every maximum fits in 32 bits, so this only fails on a 16-bit target.
-                *field(config) = usize::try_from(n).map_err(|_| self.invalid(raw, expected))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A decimal number in `min..=max`; anything else is [`ConfigError::Invalid`].
-    fn number(
-        &self,
-        raw: &str,
-        min: u64,
-        max: u64,
-        expected: &'static str,
-    ) -> Result<u64, ConfigError> {
-        parse_decimal(raw)
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| self.invalid(raw, expected))
-    }
-
-    fn invalid(&self, raw: &str, expected: &'static str) -> ConfigError {
-        ConfigError::Invalid {
-            setting: self.env,
-            value: raw.to_owned(),
-            expected,
-        }
-    }
-
-    /// The default, as `--help` shows it; read from [`Config::default`] so the two agree.
-    fn default_text(&self) -> String {
-        let mut defaults = Config::default();
-        match self.kind {
-            Kind::Port => defaults.listen.port().to_string(),
-            Kind::Url => "unset".to_owned(),
-            Kind::Millis { field, .. } => field(&mut defaults).as_millis().to_string(),
-            Kind::Count { field, .. } => field(&mut defaults).to_string(),
-        }
-    }
-}
-
-impl Kind {
-    /// The placeholder after the flag in `--help`.
-    fn metavar(&self) -> &'static str {
-        match self {
-            Kind::Port | Kind::Count { .. } => "N",
-            Kind::Url => "URL",
-            Kind::Millis { .. } => "MS",
-        }
-    }
-
-    /// What the setting accepts, or `None` when it accepts any text.
-    fn expected(&self) -> Option<&'static str> {
-        match self {
-            Kind::Port => Some(PORT_EXPECTED),
-            Kind::Url => None,
-            Kind::Millis { expected, .. } | Kind::Count { expected, .. } => Some(expected),
-        }
-    }
-}
-
-/// Decimal digits only, after trimming surrounding whitespace. Stricter than
-/// `u64::from_str`, which also takes a leading `+`: a config value has one spelling.
-/// Too many digits for a `u64` is `None` too.
-fn parse_decimal(raw: &str) -> Option<u64> {
-    let digits = raw.trim();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
 
 /// `--listen ADDR`: a full socket address, IPv6 in brackets. Host names are refused: the
 /// address is bound before anything could resolve them, and "localhost" may mean two.
@@ -796,6 +535,7 @@ mod tests {
     /// (environment, arguments, change expected from the defaults)
     type FlagCase = (Env, Args, fn(&mut Config));
 
+    // Table-driven: its length is its table, one row per case.
     #[test]
     fn flags_set_fields_and_override_env() {
         let cases: &[FlagCase] = &[
@@ -885,6 +625,7 @@ mod tests {
     /// (environment, arguments, setting the error must name, value it must quote)
     type InvalidCase = (Env, Args, &'static str, &'static str);
 
+    // Table-driven: its length is its table, one row per case.
     #[test]
     fn bad_or_out_of_range_values_name_the_setting() {
         let cases: &[InvalidCase] = &[

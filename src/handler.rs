@@ -41,6 +41,39 @@ use crate::http::response::{Response, Status};
 /// the trait on its own type. Called on the event loop's thread once a request's head is
 /// complete, and once more with the body if it answers [`Answer::ReadBody`]; it must not
 /// block (see the module doc). `Send + Sync`, so one handler can serve several loops.
+///
+/// An application with state, its own routes, and the reference routes for the rest:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use lastcall::handler::{Answer, Ctx, Handler};
+/// use lastcall::http::request::Request;
+/// use lastcall::http::response::{Body, Response, Status, TEXT};
+///
+/// struct Counter {
+///     greeting: String,
+///     hits: AtomicU64,
+/// }
+///
+/// impl Handler for Counter {
+///     fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+///         match req.path {
+///             "/hello" => {
+///                 // `&self`, and `Sync` (one handler may serve several loops): state
+///                 // that changes lives in atomics or behind a lock.
+///                 let n = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+///                 let body = format!("{} #{n}", self.greeting);
+///                 Answer::Now(Response::new(Status::OK, TEXT, Body::Bytes(body.into_bytes())))
+///             }
+///             _ => lastcall::routes::handle(req, ctx),
+///         }
+///     }
+/// }
+///
+/// fn serves<H: Handler>(_: &H) {}
+/// serves(&Counter { greeting: "Hello".into(), hits: AtomicU64::new(0) });
+/// serves(&lastcall::routes::handle); // a plain function is a handler too
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer;
@@ -52,6 +85,15 @@ where
 {
     fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
         self(req, ctx)
+    }
+}
+
+/// A shared handler is a handler: an application can give the server an `Arc` of its
+/// state and keep another, to read it or to complete it after `bind` (a shutdown handle
+/// for an admin route, say).
+impl<H: Handler + ?Sized> Handler for Arc<H> {
+    fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+        (**self).handle(req, ctx)
     }
 }
 
@@ -75,7 +117,10 @@ pub enum Answer {
 pub struct Stream {
     /// Status, content type and extra fields; its body is ignored.
     pub head: Response,
+    /// The wait before each chunk (a loop timer, no sleeping thread).
     pub interval: Duration,
+    /// The chunks, produced one at a time on the loop's thread: an iterator must not
+    /// block either. A panic in it cuts the response.
     pub chunks: Box<dyn Iterator<Item = Vec<u8>>>,
 }
 
@@ -153,7 +198,9 @@ pub struct Pending(pub(crate) ReplyId);
 /// `server`), and the number tells an old request from the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyId {
+    /// The connection.
     pub token: Token,
+    /// The request's number on that connection.
     pub seq: u32,
 }
 
@@ -165,6 +212,7 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// An empty inbox that wakes its loop with `waker`.
     pub fn new(waker: Waker) -> Inbox {
         Inbox {
             queue: Mutex::new(Vec::new()),
@@ -185,6 +233,13 @@ impl Inbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((id, response));
+        self.wake();
+    }
+
+    /// Makes the loop's `poll` return. Besides replies, the server's shutdown handle
+    /// rings it: mio allows one waker per poll, so everything that wakes the loop from
+    /// another thread shares this one.
+    pub(crate) fn wake(&self) {
         // Failing to wake means the loop is gone; nobody is left to answer.
         let _ = self.waker.wake();
     }

@@ -1,14 +1,15 @@
 //! # lastcall
 //!
 //! A hand-rolled HTTP/1.1 server on a single-threaded mio event loop, whose specialty is
-//! graceful shutdown: on SIGTERM or SIGINT it stops taking new work, finishes the work it
-//! took, releases its resources in order, and exits within a deadline with an exit code
-//! that says how it went.
+//! graceful shutdown: on SIGTERM or SIGINT (or when the application embedding it asks) it
+//! stops taking new work, finishes the work it took, releases its resources in order, and
+//! exits within a deadline with an exit code that says how it went.
 //!
 //! ## A tour, in the order a request meets the code
 //!
 //! 1. [`server`] — the event loop. Accepts connections, turns readiness events, timers,
-//!    replies and signals into calls on connections, and runs the shutdown phases.
+//!    replies and signals into calls on connections, and runs the shutdown phases
+//!    ([`server::Phase`] decides, `server/steps.rs` acts).
 //! 2. [`conn`] — one connection: reads into a lent buffer, drives the state machine
 //!    (`conn/state.rs`), writes answers in order with back-pressure.
 //! 3. [`http`] — sans-IO HTTP/1.1: request heads (`httparse` plus the RFC 9112 rules it
@@ -20,11 +21,67 @@
 //!    threads and answer through reply handles; the pool closes after the drain.
 //! 7. [`config`] — every setting, its default and why.
 //!
+//! ## Embedding
+//!
+//! The binary is one application of the engine; yours can be another. Give
+//! [`server::Server::bind`] a [`handler::Handler`] — a function, or a type of your own
+//! with state — and run it. Signals still stop it gracefully; a
+//! [`server::ShutdownHandle`] stops it the same way from any thread of yours, and
+//! [`server::Server::run`] returns how the shutdown went. `examples/embed.rs` is a
+//! complete application (`cargo run --example embed`).
+//!
+//! ```no_run
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use lastcall::config::Config;
+//! use lastcall::handler::{Answer, Ctx, Handler};
+//! use lastcall::http::request::Request;
+//! use lastcall::http::response::{Body, Response, Status, TEXT};
+//! use lastcall::server::{self, Server, Started};
+//!
+//! struct Hits(AtomicU64);
+//!
+//! impl Handler for Hits {
+//!     fn handle(&self, req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
+//!         match req.path {
+//!             "/hits" => {
+//!                 let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+//!                 let body = Body::Bytes(n.to_string().into_bytes());
+//!                 Answer::Now(Response::new(Status::OK, TEXT, body))
+//!             }
+//!             _ => lastcall::routes::handle(req, ctx), // the reference routes
+//!         }
+//!     }
+//! }
+//!
+//! // First, so a signal during start-up stops us cleanly instead of killing us.
+//! let signals = server::install_signal_handlers()?;
+//! let config = Config::default(); // or Config::from_process(), as the binary does
+//! let Started::Ready(server) = Server::bind(&config, Hits(AtomicU64::new(0)), signals)?
+//! else {
+//!     return Ok(()); // a signal arrived during start-up: never ready, exit 0
+//! };
+//! // Clone + Send + Sync: give it to whatever may decide to stop us (a supervisor, an
+//! // admin route); `shutdown()` from any thread then drains like a SIGTERM.
+//! let stop = server.shutdown_handle();
+//! std::thread::spawn(move || {
+//!     std::thread::sleep(std::time::Duration::from_secs(3600)); // an hour of service, say
+//!     stop.shutdown();
+//! });
+//! let outcome = server.run()?; // until SIGTERM, SIGINT or stop.shutdown()
+//! std::process::exit(outcome.exit_code().into());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Invariants
 //!
-//! - One thread runs the loop, and nothing on it blocks except `poll` itself.
+//! - One thread runs the loop, and nothing on it blocks except `poll` itself — with one
+//!   exception, bounded: the last shutdown step, once the last connection is gone, closes
+//!   the database pool and waits for its workers to disconnect, at most the pool's bound
+//!   (2 s). There is nothing left to serve by then.
 //! - On the loop's thread only `server` reads the clock; everything below it takes `now`
-//!   as an argument. (Database workers, on threads of their own, time their own backoff.)
+//!   as an argument — except `db::Pool::close` in that same last step, which reads it to
+//!   keep its wait within the bound. (Database workers, on threads of their own, time
+//!   their own backoff.)
 //! - Tokens are never reused for a new socket while an event or reply may name the old one.
 //! - An idle keep-alive connection owns no buffers.
 //! - Every close has a [`conn::CloseReason`].

@@ -1,19 +1,35 @@
 //! The graceful shutdown, as a client sees it: the real binary, real signals (`kill(1)`),
 //! raw TCP.
 //!
-//! The tests follow the shutdown sequence of DESIGN.md in order:
-//! 0. start-up: the shutdown budget is checked, and a signal during start-up exits 0 (but
-//!    a SIGHUP is no reason to stop);
-//! 1. the signal: readiness turns 503, liveness stays 200, every response closes;
-//! 2. the drain delay: still accepting and serving, the last arrival is logged;
-//! 3. the listener closes: new connects are refused;
-//! 4. idle connections close at once, but a request already on the wire, partly read,
-//!    in flight or streaming finishes with `Connection: close`;
-//! 5. lingering close: unread client bytes do not turn the close into a reset;
-//! 6. a clean drain exits 0 with "Bye.";
-//! 7. the deadline: a pending request gets a real 503, a stream is cut, exit 1;
-//! 8. repeated signals are ignored, and so is SIGHUP, while serving or draining;
-//! 9. the last log line is the one-line shutdown report.
+//! The tests follow the shutdown sequence the server promises, step by step; each rule
+//! is stated here as the tests hold the server to it:
+//! 0. start-up: the shutdown budget is checked (`DRAIN_DELAY_MS` must be below
+//!    `SHUTDOWN_TIMEOUT_MS`, exit 2 otherwise), and a signal during start-up means the
+//!    server never reports ready and exits 0 (but a SIGHUP is no reason to stop);
+//! 1. the signal: on the first SIGTERM or SIGINT, log `<SIGNAL> received: starting
+//!    graceful shutdown (draining, max <N>ms)`; readiness (`/health`) answers 503
+//!    `{"status":"shutting_down"}` from then on, liveness (`/live`) stays 200, and every
+//!    response carries `Connection: close`;
+//! 2. the drain delay: with `DRAIN_DELAY_MS` > 0, keep accepting and serving that long,
+//!    so a load balancer sees the 503 before the port closes, and log when the last new
+//!    connection arrived during it;
+//! 3. the listener closes: accept what the kernel already queued (those clients connected
+//!    before we stopped), then close the listener: new connects are refused;
+//! 4. idle keep-alive connections close at once, but "idle" is judged by the socket: a
+//!    request already on the wire, partly read, in flight or streaming is served to its
+//!    end with `Connection: close`, never dropped;
+//! 5. lingering close: shut the write side, read and discard until EOF or a short bound,
+//!    then close, so unread client bytes do not turn into a reset that destroys the
+//!    response in flight (RFC 9112 §9.6);
+//! 6. when no connection is left, log `Drained requests and closed DB pool. Bye.` and
+//!    exit 0;
+//! 7. if `SHUTDOWN_TIMEOUT_MS` (counted from the signal) passes first: a request whose
+//!    response has not started gets a real 503 with `Retry-After` and `Connection:
+//!    close`, a response already streaming is cut, `Drain timed out` is logged, exit 1;
+//! 8. further signals during the drain are logged and ignored (one shutdown only), and so
+//!    is SIGHUP, while serving or draining;
+//! 9. the last log line is the one-line shutdown report: phase timings and how many
+//!    connections ended which way.
 //!
 //! Then the sum of it: under load, a SIGTERM loses no request that reached the server.
 //!

@@ -16,10 +16,13 @@ pub use pool::{Closed, Job, Pool, Refused, Session};
 #[cfg(not(feature = "postgres"))]
 pub enum Pool {}
 
+/// How a pool close went; without the `postgres` feature no pool closes, so none is made.
 #[cfg(not(feature = "postgres"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed {
+    /// Workers the pool had.
     pub workers: usize,
+    /// Workers that finished and were joined within the bound.
     pub joined: usize,
 }
 
@@ -45,12 +48,16 @@ pub fn check_url(_url: &str) -> Result<(), String> {
     )
 }
 
+/// The pool's shutdown side, so the server reads the same in both builds; with no value
+/// of `Pool` possible, neither can be called.
 #[cfg(not(feature = "postgres"))]
 impl Pool {
+    /// Cancels the queries in flight: there are none.
     pub fn cancel_in_flight(&self) -> usize {
         match *self {}
     }
 
+    /// Closes the pool: there is none.
     pub fn close(self, _bound: std::time::Duration) -> Closed {
         match self {}
     }

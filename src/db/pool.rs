@@ -4,8 +4,11 @@
 //! (a closure that runs queries on a `Client`) and a [`ReplyHandle`]; a worker runs it and
 //! sends the response back through the handle, which wakes the loop.
 //!
-//! What it is not: it never runs on the event-loop thread and the loop never waits on it.
-//! [`Pool::submit`] does not block: a full queue is refused at once (503), never waited on.
+//! What it is not: its work never runs on the event-loop thread, and the loop never waits
+//! on it while there is anything to serve. [`Pool::submit`] does not block: a full queue
+//! is refused at once (503), never waited on. The one exception, bounded: [`Pool::close`],
+//! which the last shutdown step calls on the loop's thread after the last connection is
+//! gone, blocks for at most the bound it is given, and reads the clock to keep to it.
 //!
 //! Lifecycle:
 //! - start: workers connect in the background; the server serves whether or not the
@@ -138,6 +141,8 @@ impl Shared {
     }
 }
 
+/// The worker pool: started by the server when `DATABASE_URL` is set, handed jobs by
+/// [`Ctx::query`](crate::handler::Ctx::query), closed by the last shutdown step.
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -148,7 +153,9 @@ pub struct Pool {
 /// How a pool close went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed {
+    /// Workers the pool had.
     pub workers: usize,
+    /// Workers that finished and were joined within the bound.
     pub joined: usize,
 }
 
@@ -259,6 +266,9 @@ impl Pool {
     /// Closes the queue and waits (at most `bound`) for the workers to finish their jobs,
     /// disconnect and return. Workers still busy after `bound` are left to the process
     /// exit: the pool never holds the exit longer than its bound.
+    ///
+    /// Blocks the calling thread, and reads the clock, for up to `bound`: the one wait the
+    /// event loop allows itself, in its last shutdown step, when no connection is left.
     pub fn close(mut self, bound: Duration) -> Closed {
         self.shared.lock().closed = true;
         self.shared.task_queued.notify_all();

@@ -8,58 +8,98 @@
 //! | `Done` | closed | — | — | closed after the last connection |
 //!
 //! ```text
-//!   Serving ──signal──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
-//!      └──────signal (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
+//!   Serving ──stop──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
+//!      └──────stop (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
+//!
+//!   Done (exit 0) ──a later step failed (the pool missed its bound)──▶ Done (exit 1)
 //! ```
+//!
+//! "stop" is a SIGTERM or SIGINT, or the application's
+//! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown): the same sequence
+//! follows either way, and only the log says which ([`Source`]).
 //!
 //! What it is: [`Phase`] and the one function that advances it, [`Phase::on`], whose
 //! `match (phase, event)` arms are the rules. The event loop feeds it events and carries
 //! out the [`Step`] each transition returns; this file decides, the loop acts.
 //!
-//! Invariants: never reads the clock (every event carries `now`); a second signal never
-//! starts a second shutdown; the deadline is counted from the first signal, whatever the
-//! phase.
+//! Invariants: never reads the clock (every event carries `now`); a second request (a
+//! signal, or the application's) never starts a second shutdown; the deadline is counted
+//! from the first request, whatever the phase; the outcome lives in `Phase::Done` and
+//! nowhere else (the loop returns [`Phase::outcome`]).
 
-use crate::conn::Stage;
+use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Which signal asked us to stop; named in the logs.
+use super::signals::Signal;
+use crate::conn::Stage;
+
+/// Who asked for the shutdown; named in the logs. Either way the shutdown is the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Term,
-    Int,
+pub enum Source {
+    /// A signal from outside the process: an orchestrator's SIGTERM, a Ctrl+C.
+    Signal(Signal),
+    /// The application embedding the server, through a
+    /// [`ShutdownHandle`](super::ShutdownHandle).
+    Application,
 }
 
-impl Signal {
-    pub fn name(self) -> &'static str {
+impl Source {
+    /// What asked, as "after …" says it in the drain-delay log line.
+    pub(super) fn noun(self) -> &'static str {
         match self {
-            Signal::Term => "SIGTERM",
-            Signal::Int => "SIGINT",
+            Source::Signal(_) => "the signal",
+            Source::Application => "the request",
         }
     }
 }
 
+impl fmt::Display for Source {
+    /// How a log line opens when someone asks for a shutdown: `SIGTERM received`,
+    /// `shutdown requested by the application`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Signal(signal) => write!(f, "{} received", signal.name()),
+            Source::Application => f.write_str("shutdown requested by the application"),
+        }
+    }
+}
+
+/// Where the shutdown stands (see the module doc for what each phase means to the
+/// listener, the connections and the pool).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// No shutdown asked for: accepting and serving.
     Serving,
     /// Still accepting until `until`, so a load balancer that polls /health sees the 503
     /// and stops routing here before our port closes.
     Delaying {
-        signal: Signal,
+        /// Who asked for the shutdown.
+        by: Source,
+        /// When they asked: the drain delay and the deadline count from here.
         at: Instant,
+        /// When the drain delay ends and the drain begins.
         until: Instant,
+        /// When whatever is left is answered 503 or cut (`SHUTDOWN_TIMEOUT_MS` after `at`).
         deadline: Instant,
     },
+    /// The listener is closed; connections finish their current request and close.
     Draining {
-        signal: Signal,
+        /// Who asked for the shutdown.
+        by: Source,
+        /// When they asked.
         at: Instant,
+        /// When whatever is left is answered 503 or cut.
         deadline: Instant,
     },
+    /// Nothing is left to serve: the loop returns `outcome`.
     Done {
+        /// How the shutdown went; the one place it is kept.
         outcome: Outcome,
     },
 }
 
+/// How a shutdown ended: what [`Server::run`](super::Server::run) returns, and the exit
+/// code the process reports it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Every connection finished: exit 0.
@@ -84,22 +124,27 @@ impl Outcome {
 /// What happened, as far as the phase machine cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Signal(Signal, Instant),
+    /// A shutdown signal arrived, or the application asked for a shutdown.
+    Stop(Source, Instant),
     /// Time passed (the loop woke up). Fed only once a shutdown has begun: `Serving`
     /// has no timed transitions.
     Tick(Instant),
     /// No connection remains (a pending database job always belongs to a connection).
     /// Fed, during a shutdown, before and after each `Tick`.
     Empty(Instant),
+    /// A step after the drain failed: the pool did not close within its bound.
+    StepFailed,
 }
 
 /// What the loop must do after a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Nothing to do: the event changed nothing the loop acts on.
     Nothing,
     /// Shutdown began: say so (readiness flips with the phase itself), and drain at once
     /// unless a drain delay keeps the listener open first.
     Announce {
+        /// No drain delay: start the drain in the same turn.
         drain_now: bool,
     },
     /// The drain delay is over: accept the backlog, close the listener, close idle
@@ -107,16 +152,19 @@ pub enum Step {
     StartDrain,
     /// The deadline passed: answer or cut what is left.
     Force,
-    /// Everything is closed: close resources and exit.
-    Finish(Outcome),
-    /// A repeated signal: log it, change nothing.
-    IgnoreSignal(Signal),
+    /// Everything is closed: close resources, report, and exit with [`Phase::outcome`].
+    Finish,
+    /// A repeated request (a second signal, a second `shutdown()`, one after the
+    /// other): log it, change nothing.
+    IgnoreRepeat(Source),
 }
 
 /// The two shutdown settings, checked at start-up (`DRAIN_DELAY_MS` < `SHUTDOWN_TIMEOUT_MS`).
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    /// `DRAIN_DELAY_MS`: how long to keep accepting after the request, `/health` saying 503.
     pub drain_delay: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS`: the whole budget, counted from the request.
     pub shutdown_timeout: Duration,
 }
 
@@ -142,6 +190,15 @@ impl Phase {
         }
     }
 
+    /// How the shutdown ended, once it has: what [`Server::run`](super::Server::run)
+    /// returns. The one place the outcome is kept.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match *self {
+            Phase::Done { outcome } => Some(outcome),
+            Phase::Serving | Phase::Delaying { .. } | Phase::Draining { .. } => None,
+        }
+    }
+
     /// When the loop must wake up for this phase, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match *self {
@@ -151,54 +208,83 @@ impl Phase {
         }
     }
 
-    /// The one place the phase changes.
+    /// The one place the phase changes: applies `event` and returns the [`Step`] the loop
+    /// must carry out. The `match (phase, event)` arms below are the rules, one line each.
+    ///
+    /// A shutdown with no drain delay, asked for twice, drained clean:
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lastcall::server::{Budget, Event, Outcome, Phase, Signal, Source, Step};
+    ///
+    /// let budget = Budget {
+    ///     drain_delay: Duration::ZERO,
+    ///     shutdown_timeout: Duration::from_secs(10),
+    /// };
+    /// let t0 = Instant::now();
+    /// let mut phase = Phase::Serving;
+    ///
+    /// // The first SIGTERM: announce it, and drain at once (there is no delay).
+    /// let sigterm = Event::Stop(Source::Signal(Signal::Term), t0);
+    /// assert_eq!(phase.on(sigterm, budget), Step::Announce { drain_now: true });
+    /// assert_eq!(phase.deadline(), Some(t0 + Duration::from_secs(10)));
+    ///
+    /// // The application asks too: logged and ignored, one shutdown only.
+    /// let asked = Event::Stop(Source::Application, t0);
+    /// assert_eq!(phase.on(asked, budget), Step::IgnoreRepeat(Source::Application));
+    ///
+    /// // Time passes with connections still open: nothing to do before the deadline.
+    /// let later = t0 + Duration::from_secs(1);
+    /// assert_eq!(phase.on(Event::Tick(later), budget), Step::Nothing);
+    ///
+    /// // The last connection is gone: finish, with a clean outcome.
+    /// assert_eq!(phase.on(Event::Empty(later), budget), Step::Finish);
+    /// assert_eq!(phase.outcome(), Some(Outcome::Drained));
+    /// assert_eq!(phase.outcome().map(Outcome::exit_code), Some(0));
+    /// ```
     pub fn on(&mut self, event: Event, budget: Budget) -> Step {
+        // Longer than sixty lines on purpose: every rule stays in this one `match`, where
+        // the whole machine reads on a screen or two; the length is the phases' fields.
         let (next, step) = match (*self, event) {
-            // Rule: the first signal starts the shutdown; the deadline counts from here.
-            (Phase::Serving, Event::Signal(signal, now)) if budget.drain_delay.is_zero() => (
+            // Rule: the first request (a signal or the application's) starts the
+            // shutdown; the deadline counts from here.
+            (Phase::Serving, Event::Stop(by, now)) if budget.drain_delay.is_zero() => (
                 Phase::Draining {
-                    signal,
+                    by,
                     at: now,
                     deadline: now + budget.shutdown_timeout,
                 },
                 Step::Announce { drain_now: true },
             ),
-            (Phase::Serving, Event::Signal(signal, now)) => (
+            (Phase::Serving, Event::Stop(by, now)) => (
                 Phase::Delaying {
-                    signal,
+                    by,
                     at: now,
                     until: now + budget.drain_delay,
                     deadline: now + budget.shutdown_timeout,
                 },
                 Step::Announce { drain_now: false },
             ),
-            // Rule: further signals during a shutdown are logged and ignored.
-            (Phase::Delaying { .. } | Phase::Draining { .. }, Event::Signal(signal, _)) => {
-                (*self, Step::IgnoreSignal(signal))
+            // Rule: further requests during a shutdown are logged and ignored.
+            (Phase::Delaying { .. } | Phase::Draining { .. }, Event::Stop(by, _)) => {
+                (*self, Step::IgnoreRepeat(by))
             }
             // Rule: the delay is over: drain.
             (
                 Phase::Delaying {
-                    signal,
+                    by,
                     at,
                     until,
                     deadline,
                 },
                 Event::Tick(now),
-            ) if now >= until => (
-                Phase::Draining {
-                    signal,
-                    at,
-                    deadline,
-                },
-                Step::StartDrain,
-            ),
+            ) if now >= until => (Phase::Draining { by, at, deadline }, Step::StartDrain),
             // Rule: the last connection is gone: a clean drain.
             (Phase::Draining { .. }, Event::Empty(_)) => (
                 Phase::Done {
                     outcome: Outcome::Drained,
                 },
-                Step::Finish(Outcome::Drained),
+                Step::Finish,
             ),
             // Rule: the deadline passed first: force what is left, then finish.
             (Phase::Draining { deadline, .. }, Event::Tick(now)) if now >= deadline => (
@@ -206,6 +292,19 @@ impl Phase {
                     outcome: Outcome::TimedOut,
                 },
                 Step::Force,
+            ),
+            // Rule: a step that fails after a clean drain makes the exit 1; after the
+            // deadline it already is.
+            (
+                Phase::Done {
+                    outcome: Outcome::Drained,
+                },
+                Event::StepFailed,
+            ) => (
+                Phase::Done {
+                    outcome: Outcome::StepFailed,
+                },
+                Step::Nothing,
             ),
             (phase, _) => (phase, Step::Nothing),
         };
@@ -216,12 +315,22 @@ impl Phase {
         step
     }
 
+    /// The phase's name, for the `old=>new` trace line.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Serving => "Serving",
             Phase::Delaying { .. } => "Delaying",
             Phase::Draining { .. } => "Draining",
-            Phase::Done { .. } => "Done",
+            // With the outcome, which can still change in `Done` (a failed step).
+            Phase::Done {
+                outcome: Outcome::Drained,
+            } => "Done(Drained)",
+            Phase::Done {
+                outcome: Outcome::TimedOut,
+            } => "Done(TimedOut)",
+            Phase::Done {
+                outcome: Outcome::StepFailed,
+            } => "Done(StepFailed)",
         }
     }
 }
@@ -242,19 +351,70 @@ mod tests {
         let t0 = Instant::now();
         let mut phase = Phase::Serving;
         assert_eq!(
-            phase.on(Event::Signal(Signal::Term, t0), budget(0)),
+            phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0)),
             Step::Announce { drain_now: true }
         );
         assert!(phase.shutting_down());
         assert_eq!(phase.deadline(), Some(t0 + Duration::from_millis(1000)));
         assert_eq!(
-            phase.on(Event::Signal(Signal::Int, t0), budget(0)),
-            Step::IgnoreSignal(Signal::Int)
+            phase.on(Event::Stop(Source::Signal(Signal::Int), t0), budget(0)),
+            Step::IgnoreRepeat(Source::Signal(Signal::Int))
+        );
+        assert_eq!(phase.on(Event::Empty(t0), budget(0)), Step::Finish);
+        assert_eq!(phase.outcome(), Some(Outcome::Drained));
+    }
+
+    #[test]
+    fn phase_takes_the_application_request_like_a_signal_and_ignores_a_signal_after_it() {
+        let t0 = Instant::now();
+        let mut phase = Phase::Serving;
+        assert_eq!(
+            phase.on(Event::Stop(Source::Application, t0), budget(0)),
+            Step::Announce { drain_now: true }
         );
         assert_eq!(
-            phase.on(Event::Empty(t0), budget(0)),
-            Step::Finish(Outcome::Drained)
+            phase,
+            Phase::Draining {
+                by: Source::Application,
+                at: t0,
+                deadline: t0 + Duration::from_millis(1000)
+            }
         );
+        let later = t0 + Duration::from_millis(10);
+        assert_eq!(
+            phase.on(Event::Stop(Source::Signal(Signal::Term), later), budget(0)),
+            Step::IgnoreRepeat(Source::Signal(Signal::Term))
+        );
+        assert_eq!(
+            phase.on(Event::Stop(Source::Application, later), budget(0)),
+            Step::IgnoreRepeat(Source::Application)
+        );
+        assert_eq!(phase.deadline(), Some(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn source_names_who_asked_in_the_log() {
+        assert_eq!(Source::Signal(Signal::Int).to_string(), "SIGINT received");
+        assert_eq!(
+            Source::Application.to_string(),
+            "shutdown requested by the application"
+        );
+    }
+
+    #[test]
+    fn phase_turns_a_clean_drain_into_a_failed_step_but_not_a_timeout() {
+        let t0 = Instant::now();
+        let mut phase = Phase::Serving;
+        phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
+        phase.on(Event::Empty(t0), budget(0));
+        assert_eq!(phase.on(Event::StepFailed, budget(0)), Step::Nothing);
+        assert_eq!(phase.outcome(), Some(Outcome::StepFailed));
+
+        let mut phase = Phase::Serving;
+        phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
+        phase.on(Event::Tick(t0 + Duration::from_millis(1000)), budget(0));
+        phase.on(Event::StepFailed, budget(0));
+        assert_eq!(phase.outcome(), Some(Outcome::TimedOut));
     }
 
     #[test]
@@ -263,7 +423,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut phase = Phase::Serving;
         assert_eq!(
-            phase.on(Event::Signal(Signal::Int, t0), budget(200)),
+            phase.on(Event::Stop(Source::Signal(Signal::Int), t0), budget(200)),
             Step::Announce { drain_now: false }
         );
         assert_eq!(
@@ -287,11 +447,6 @@ mod tests {
             phase.on(Event::Tick(t0 + ms(1000)), budget(200)),
             Step::Force
         );
-        assert_eq!(
-            phase,
-            Phase::Done {
-                outcome: Outcome::TimedOut
-            }
-        );
+        assert_eq!(phase.outcome(), Some(Outcome::TimedOut));
     }
 }

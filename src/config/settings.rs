@@ -1,0 +1,290 @@
+//! The settings table: every setting lastcall reads, and how its text becomes a value.
+//!
+//! What it is: [`SETTINGS`], one row per setting — its environment name (the flag is
+//! derived from it), its kind (port, URL, milliseconds or a count, with its range and the
+//! [`Config`] field it lands in) and the line `--help` prints for it — and the code that
+//! checks a value against its row and stores it.
+//!
+//! What it is not: it does not decide where a value comes from or in which order
+//! (environment, then flags: that is `Config::parse`), and it does not check settings
+//! against each other (the shutdown budget is checked last, in `Config::parse`).
+//!
+//! Invariants: a value is stored only once it is in its row's range; an error names the
+//! setting by its environment name, whichever source the value came from.
+
+use std::time::Duration;
+
+use super::{Config, ConfigError, any_host};
+
+/// One setting: where it is read from, what it accepts, and why you would change it.
+pub(super) struct Setting {
+    /// The environment variable. The flag is its lower-kebab form (`DB_POOL_SIZE` →
+    /// `--db-pool-size`), by construction rather than by a second column that could drift.
+    pub(super) env: &'static str,
+    pub(super) kind: Kind,
+    /// One line for `--help`.
+    pub(super) reason: &'static str,
+}
+
+/// How a setting's text becomes a value, and which field of [`Config`] it lands in.
+pub(super) enum Kind {
+    /// A port on `0.0.0.0`, written into `listen`.
+    Port,
+    /// Free text for `database_url`; empty means no database.
+    Url,
+    /// Milliseconds in `min..=max`.
+    Millis {
+        min: u64,
+        max: u64,
+        expected: &'static str,
+        field: fn(&mut Config) -> &mut Duration,
+    },
+    /// A count in `min..=max`.
+    Count {
+        min: u64,
+        max: u64,
+        expected: &'static str,
+        field: fn(&mut Config) -> &mut usize,
+    },
+}
+
+pub(super) const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
+
+/// Every setting, in the order `--help` lists them.
+pub(super) const SETTINGS: &[Setting] = &[
+    Setting {
+        env: "PORT",
+        kind: Kind::Port,
+        reason: "Listen on 0.0.0.0 (every interface) at this port.",
+    },
+    Setting {
+        env: "DATABASE_URL",
+        kind: Kind::Url,
+        reason: "PostgreSQL connection string; unset or empty runs without a database.",
+    },
+    Setting {
+        env: "DB_POOL_SIZE",
+        kind: Kind::Count {
+            min: 1,
+            max: 64,
+            expected: "a count from 1 to 64",
+            field: |c| &mut c.db_pool_size,
+        },
+        reason: "Database worker threads, one connection each.",
+    },
+    Setting {
+        env: "SHUTDOWN_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.shutdown_timeout,
+        },
+        reason: "Whole shutdown budget from the signal; keep it below the orchestrator's grace period.",
+    },
+    Setting {
+        env: "DRAIN_DELAY_MS",
+        kind: Kind::Millis {
+            min: 0,
+            max: 3_600_000,
+            expected: "milliseconds from 0 to 3600000",
+            field: |c| &mut c.drain_delay,
+        },
+        reason: "Keep serving (health 503) this long after the signal, so load balancers notice.",
+    },
+    Setting {
+        env: "KEEPALIVE_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.keepalive_timeout,
+        },
+        reason: "Close idle keep-alive connections after this; behind a proxy, exceed its idle timeout.",
+    },
+    Setting {
+        env: "HEADER_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.header_timeout,
+        },
+        reason: "Most time from a request head's first byte to its end (slowloris bound, 408).",
+    },
+    Setting {
+        env: "BODY_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.body_timeout,
+        },
+        reason: "Longest gap without request-body progress (408).",
+    },
+    Setting {
+        env: "REQUEST_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.request_timeout,
+        },
+        reason: "Most time from a request's first byte to the end of its body (slow-body bound, 408).",
+    },
+    Setting {
+        env: "WRITE_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.write_timeout,
+        },
+        reason: "Longest gap without response-write progress before the connection is cut.",
+    },
+    Setting {
+        env: "MAX_CONNECTIONS",
+        kind: Kind::Count {
+            min: 1,
+            max: 1_000_000,
+            expected: "a count from 1 to 1000000",
+            field: |c| &mut c.max_connections,
+        },
+        reason: "Open connections at most; the file-descriptor limit (ulimit -n) may cap it lower.",
+    },
+    Setting {
+        env: "MAX_HEADER_BYTES",
+        kind: Kind::Count {
+            min: 256,
+            max: 1_048_576,
+            expected: "bytes from 256 to 1048576",
+            field: |c| &mut c.max_header_bytes,
+        },
+        reason: "Request line plus headers at most (414/431 beyond).",
+    },
+    Setting {
+        env: "MAX_BODY_BYTES",
+        kind: Kind::Count {
+            min: 0,
+            max: 1_073_741_824,
+            expected: "bytes from 0 to 1073741824",
+            field: |c| &mut c.max_body_bytes,
+        },
+        reason: "Request body at most (413 beyond); 0 refuses bodies.",
+    },
+];
+
+impl Setting {
+    /// The command-line flag, without its leading `--`.
+    pub(super) fn flag(&self) -> String {
+        self.env
+            .chars()
+            .map(|c| {
+                if c == '_' {
+                    '-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    }
+
+    /// Checks `raw` and stores it in `config`. `raw` comes from either source; the error
+    /// names the environment variable either way (see the module invariants).
+    pub(super) fn apply(&self, config: &mut Config, raw: &str) -> Result<(), ConfigError> {
+        match self.kind {
+            Kind::Port => {
+                let port = self.number(raw, 0, u64::from(u16::MAX), PORT_EXPECTED)?;
+                let port = u16::try_from(port).map_err(|_| self.invalid(raw, PORT_EXPECTED))?;
+                config.listen = any_host(port);
+            }
+            Kind::Url => {
+                let url = raw.trim();
+                config.database_url = (!url.is_empty()).then(|| url.to_owned());
+            }
+            Kind::Millis {
+                min,
+                max,
+                expected,
+                field,
+            } => {
+                let ms = self.number(raw, min, max, expected)?;
+                *field(config) = Duration::from_millis(ms);
+            }
+            Kind::Count {
+                min,
+                max,
+                expected,
+                field,
+            } => {
+                let n = self.number(raw, min, max, expected)?;
+                // Every maximum fits in 32 bits, so this only fails on a 16-bit target.
+                *field(config) = usize::try_from(n).map_err(|_| self.invalid(raw, expected))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A decimal number in `min..=max`; anything else is [`ConfigError::Invalid`].
+    fn number(
+        &self,
+        raw: &str,
+        min: u64,
+        max: u64,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        parse_decimal(raw)
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| self.invalid(raw, expected))
+    }
+
+    fn invalid(&self, raw: &str, expected: &'static str) -> ConfigError {
+        ConfigError::Invalid {
+            setting: self.env,
+            value: raw.to_owned(),
+            expected,
+        }
+    }
+
+    /// The default, as `--help` shows it; read from [`Config::default`] so the two agree.
+    pub(super) fn default_text(&self) -> String {
+        let mut defaults = Config::default();
+        match self.kind {
+            Kind::Port => defaults.listen.port().to_string(),
+            Kind::Url => "unset".to_owned(),
+            Kind::Millis { field, .. } => field(&mut defaults).as_millis().to_string(),
+            Kind::Count { field, .. } => field(&mut defaults).to_string(),
+        }
+    }
+}
+
+impl Kind {
+    /// The placeholder after the flag in `--help`.
+    pub(super) fn metavar(&self) -> &'static str {
+        match self {
+            Kind::Port | Kind::Count { .. } => "N",
+            Kind::Url => "URL",
+            Kind::Millis { .. } => "MS",
+        }
+    }
+
+    /// What the setting accepts, or `None` when it accepts any text.
+    pub(super) fn expected(&self) -> Option<&'static str> {
+        match self {
+            Kind::Port => Some(PORT_EXPECTED),
+            Kind::Url => None,
+            Kind::Millis { expected, .. } | Kind::Count { expected, .. } => Some(expected),
+        }
+    }
+}
+
+/// Decimal digits only, after trimming surrounding whitespace. Stricter than
+/// `u64::from_str`, which also takes a leading `+`: a config value has one spelling.
+/// Too many digits for a `u64` is `None` too.
+fn parse_decimal(raw: &str) -> Option<u64> {
+    let digits = raw.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
