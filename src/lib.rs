@@ -11,7 +11,8 @@
 //!    replies and signals into calls on connections, and runs the shutdown phases
 //!    ([`server::Phase`] decides, `server/steps.rs` acts).
 //! 2. [`conn`] — one connection: reads into a lent buffer, drives the state machine
-//!    (`conn/state.rs`), writes answers in order with back-pressure.
+//!    (`conn/state.rs`), calls the handler from the head, writes answers in order with
+//!    back-pressure; testable without a socket through its [`conn::Socket`] seam.
 //! 3. [`http`] — sans-IO HTTP/1.1: request heads (`httparse` plus the RFC 9112 rules it
 //!    leaves to us), body decoding, response encoding, the `Date` cache.
 //! 4. [`handler`] — what a handler gets and how it answers: now, after a loop timer,
@@ -83,11 +84,13 @@
 //!   keep its wait within the bound. (Database workers, on threads of their own, time
 //!   their own backoff.)
 //! - Tokens are never reused for a new socket while an event or reply may name the old one.
-//! - An idle keep-alive connection owns no buffers.
+//! - A quiet keep-alive connection (between requests, nothing read or owed:
+//!   `Conn::is_quiet`) owns no buffers; they are lent per request.
 //! - Every close has a [`conn::CloseReason`].
 //! - A panicking handler costs its request a 500, never the loop.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod conn;

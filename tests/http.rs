@@ -659,9 +659,9 @@ fn stream_over_http10_is_close_delimited() {
     assert_eq!(r.body_text(), stream_body(3), "the body runs to EOF");
 }
 
-// A handler panic (DESIGN: "a panicking handler costs one 500, never the server") cannot
-// be provoked from outside: no route of the reference application panics on any input,
-// so that case is covered by unit tests of the connection, not here.
+// A panicking handler costs its request a 500, never the server. No route of the
+// reference application panics on any input, so that cannot be provoked from here:
+// `tests/panic.rs` embeds the engine with a handler that does.
 
 // ---------------------------------------------------------------------------------------
 // Refused requests: each answered with its status and a JSON error, then closed
