@@ -7,7 +7,9 @@
 //!
 //! | file | role |
 //! | --- | --- |
-//! | `request.rs` | request line + header fields → [`request::Head`] (RFC 9112 §2–§3, §6.3, §9.3) |
+//! | `request.rs` | request line + header fields → [`request::Head`] (RFC 9112 §2–§3) |
+//! | `uri.rs` | the request target's bytes and form (RFC 3986, RFC 9112 §3.2) |
+//! | `fields.rs` | the header fields: `Host`, framing, persistence, `Expect` (RFC 9112 §6.3, §9.3) |
 //! | `body.rs` | Content-Length and chunked body decoding (RFC 9112 §6.3, §7.1) |
 //! | `response.rs` | [`response::Response`] and its encoding, chunks included |
 //! | `error.rs` | [`error::RequestError`] and its one mapping to status codes |
@@ -16,5 +18,7 @@
 pub mod body;
 pub mod date;
 pub mod error;
+mod fields;
 pub mod request;
 pub mod response;
+mod uri;

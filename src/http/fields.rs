@@ -1,0 +1,248 @@
+//! The header fields of a request head, judged: the rules of RFC 9110/9112 that httparse
+//! leaves to us, in one pass over the fields.
+//!
+//! What it is: the `Host` rule (exactly one in HTTP/1.1, and a valid `host[:port]`), the
+//! framing of the body (RFC 9112 §6.3, in its order: the smuggling defences), persistence
+//! (`Connection`, §9.3) and `Expect` (RFC 9110 §10.1.1).
+//!
+//! What it is not: the request line (`request.rs`) or the body (`body.rs`). It never
+//! allocates and never guesses: anything ambiguous is an error.
+
+use super::body::Framing;
+use super::error::RequestError;
+use super::request::{Persistence, Version};
+use super::uri::{ALPHA, DIGIT, SUB_DELIMS, UNRESERVED_MARKS, byte_table};
+
+/// What the header fields say about framing and persistence.
+pub(super) struct Fields {
+    pub(super) framing: Framing,
+    close: bool,
+    keep_alive: bool,
+    pub(super) expect_continue: bool,
+}
+
+impl Fields {
+    /// RFC 9112 §9.3: `close` wins; otherwise 1.1 persists by default and 1.0 only when
+    /// the client asked for `keep-alive`.
+    pub(super) fn persistence(&self, version: Version) -> Persistence {
+        match (self.close, version, self.keep_alive) {
+            (true, _, _) => Persistence::Close,
+            (false, Version::Http11, _) => Persistence::KeepAlive,
+            (false, Version::Http10, true) => Persistence::KeepAlive,
+            (false, Version::Http10, false) => Persistence::Close,
+        }
+    }
+}
+
+/// Walks the header fields once, enforcing the rules httparse does not. (Longer than
+/// most functions here: one pass over the fields, then RFC 9112 §6.3's steps in their
+/// order, reads best in one place.)
+pub(super) fn judge_fields(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+) -> Result<Fields, RequestError> {
+    let mut fields = Fields {
+        framing: Framing::None,
+        close: false,
+        keep_alive: false,
+        expect_continue: false,
+    };
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut te_chunked_last = false;
+    let mut te_unknown = false;
+    let mut te_chunked_count = 0;
+
+    // httparse has already refused obs-fold, bare CR and every control character but
+    // HTAB in field values (NUL and DEL included; the tests pin this down).
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if !is_host(h.value) {
+                return Err(RequestError::BadHost);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9110 §8.6: a list of identical values may be taken as that value; differing
+            // values, or anything that is not digits — an empty value included — is an
+            // unrecoverable framing error.
+            if list_items(h.value).next().is_none() {
+                return Err(RequestError::BadContentLength);
+            }
+            for item in list_items(h.value) {
+                let n = parse_decimal(item).ok_or(RequestError::BadContentLength)?;
+                match content_length {
+                    Some(prev) if prev != n => return Err(RequestError::BadContentLength),
+                    _ => content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            for coding in list_items(h.value) {
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    te_chunked_count += 1;
+                    te_chunked_last = true;
+                } else {
+                    te_unknown = true;
+                    te_chunked_last = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            // RFC 9110 §7.6.1: Connection is a comma-separated list of case-insensitive
+            // tokens. Parse the list; never substring-search it.
+            for token in list_items(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    fields.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    fields.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            // RFC 9110 §10.1.1: 100-continue is the only expectation defined; any other is
+            // answered 417.
+            for item in list_items(h.value) {
+                if item.eq_ignore_ascii_case(b"100-continue") {
+                    fields.expect_continue = true;
+                } else {
+                    return Err(RequestError::ExpectationFailed);
+                }
+            }
+        }
+    }
+
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field and to any request message
+    // that contains more than one Host header field".
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(RequestError::HostCount);
+    }
+
+    // RFC 9112 §6.3, in its order, for requests.
+    fields.framing = if transfer_encoding {
+        // §6.1: a 1.0 message with Transfer-Encoding is faulty (1.0 has no chunked coding).
+        // §6.3 step 3: TE and CL together "ought to be handled as an error" — the classic
+        // smuggling vector, so we refuse rather than let TE override.
+        if version == Version::Http10 || content_length.is_some() {
+            return Err(RequestError::AmbiguousFraming);
+        }
+        // §6.3 step 4: chunked must be the final coding of a request, or its length cannot
+        // be determined; §7.1: it must not be applied twice.
+        if !te_chunked_last || te_chunked_count > 1 {
+            return Err(RequestError::AmbiguousFraming);
+        }
+        // §6.1: a coding we do not implement (gzip, deflate, ...) is 501.
+        if te_unknown {
+            return Err(RequestError::UnsupportedTransferCoding);
+        }
+        Framing::Chunked
+    } else {
+        match content_length {
+            // §6.3 step 7: a request with neither has no body (step 6 is a valid
+            // Content-Length).
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    if fields.framing == Framing::None {
+        // Nothing to wait for: a 100 Continue would only confuse the client.
+        fields.expect_continue = false;
+    }
+    Ok(fields)
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2), where `uri-host` is an IP literal in
+/// brackets, or a reg-name (IPv4 addresses included) of unreserved, pct-encoded and
+/// sub-delim characters, and `port = *DIGIT` (RFC 3986 §3.2). The host may not be empty:
+/// an http URI with an empty host is invalid and its recipient MUST reject it (RFC 9110
+/// §4.2.1). Space, `/`, `@`, `?` and `#` cannot be part of a Host at all.
+///
+/// Every request has a Host, so this runs per request: the grammar as a small state
+/// machine, walked in one pass with one table lookup per byte and no branch. (Its length
+/// is the state table, spelled out.)
+fn is_host(value: &[u8]) -> bool {
+    // What a byte is to this grammar.
+    const NAME: u8 = 0; // a reg-name character other than a digit
+    const NUMERAL: u8 = 1; // a digit
+    const COLON: u8 = 2;
+    const OPEN: u8 = 3; // `[`
+    const CLOSE: u8 = 4; // `]`
+    const BAD: u8 = 5;
+    const KIND: [u8; 256] = byte_table(
+        BAD,
+        &[
+            (ALPHA, NAME),
+            (DIGIT, NUMERAL),
+            (UNRESERVED_MARKS, NAME),
+            (SUB_DELIMS, NAME),
+            (b"%", NAME), // pct-encoded
+            (b":", COLON),
+            (b"[", OPEN),
+            (b"]", CLOSE),
+        ],
+    );
+    // Where in `uri-host [ ":" port ]` the bytes so far have led.
+    const START: u8 = 0; // nothing yet
+    const HOST: u8 = 1; // a reg-name, not empty
+    const PORT: u8 = 2; // after the `:`, digits only (may be none)
+    const OPENED: u8 = 3; // after `[`
+    const LITERAL: u8 = 4; // inside `[...]`, not empty
+    const CLOSED: u8 = 5; // after `]`
+    const FAIL: u8 = 6;
+    const F: u8 = FAIL;
+    /// The next state, by state and kind of byte.
+    const RULES: [[u8; 6]; 7] = [
+        // NAME    NUMERAL  COLON    OPEN    CLOSE   BAD
+        [HOST, HOST, F, OPENED, F, F],             // START
+        [HOST, HOST, PORT, F, F, F],               // HOST
+        [F, PORT, F, F, F, F],                     // PORT
+        [LITERAL, LITERAL, LITERAL, F, F, F],      // OPENED
+        [LITERAL, LITERAL, LITERAL, F, CLOSED, F], // LITERAL
+        [F, F, PORT, F, F, F],                     // CLOSED
+        [F, F, F, F, F, F],                        // FAIL
+    ];
+    /// The rules spelled out for every byte value, so a step is one lookup. A state is
+    /// kept as the offset of its row (`state * 256`): the next index is that plus the byte.
+    const NEXT: [u16; 8 * 256] = {
+        let mut next = [FAIL as u16 * 256; 8 * 256];
+        let mut state = 0;
+        while state < RULES.len() {
+            let mut b = 0;
+            while b < 256 {
+                next[state * 256 + b] = RULES[state][KIND[b] as usize] as u16 * 256;
+                b += 1;
+            }
+            state += 1;
+        }
+        next
+    };
+    let end = value.iter().fold(u16::from(START) * 256, |row, &b| {
+        NEXT[usize::from(row + u16::from(b)) & (8 * 256 - 1)]
+    });
+    [HOST, PORT, CLOSED]
+        .map(|state| u16::from(state) * 256)
+        .contains(&end)
+}
+
+/// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed of optional
+/// whitespace, empty items skipped.
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|item| item.trim_ascii())
+        .filter(|item| !item.is_empty())
+}
+
+/// `1*DIGIT` into a u64; no sign, no spaces, no overflow.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
