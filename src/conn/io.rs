@@ -63,6 +63,7 @@ pub(super) enum Discarded {
 impl<S: Socket> Conn<S> {
     /// Reads into the input buffer until `WouldBlock`, EOF, or the buffer's limit.
     /// Returns whether any byte was read.
+    #[inline(always)] // one round of `drive`: kept in its loop, as before the split into files
     pub(super) fn fill(&mut self, cx: &mut LoopCx<'_>) -> Result<bool, CloseReason> {
         if !self.state.reads_input()
             || !matches!(self.read, ReadSide::Ready | ReadSide::ReadyUntilEof)
@@ -118,6 +119,7 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Writes pending output until `WouldBlock`. Returns whether any byte was written.
+    #[inline(always)] // one round of `drive`: kept in its loop, as before the split into files
     pub(super) fn flush(&mut self, cx: &mut LoopCx<'_>) -> Result<bool, CloseReason> {
         let Some(out) = self.output.as_mut() else {
             return Ok(false);
