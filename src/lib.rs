@@ -1,9 +1,9 @@
 //! # lastcall
 //!
 //! A hand-rolled HTTP/1.1 server on a single-threaded mio event loop, whose specialty is
-//! graceful shutdown: on SIGTERM or SIGINT (or when the application embedding it asks) it
-//! stops taking new work, finishes the work it took, releases its resources in order, and
-//! exits within a deadline with an exit code that says how it went.
+//! graceful shutdown: on SIGTERM, SIGINT or SIGQUIT (or when the application embedding it
+//! asks) it stops taking new work, finishes the work it took, releases its resources in
+//! order, and exits within a deadline with an exit code that says how it went.
 //!
 //! ## A tour, in the order a request meets the code
 //!

@@ -9,8 +9,8 @@ use lastcall::config::{self, Command, Config};
 use lastcall::server::{self, Server, Started};
 
 fn main() -> ExitCode {
-    // First of all: from here on a SIGTERM or SIGINT during start-up is a clean exit, and
-    // a SIGHUP is ignored, not a kill.
+    // First of all: from here on a SIGTERM, SIGINT or SIGQUIT during start-up is a clean
+    // exit, and a SIGHUP, SIGUSR1 or SIGUSR2 is ignored, not a kill.
     let signals = match server::install_signal_handlers() {
         Ok(signals) => signals,
         Err(e) => {

@@ -6,7 +6,7 @@
 //! 0. start-up: the shutdown budget is checked (`DRAIN_DELAY_MS` must be below
 //!    `SHUTDOWN_TIMEOUT_MS`, exit 2 otherwise), and a signal during start-up means the
 //!    server never reports ready and exits 0 (but a SIGHUP is no reason to stop);
-//! 1. the signal: on the first SIGTERM or SIGINT, log `<SIGNAL> received: starting
+//! 1. the signal: on the first SIGTERM, SIGINT or SIGQUIT, log `<SIGNAL> received: starting
 //!    graceful shutdown (draining, max <N>ms)`; readiness (`/health`) answers 503
 //!    `{"status":"shutting_down"}` from then on, liveness (`/live`) stays 200, and every
 //!    response carries `Connection: close`;
@@ -27,7 +27,7 @@
 //!    response has not started gets a real 503 with `Retry-After` and `Connection:
 //!    close`, a response already streaming is cut, `Drain timed out` is logged, exit 1;
 //! 8. further signals during the drain are logged and ignored (one shutdown only), and so
-//!    is SIGHUP, while serving or draining;
+//!    are SIGHUP, SIGUSR1 and SIGUSR2, while serving or draining;
 //! 9. the last log line is the one-line shutdown report: phase timings and how many
 //!    connections ended which way.
 //!
@@ -723,25 +723,47 @@ fn repeated_signals_during_the_drain_change_nothing() {
     );
 }
 
-/// SIGHUP's default action would kill the server with no drain; it is logged and
-/// ignored instead, and a later SIGTERM still stops it gracefully.
+/// SIGHUP's, SIGUSR1's and SIGUSR2's default action would kill the server with no drain;
+/// each is logged and ignored instead, and a later SIGTERM still stops it gracefully.
 #[test]
-fn sighup_while_serving_is_logged_and_ignored_and_sigterm_still_drains() {
+fn sighup_and_sigusr_while_serving_are_logged_and_ignored_and_sigterm_still_drains() {
     let mut server = Server::start(&[], &[]);
     let mut kept = keepalive_idle(&server);
-    server.signal("HUP");
-    server.wait_for_log("SIGHUP received: ignored");
+    for name in ["HUP", "USR1", "USR2"] {
+        server.signal(name);
+        server.wait_for_log(&format!("SIG{name} received: ignored"));
 
-    // Still serving as before: ready, and keeping the connection alive.
-    kept.send(request("/health").as_bytes());
-    let health = kept.response().expect("a response after SIGHUP");
-    assert_eq!((health.status, health.closes()), (200, false), "{health:?}");
+        // Still serving as before: ready, and keeping the connection alive.
+        kept.send(request("/health").as_bytes());
+        let health = kept.response().expect("a response after the signal");
+        assert_eq!(
+            (health.status, health.closes()),
+            (200, false),
+            "{name}: {health:?}"
+        );
+    }
 
     signal_taken(&server, "TERM");
     let status = server.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
     let report = server.wait_for_log("shutdown report");
     assert!(report.contains("idle_closed=1"), "{report}");
+}
+
+/// SIGQUIT is nginx's graceful stop: here too it drains like SIGTERM (a request in flight
+/// finishes with `Connection: close`, exit 0), instead of a kill with a core dump.
+#[test]
+fn sigquit_drains_like_sigterm() {
+    let mut server = Server::start(&[], &[]);
+    let mut work = send_keepalive(&server, "/work?ms=300");
+    barrier(&server);
+    server.signal("QUIT");
+    server.wait_for_log("SIGQUIT received: starting graceful shutdown");
+    let response = work.response().expect("the request in flight is answered");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.closes(), "{response:?}");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
 }
 
 /// The drain is held open by a request whose head is half sent, so the SIGHUP lands

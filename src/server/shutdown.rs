@@ -14,7 +14,7 @@
 //!   Done (exit 0) ──a later step failed (the pool missed its bound)──▶ Done (exit 1)
 //! ```
 //!
-//! "stop" is a SIGTERM or SIGINT, or the application's
+//! "stop" is a SIGTERM, SIGINT or SIGQUIT, or the application's
 //! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown): the same sequence
 //! follows either way, and only the log says which ([`Source`]).
 //!

@@ -8,15 +8,15 @@
 //! What it is not: it does not decide what a shutdown signal does (that is the phase
 //! machine in `shutdown`), and it does not read the signals off the poll (that is the
 //! loop, on the `SIGNALS` token). Lifecycle step: the very first one — from
-//! [`install_signal_handlers`] on, a SIGTERM or SIGINT no longer kills the process; it
+//! [`install_signal_handlers`] on, no signal an operator may send kills the process; it
 //! waits, queued, for the loop or for `Server::bind` to read it.
 //!
-//! Invariants: every signal caught has a meaning ([`Received::of`] names each one); a
-//! SIGHUP never reaches the phase machine, so it never counts as a reason to stop.
+//! Invariants: every signal caught has a meaning ([`Received::of`] names each one); an
+//! ignored signal never reaches the phase machine, so it never counts as a reason to stop.
 
 use std::io;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 pub use signal_hook_mio::v1_0::Signals;
 
 /// Which signal asked us to stop; named in the logs.
@@ -26,6 +26,9 @@ pub enum Signal {
     Term,
     /// SIGINT: Ctrl+C in a terminal.
     Int,
+    /// SIGQUIT: nginx's graceful stop (`nginx -s quit`), so its operators' habit drains
+    /// here too instead of killing the process with a core dump.
+    Quit,
 }
 
 impl Signal {
@@ -34,14 +37,17 @@ impl Signal {
         match self {
             Signal::Term => "SIGTERM",
             Signal::Int => "SIGINT",
+            Signal::Quit => "SIGQUIT",
         }
     }
 }
 
-/// Installs the handlers for SIGTERM, SIGINT and SIGHUP, and returns them to hand to
-/// [`Server::bind`](super::Server::bind). From here on those signals no longer kill the
-/// process; they queue up until the loop reads them, so `main` calls this before anything
-/// else. SIGTERM and SIGINT start the graceful shutdown; SIGHUP is logged and ignored.
+/// Installs the handlers for every signal an operator may send (see [`Received`]), and
+/// returns them to hand to [`Server::bind`](super::Server::bind). From here on those
+/// signals no longer kill the process; they queue up until the loop reads them, so `main`
+/// calls this before anything else. SIGTERM, SIGINT and SIGQUIT start the graceful
+/// shutdown; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored. (SIGPIPE is ignored by
+/// the Rust runtime itself: a write to a closed socket is an error, never a kill.)
 pub fn install_signal_handlers() -> io::Result<Signals> {
     Signals::new(Received::HANDLED)
 }
@@ -50,38 +56,42 @@ pub fn install_signal_handlers() -> io::Result<Signals> {
 /// the shutdown phase machine only ever sees shutdown signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Received {
-    /// SIGTERM or SIGINT: start the graceful shutdown (or, during one, a repeat).
+    /// SIGTERM, SIGINT or SIGQUIT: start the graceful shutdown (or, during one, a repeat).
     Shutdown(Signal),
-    /// SIGHUP: its default action would kill the process on the spot, with no drain, so
-    /// it is caught. Daemons use it for "reload" (nginx) and systemd's `ExecReload` often
-    /// sends it; lastcall has nothing to reload yet (the signal is kept for handing the
-    /// listener to a new process one day), so it is logged and otherwise ignored, in any
-    /// phase.
-    Hangup,
+    /// A signal whose default action would kill the process on the spot, with no drain,
+    /// so it is caught, and that means nothing here yet: logged and otherwise ignored, in
+    /// any phase. SIGHUP: daemons use it for "reload" (nginx) and systemd's `ExecReload`
+    /// often sends it, but lastcall has nothing to reload (the signal is kept for handing
+    /// the listener to a new process one day). SIGUSR1, SIGUSR2: nginx reopens its logs
+    /// and upgrades its binary with them; lastcall writes no log file and has no upgrade.
+    Ignored(&'static str),
 }
 
 impl Received {
     /// The signals [`install_signal_handlers`] catches; [`Received::of`] names each one.
-    const HANDLED: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+    const HANDLED: [i32; 6] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2];
 
     fn of(raw: i32) -> Option<Received> {
         match raw {
             SIGTERM => Some(Received::Shutdown(Signal::Term)),
             SIGINT => Some(Received::Shutdown(Signal::Int)),
-            SIGHUP => Some(Received::Hangup),
+            SIGQUIT => Some(Received::Shutdown(Signal::Quit)),
+            SIGHUP => Some(Received::Ignored("SIGHUP")),
+            SIGUSR1 => Some(Received::Ignored("SIGUSR1")),
+            SIGUSR2 => Some(Received::Ignored("SIGUSR2")),
             _ => None,
         }
     }
 }
 
 /// The shutdown signals among `raw` (as `Signals::pending` reads them), in order; each
-/// SIGHUP is logged on the way and goes no further, so neither start-up nor the phase
-/// machine counts it as a reason to stop.
+/// ignored one is logged on the way and goes no further, so neither start-up nor the
+/// phase machine counts it as a reason to stop.
 pub(super) fn shutdown_signals(raw: impl Iterator<Item = i32>) -> impl Iterator<Item = Signal> {
     raw.filter_map(|raw| match Received::of(raw)? {
         Received::Shutdown(signal) => Some(signal),
-        Received::Hangup => {
-            log::info!("SIGHUP received: ignored (nothing to reload; SIGTERM stops gracefully)");
+        Received::Ignored(name) => {
+            log::info!("{name} received: ignored (no meaning here; SIGTERM stops gracefully)");
             None
         }
     })
@@ -102,10 +112,11 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_signals_pass_sigterm_and_sigint_and_drop_sighup() {
+    fn shutdown_signals_pass_term_int_and_quit_and_drop_the_others() {
         let read: Vec<Signal> =
-            shutdown_signals([SIGHUP, SIGTERM, SIGHUP, SIGINT].into_iter()).collect();
-        assert_eq!(read, [Signal::Term, Signal::Int]);
+            shutdown_signals([SIGHUP, SIGTERM, SIGUSR1, SIGINT, SIGUSR2, SIGQUIT].into_iter())
+                .collect();
+        assert_eq!(read, [Signal::Term, Signal::Int, Signal::Quit]);
         // What `bind` asks during start-up: a SIGHUP alone is no reason to stop.
         assert_eq!(shutdown_signals([SIGHUP].into_iter()).next(), None);
     }
