@@ -1092,6 +1092,22 @@ fn request_target_outside_the_uri_grammar_is_400_naming_the_rule() {
 }
 
 #[test]
+fn control_byte_split_from_its_head_is_400_when_it_arrives_not_408_later() {
+    // With a header timeout far beyond this test's patience, a 408 would fail it.
+    let server = Server::start(&[("HEADER_TIMEOUT_MS", "600000")], &[]);
+    let mut c = open(&server);
+    c.stream.set_nodelay(true).unwrap();
+    c.send(b"G");
+    // A slow client's pause between its writes, so the two arrive apart.
+    thread::sleep(Duration::from_millis(50));
+    c.send(b"ET/\x03");
+    let r = c.response().expect("a 400 once the byte arrived");
+    assert_eq!(r.status, 400);
+    assert_error_json(&r, "control byte");
+    assert!(r.closes() && c.at_eof());
+}
+
+#[test]
 fn higher_minor_versions_of_http_1_are_served_as_1_1() {
     let server = Server::start(&[], &[]);
     for minor in [2, 5, 9] {

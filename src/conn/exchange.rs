@@ -120,13 +120,18 @@ impl<S: Socket> Conn<S> {
             return false;
         };
         // Rule: no new line, no new verdict — unless the bytes reach a limit, which
-        // `parse_head` turns into 414 or 431, or the method token is already one nobody
-        // implements (501).
+        // `parse_head` turns into 414 or 431, the method token is already one nobody
+        // implements (501), or a byte arrived that can never be valid where it stands
+        // (400): the answer does not depend on how the head was split.
         if let State::Head { seen, .. } = &mut self.state
             && !input.bytes()[*seen..].contains(&b'\n')
             && input.len() < cx.limits.max_head
             && !request::request_line_too_long(input.bytes())
             && !request::method_refused(input.bytes())
+            && !request::decides_early(
+                &input.bytes()[*seen..],
+                !input.bytes()[..*seen].contains(&b'\n'),
+            )
         {
             *seen = input.len();
             return false;

@@ -526,6 +526,32 @@ fn request_that_breaks_a_rule_is_rejected_and_closes_as_rejected() {
 }
 
 #[test]
+fn byte_that_can_never_be_valid_is_answered_when_it_arrives_however_the_head_is_split() {
+    for (first, rest) in [
+        (&b"G"[..], &b"ET/\x03"[..]),
+        (b"GET /pla", b"in\x7f"),
+        (b"GET /caf", b"\xc3\xa9"),
+        (b"GET / HTTP/1.1\r\nX-A: b", b"\x01c"),
+    ] {
+        let (mut rig, mut conn) = fresh();
+        rig.send(&mut conn, first).unwrap();
+        assert_eq!(state(&conn), "Head");
+        rig.send(&mut conn, rest).unwrap();
+        let answer = received(&mut conn);
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{first:?} + {rest:?}: {answer}"
+        );
+    }
+    // A byte valid where it stands waits for its line end, as before.
+    let (mut rig, mut conn) = fresh();
+    rig.send(&mut conn, b"GET / HTTP/1.1\r\nX-A: b").unwrap();
+    rig.send(&mut conn, "\u{e9}\"<>".as_bytes()).unwrap();
+    assert!(received(&mut conn).is_empty());
+    assert_eq!(state(&conn), "Head");
+}
+
+#[test]
 fn head_or_body_too_slow_is_answered_408() {
     // The head: within the header timeout, from its first byte.
     let (mut rig, mut conn) = in_head();

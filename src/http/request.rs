@@ -319,6 +319,21 @@ pub fn method_refused(buf: &[u8]) -> bool {
     judge_method(&buf[leading_empty_lines(buf)..]).is_err()
 }
 
+/// Whether bytes that just arrived in a partial head may decide its verdict before a line
+/// ends, so the connection parses it again now rather than at the next line end (which
+/// keeps a head trickled byte by byte from being re-parsed per byte). They may when one
+/// of them can never be valid where it stands: a control other than HTAB, CR and LF, or
+/// DEL, anywhere in a head (RFC 9110 §5.5, RFC 9112 §3); and while the request line is
+/// still arriving, a byte above 0x7F or one of `"<>\{}`, which neither a method token, a
+/// request target nor a version may hold. Such a request is then answered 400 when the
+/// byte arrives, however the head was split; every other byte waits for its line end.
+pub fn decides_early(new: &[u8], in_request_line: bool) -> bool {
+    new.iter().any(|&b| {
+        let control = (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f;
+        control || (in_request_line && (b >= 0x80 || b"\"<>\\{}".contains(&b)))
+    })
+}
+
 /// `tchar` (RFC 9110 §5.6.2): the bytes a method token is made of.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -948,6 +963,25 @@ mod tests {
             assert!(!method_refused(partial.as_bytes()), "{partial:?}");
         }
         assert_eq!(parse("OPTIONS"), Ok(None));
+    }
+
+    #[test]
+    fn decides_early_only_for_bytes_never_valid_where_they_stand() {
+        for bad in [&b"\x00"[..], b"\x03", b"\x1f", b"\x7f", b"ab\x01"] {
+            assert!(decides_early(bad, false), "{bad:?} in a field line");
+            assert!(decides_early(bad, true), "{bad:?} in the request line");
+        }
+        for bad in [&b"\x80"[..], b"\xff", b"\"", b"<", b">", b"\\", b"{", b"}"] {
+            assert!(decides_early(bad, true), "{bad:?} in the request line");
+            assert!(
+                !decides_early(bad, false),
+                "{bad:?} may stand in a field value"
+            );
+        }
+        // Valid somewhere in a request line (a method token may hold `#|^`), or anywhere.
+        for fine in [&b"GET /a?b=c HTTP/1.1"[..], b"#|^`", b"\t\r", b""] {
+            assert!(!decides_early(fine, true), "{fine:?}");
+        }
     }
 
     #[test]
