@@ -96,6 +96,13 @@ pub struct Config {
     /// Default 16384: TechEmpower's highest concurrency. The process's file-descriptor
     /// limit (`ulimit -n`) may cap it lower.
     pub max_connections: usize,
+    /// Connections the kernel may hold completed for us before we accept them: where
+    /// clients beyond `MAX_CONNECTIONS` (or arriving faster than one loop turn) wait.
+    /// Default 4096, Go's on a current Linux (it uses `net.core.somaxconn`, 4096 since
+    /// Linux 5.4; nginx uses 511). The library default of 128 drops the SYNs of any
+    /// client past it, which retry only after 1, 3, 7 s. The kernel caps the value at
+    /// `net.core.somaxconn`; start-up says so when it does.
+    pub listen_backlog: usize,
     /// Bytes of request line plus headers at most (414 or 431 beyond). Default 16 KiB:
     /// Node's default (nginx allows 4 × 8 KiB, Go 1 MiB). Also bounds per-connection memory.
     pub max_header_bytes: usize,
@@ -118,6 +125,7 @@ impl Default for Config {
             request_timeout: Duration::from_millis(30_000),
             write_timeout: Duration::from_millis(10_000),
             max_connections: 16_384,
+            listen_backlog: 4096,
             max_header_bytes: 16_384,
             max_body_bytes: 1_048_576,
         }
@@ -125,6 +133,8 @@ impl Default for Config {
 }
 
 /// What the command line asks for.
+// Made once, at start-up, and matched at once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Start the server with this configuration.
@@ -471,6 +481,7 @@ mod tests {
         assert_eq!(config.request_timeout, ms(30_000));
         assert_eq!(config.write_timeout, ms(10_000));
         assert_eq!(config.max_connections, 16_384);
+        assert_eq!(config.listen_backlog, 4096);
         assert_eq!(config.max_header_bytes, 16_384);
         assert_eq!(config.max_body_bytes, 1_048_576);
     }
@@ -518,6 +529,7 @@ mod tests {
             ("MAX_CONNECTIONS", "1000000", |c| {
                 c.max_connections = 1_000_000
             }),
+            ("LISTEN_BACKLOG", "511", |c| c.listen_backlog = 511),
             ("MAX_HEADER_BYTES", "256", |c| c.max_header_bytes = 256),
             ("MAX_BODY_BYTES", "0", |c| c.max_body_bytes = 0),
             ("MAX_BODY_BYTES", "1073741824", |c| {

@@ -1432,3 +1432,29 @@ fn connection_over_max_connections_waits_in_the_backlog_without_spinning() {
     assert_eq!(r.body_text(), PLAINTEXT);
     server.wait_for_log("at MAX_CONNECTIONS (2)");
 }
+
+#[test]
+fn clients_beyond_max_connections_all_wait_in_the_listen_backlog() {
+    // With the library's backlog of 128 the kernel drops the SYNs of the waiters past it,
+    // and they retry only after a second: a connect that has not completed in 900 ms is
+    // one of those. LISTEN_BACKLOG (4096 by default) holds them all.
+    const WAITERS: usize = 300;
+    let server = Server::start(&[("MAX_CONNECTIONS", "1")], &[]);
+    let held = open(&server);
+    let waiters: Vec<std::net::TcpStream> = (0..WAITERS)
+        .map(|i| {
+            std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(900))
+                .unwrap_or_else(|e| panic!("waiter {i} was not held in the backlog: {e}"))
+        })
+        .collect();
+    // A slot frees: every waiter is accepted in turn and served.
+    drop(held);
+    for (i, stream) in waiters.into_iter().enumerate() {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        let mut c = Reader::new(stream);
+        c.send(b"GET /live HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let r = c.response().unwrap_or_else(|e| panic!("waiter {i}: {e:?}"));
+        assert_eq!(r.status, 200, "waiter {i}");
+    }
+}

@@ -153,6 +153,16 @@ pub(super) const SETTINGS: &[Setting] = &[
         reason: "Open connections at most; the file-descriptor limit (ulimit -n) may cap it lower.",
     },
     Setting {
+        env: "LISTEN_BACKLOG",
+        kind: Kind::Count {
+            min: 1,
+            max: 65_535,
+            expected: "a count from 1 to 65535",
+            field: |c| &mut c.listen_backlog,
+        },
+        reason: "Connections the kernel holds for us before we accept them; capped by net.core.somaxconn.",
+    },
+    Setting {
         env: "MAX_HEADER_BYTES",
         kind: Kind::Count {
             min: 256,

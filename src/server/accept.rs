@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::BindError;
 
@@ -69,16 +70,45 @@ pub(super) struct Acceptor {
     last_in_delay: Option<Instant>,
 }
 
+/// A non-blocking listening socket on `addr` with a listen backlog of `backlog`. mio's and
+/// the standard library's `bind` fix the backlog at 128; `socket2` is the safe way to the
+/// `listen(2)` call that chooses it (this crate has no `unsafe`).
+fn listener(addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server can bind at once, without waiting out the old one's TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    warn_if_capped(backlog);
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// The kernel silently caps a listen backlog at `net.core.somaxconn`: say so at start-up,
+/// so an operator who asked for more knows what they got.
+fn warn_if_capped(backlog: usize) {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    if let Some(cap) = somaxconn.filter(|&cap| backlog > cap) {
+        log::info!(
+            "LISTEN_BACKLOG={backlog} is capped by net.core.somaxconn at {cap} (raise it with sysctl)"
+        );
+    }
+}
+
 impl Acceptor {
-    /// Binds `addr` and registers the listener under `token`.
+    /// Binds `addr` with a listen backlog of `backlog`, and registers the listener under
+    /// `token`.
     pub(super) fn bind(
         addr: SocketAddr,
+        backlog: usize,
         max_connections: usize,
         registry: &Registry,
         token: Token,
     ) -> Result<Acceptor, BindError> {
         let listen = |error| BindError::Listen { addr, error };
-        let mut listener = TcpListener::bind(addr).map_err(listen)?;
+        let mut listener = listener(addr, backlog).map_err(listen)?;
         let local_addr = listener.local_addr().map_err(listen)?;
         registry
             .register(&mut listener, token, Interest::READABLE)
@@ -232,7 +262,7 @@ mod tests {
 
     fn acceptor(max_connections: usize, poll: &Poll) -> Acceptor {
         let addr = "127.0.0.1:0".parse().unwrap();
-        Acceptor::bind(addr, max_connections, poll.registry(), LISTENER).unwrap()
+        Acceptor::bind(addr, 4096, max_connections, poll.registry(), LISTENER).unwrap()
     }
 
     /// Connects `n` clients; their handshakes complete in the kernel, before any accept.

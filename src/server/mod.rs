@@ -205,6 +205,7 @@ impl Server {
             .map_err(BindError::EventLoop)?;
         let accept = Acceptor::bind(
             config.listen,
+            config.listen_backlog,
             config.max_connections,
             poll.registry(),
             LISTENER,

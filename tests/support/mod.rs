@@ -32,6 +32,7 @@ const SETTINGS: &[&str] = &[
     "REQUEST_TIMEOUT_MS",
     "WRITE_TIMEOUT_MS",
     "MAX_CONNECTIONS",
+    "LISTEN_BACKLOG",
     "MAX_HEADER_BYTES",
     "MAX_BODY_BYTES",
 ];
