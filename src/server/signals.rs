@@ -42,7 +42,7 @@ impl Signal {
     }
 }
 
-/// Installs the handlers for every signal an operator may send (see [`Received`]), and
+/// Installs the handlers for every signal an operator may send, and
 /// returns them to hand to [`Server::bind`](super::Server::bind). From here on those
 /// signals no longer kill the process; they queue up until the loop reads them, so `main`
 /// calls this before anything else. SIGTERM, SIGINT and SIGQUIT start the graceful
