@@ -240,13 +240,24 @@ fn refused(
     max_head: usize,
 ) -> Result<Option<Head>, RequestError> {
     judge_line_start(buf, max_head)?;
+    // httparse stops at its first fault, which may lie past a size limit that a shorter
+    // prefix would already have been answered for (414, 431): judge the prefix that ends
+    // where the first limit is crossed instead, so a fault beyond it cannot win.
+    if let Some(cut) = limit_crossed_at(buf, max_head)
+        && cut < buf.len()
+    {
+        return parse_head(&buf[..cut], max_head);
+    }
     match error {
         httparse::Error::TooManyHeaders => Err(RequestError::HeadTooLarge),
         // httparse rejects a version at its first unexpected byte; whether that is a
         // version we do not speak (505) or no version at all (400) shows only once the
-        // line is complete. Until then it is partial, so the answer does not depend on
-        // how the bytes were split.
-        httparse::Error::Version if !buf.contains(&b'\n') => partial(buf, max_head),
+        // line is complete (its own line: the empty lines httparse skipped before it do
+        // not count). Until then it is partial, so the answer does not depend on how the
+        // bytes were split.
+        httparse::Error::Version if !buf[leading_empty_lines(buf)..].contains(&b'\n') => {
+            partial(buf, max_head)
+        }
         httparse::Error::Version => match line_version(buf) {
             // RFC 9110 §2.5: a higher minor version of a major version we implement
             // SHOULD be processed as the highest minor we support. httparse takes only
@@ -266,6 +277,16 @@ fn refused(
         },
         _ => Err(RequestError::Malformed),
     }
+}
+
+/// Where `buf` crosses a size limit, if it does: the byte past `MAX_REQUEST_LINE` of a
+/// request line with no end in sight (414), or the byte past `max_head` (431), whichever
+/// comes first — the lengths at which `partial` would already have answered.
+fn limit_crossed_at(buf: &[u8], max_head: usize) -> Option<usize> {
+    let line =
+        (MAX_REQUEST_LINE < max_head && request_line_too_long(buf)).then_some(MAX_REQUEST_LINE + 1);
+    let head = (buf.len() > max_head).then_some(max_head);
+    line.into_iter().chain(head).min()
 }
 
 /// How far into the buffer the request line's own rules (method, target bytes) are
@@ -913,12 +934,22 @@ mod tests {
             ]
             .map(String::from),
         );
+        // Found by the `head_split` fuzz target: a fault past the limit, and a version
+        // fault after a leading empty line.
+        inputs.push(format!("GET /{} HTTP/1.1x\r\n\r\n", "a".repeat(70)));
+        inputs.push(
+            "GET /plaintext HTTP/1.1\r\nHost: test1\r\nHost: test\r\nConnection: close\r\n\r|\n"
+                .to_owned(),
+        );
+        inputs.push("\r\nGET b HTTP/0.a/aT /a#b HTTP/1.a\r\n\r\n".to_owned());
+        inputs.push("\nGET http://[::1]//[::1]:80/p?q HTTP/0.1\r\nHost: a\r\n\r\n".to_owned());
         inputs.push(format!("GET /{long}# HTTP/1.1\r\nHost: a\r\n\r\n"));
         inputs.push(format!("GET /#{long} HTTP/1.1\r\nHost: a\r\n\r\n"));
         inputs.push(format!("{long} / HTTP/1.1\r\nHost: a\r\n\r\n"));
         for input in &inputs {
             assert_split_consistent(input.as_bytes(), MAX);
             assert_split_consistent(input.as_bytes(), 256);
+            assert_split_consistent(input.as_bytes(), 64);
         }
     }
 
