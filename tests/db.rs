@@ -290,7 +290,7 @@ fn query_running_at_the_deadline_is_cancelled_and_the_client_gets_503() {
     );
     server.wait_for_log("cancelled 1 database queries");
     // PostgreSQL itself stopped the query: without the cancel, the backend would sleep
-    // on for 30 s whether or not its client is still there.
+    // on until its statement_timeout (5 s), whether or not its client is still there.
     wait_sleeping_queries(&pg, 0);
     wait_no_connections(&pg);
 }
