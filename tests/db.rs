@@ -7,7 +7,11 @@
 //!    lastcall), lost mid-run (503, then 200 after it restarts);
 //! 3. shutdown: a query in flight at SIGTERM completes and the pool disconnects; a query
 //!    still running at the deadline is cancelled in PostgreSQL itself; nothing of ours
-//!    stays connected after an exit.
+//!    stays connected after an exit;
+//! 4. a database that never answers (a listener that accepts and stays silent, a cluster
+//!    frozen with SIGSTOP): every request gets `503 database unavailable` within the
+//!    pool's own bounds, the server lets go of every client connection, a SIGTERM exits
+//!    0, and a database that wakes up is used again.
 //!
 //! How the tests know where things are: a query is "running" once `pg_stat_activity`
 //! shows our session waiting in `pg_sleep`; PostgreSQL notices a client leaving
@@ -22,10 +26,13 @@
 
 mod support;
 
+use std::collections::HashSet;
+use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::pg::Postgres;
+use lastcall::db::{CONNECT_TIMEOUT, QUERY_TIMEOUT, QUEUE_TIMEOUT};
+use support::pg::{Postgres, SilentListener};
 use support::{PATIENCE, Reader, Response, Server, get};
 
 /// Workers in each test's pool: more than one, so a test cannot pass by luck of which
@@ -339,8 +346,172 @@ fn clean_exit_leaves_no_connection_behind() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 4. A database that never answers
+// ---------------------------------------------------------------------------------------
+
+/// The longest a database request may wait for its answer: its time in the queue plus
+/// its queries' time, on top of a first connection attempt. Used only to catch hangs.
+fn answer_bound() -> Duration {
+    CONNECT_TIMEOUT + QUEUE_TIMEOUT + QUERY_TIMEOUT + SLACK
+}
+
+#[test]
+fn silent_database_answers_503_within_the_bounds_instead_of_hanging() {
+    let silent = SilentListener::start();
+    let server = Server::start(
+        &[("DATABASE_URL", &silent.url()), ("DB_POOL_SIZE", POOL_SIZE)],
+        &[],
+    );
+
+    // Sent at once: the request may meet the workers' first attempts, which the connect
+    // bound ends.
+    let asked = Instant::now();
+    let response = get(&server, "/users/1");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert_eq!(response.body_text(), UNAVAILABLE);
+    assert!(
+        asked.elapsed() < answer_bound(),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    server.wait_for_log("db worker 0: database unavailable");
+}
+
+#[test]
+fn silent_database_answers_every_client_frees_their_sockets_and_exits_0_on_sigterm() {
+    let silent = SilentListener::start();
+    let mut server = Server::start(
+        &[("DATABASE_URL", &silent.url()), ("DB_POOL_SIZE", POOL_SIZE)],
+        &[],
+    );
+    for worker in 0..2 {
+        server.wait_for_log(&format!("db worker {worker}: database unavailable"));
+    }
+    let baseline = held_connections(&server);
+
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let mut conn = Reader::new(server.connect());
+            conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
+            thread::spawn(move || conn.response())
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let response = client.join().expect("client thread");
+        let response = response.unwrap_or_else(|e| panic!("client {i}: {e:?}"));
+        assert_eq!(response.status, 503, "client {i}: {response:?}");
+        assert_eq!(response.body_text(), UNAVAILABLE, "client {i}");
+    }
+    // The clients have left (their sockets dropped with their threads).
+    wait_held_connections(&server, baseline);
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    assert!(
+        signalled.elapsed() < CONNECT_TIMEOUT + SLACK,
+        "exit took {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn frozen_database_answers_503_within_the_bounds_then_recovers_after_sigcont() {
+    let pg = with_schema();
+    let server = lastcall(&pg, &[]);
+    wait_connected(&server, &pg, 2);
+    assert_eq!(get(&server, "/users/1").body_text(), ADA);
+    let baseline = held_connections(&server);
+
+    let frozen = pg.freeze();
+    // More requests than workers: two run into the query bound, the rest into the queue
+    // bound. Some clients leave without waiting; their replies must not hold anything.
+    let asked = Instant::now();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let mut conn = Reader::new(server.connect());
+            conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
+            thread::spawn(move || conn.response())
+        })
+        .collect();
+    for _ in 0..5 {
+        let mut conn = Reader::new(server.connect());
+        conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        let response = client.join().expect("client thread");
+        let response = response.unwrap_or_else(|e| panic!("client {i}: {e:?}"));
+        assert_eq!(response.status, 503, "client {i}: {response:?}");
+        assert_eq!(response.body_text(), UNAVAILABLE, "client {i}");
+    }
+    assert!(
+        asked.elapsed() < answer_bound(),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    server.wait_for_log("no answer within");
+    wait_held_connections(&server, baseline);
+
+    drop(frozen);
+    let recovered = until_users_1_answers_200(&server);
+    assert_eq!(recovered.body_text(), ADA);
+}
+
+// ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
+
+/// How many sockets on its HTTP port the server holds (its listener and the client
+/// connections it has not closed): its descriptors in `/proc/<pid>/fd` whose inodes
+/// `/proc/<pid>/net/tcp` lists with the server's local port. The database sockets are left
+/// out on purpose: the workers open and close them as they retry, on their own schedule.
+fn held_connections(server: &Server) -> usize {
+    let pid = server.pid();
+    let port = format!(":{:04X}", server.addr.port());
+    let tcp = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    // "sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid timeout inode"
+    let on_port: HashSet<&str> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = *fields.get(1)?;
+            local.ends_with(&port).then(|| fields.get(9).copied())?
+        })
+        .collect();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?.to_owned();
+            let inode = target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_owned();
+            on_port.contains(inode.as_str()).then_some(())
+        })
+        .count()
+}
+
+/// Waits until the server holds no more sockets on its port than `baseline`.
+fn wait_held_connections(server: &Server, baseline: usize) {
+    // The listener is always among them: a count of 0 means /proc was misread.
+    assert!(
+        baseline >= 1,
+        "the server's listener was not found in /proc"
+    );
+    let settled = poll(PATIENCE, || {
+        (held_connections(server) <= baseline).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "the server still holds {} sockets on its port, {baseline} before the clients came",
+        held_connections(server)
+    );
+}
 
 /// A fresh cluster with `schema.sql` loaded.
 fn with_schema() -> Postgres {
