@@ -170,10 +170,8 @@ fn database_down_at_startup_answers_503_then_recovers_without_a_restart() {
 #[test]
 fn database_killed_mid_run_answers_503_then_200_after_it_restarts() {
     let pg = with_schema();
-    let server = lastcall(&pg, &[]);
     // Both workers hold a session; the kill leaves both dead without telling them.
-    wait_connected(&server, &pg, 2);
-    assert_eq!(get(&server, "/users/1").body_text(), ADA);
+    let server = serving(&pg);
 
     pg.stop_immediate();
     // A worker finds its session dead on its next job; with the database still down,
@@ -389,19 +387,7 @@ fn silent_database_answers_every_client_frees_their_sockets_and_exits_0_on_sigte
     }
     let baseline = held_connections(&server);
 
-    let clients: Vec<_> = (0..100)
-        .map(|_| {
-            let mut conn = Reader::new(server.connect());
-            conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
-            thread::spawn(move || conn.response())
-        })
-        .collect();
-    for (i, client) in clients.into_iter().enumerate() {
-        let response = client.join().expect("client thread");
-        let response = response.unwrap_or_else(|e| panic!("client {i}: {e:?}"));
-        assert_eq!(response.status, 503, "client {i}: {response:?}");
-        assert_eq!(response.body_text(), UNAVAILABLE, "client {i}");
-    }
+    all_answered_unavailable(&server, 100);
     // The clients have left (their sockets dropped with their threads).
     wait_held_connections(&server, baseline);
 
@@ -419,32 +405,19 @@ fn silent_database_answers_every_client_frees_their_sockets_and_exits_0_on_sigte
 #[test]
 fn frozen_database_answers_503_within_the_bounds_then_recovers_after_sigcont() {
     let pg = with_schema();
-    let server = lastcall(&pg, &[]);
-    wait_connected(&server, &pg, 2);
-    assert_eq!(get(&server, "/users/1").body_text(), ADA);
+    let server = serving(&pg);
     let baseline = held_connections(&server);
 
     let frozen = pg.freeze();
-    // More requests than workers: two run into the query bound, the rest into the queue
-    // bound. Some clients leave without waiting; their replies must not hold anything.
+    // More requests than workers. Five clients ask and leave at once: their jobs take
+    // both workers into the query bound, with nobody left to answer, and must hold
+    // nothing when they end. The twenty that wait meet the queue's bound.
     let asked = Instant::now();
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let mut conn = Reader::new(server.connect());
-            conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
-            thread::spawn(move || conn.response())
-        })
-        .collect();
     for _ in 0..5 {
         let mut conn = Reader::new(server.connect());
         conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
     }
-    for (i, client) in clients.into_iter().enumerate() {
-        let response = client.join().expect("client thread");
-        let response = response.unwrap_or_else(|e| panic!("client {i}: {e:?}"));
-        assert_eq!(response.status, 503, "client {i}: {response:?}");
-        assert_eq!(response.body_text(), UNAVAILABLE, "client {i}");
-    }
+    all_answered_unavailable(&server, 20);
     assert!(
         asked.elapsed() < answer_bound(),
         "answered after {:?}",
@@ -461,6 +434,25 @@ fn frozen_database_answers_503_within_the_bounds_then_recovers_after_sigcont() {
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
+
+/// Sends `/users/1` on `n` connections at once, then checks that each got
+/// `503 database unavailable`. Each client waits on a thread of its own; the sockets are
+/// dropped with their threads.
+fn all_answered_unavailable(server: &Server, n: usize) {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let mut conn = Reader::new(server.connect());
+            conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
+            thread::spawn(move || conn.response())
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let response = client.join().expect("client thread");
+        let response = response.unwrap_or_else(|e| panic!("client {i}: {e:?}"));
+        assert_eq!(response.status, 503, "client {i}: {response:?}");
+        assert_eq!(response.body_text(), UNAVAILABLE, "client {i}");
+    }
+}
 
 /// How many sockets on its HTTP port the server holds (its listener and the client
 /// connections it has not closed): its descriptors in `/proc/<pid>/fd` whose inodes
@@ -526,6 +518,14 @@ fn lastcall(pg: &Postgres, env: &[(&str, &str)]) -> Server {
     let mut all = vec![("DATABASE_URL", url.as_str()), ("DB_POOL_SIZE", POOL_SIZE)];
     all.extend_from_slice(env);
     Server::start(&all, &[])
+}
+
+/// lastcall on `pg` with both workers connected and `/users/1` answered from the table.
+fn serving(pg: &Postgres) -> Server {
+    let server = lastcall(pg, &[]);
+    wait_connected(&server, pg, 2);
+    assert_eq!(get(&server, "/users/1").body_text(), ADA);
+    server
 }
 
 /// Makes `users` slow: a view over the real table that sleeps `secs` per row it returns.
