@@ -295,7 +295,7 @@ fn query_running_at_the_deadline_is_cancelled_and_the_client_gets_503() {
     );
     server.wait_for_log("cancelled 1 database queries");
     // PostgreSQL itself stopped the query: without the cancel, the backend would sleep
-    // on until its statement_timeout (5 s), whether or not its client is still there.
+    // on until its statement_timeout (4.5 s), whether or not its client is still there.
     wait_sleeping_queries(&pg, 0);
     wait_no_connections(&pg);
 }
@@ -429,6 +429,32 @@ fn frozen_database_answers_503_within_the_bounds_then_recovers_after_sigcont() {
     drop(frozen);
     let recovered = until_users_1_answers_200(&server);
     assert_eq!(recovered.body_text(), ADA);
+}
+
+#[test]
+fn slow_query_on_a_live_database_is_stopped_by_postgresql_and_the_worker_stays_connected() {
+    let pg = with_schema();
+    slow_users(&pg, 30);
+    let server = lastcall(&pg, &[]);
+    wait_connected(&server, &pg, 2);
+
+    // The statement bound PostgreSQL enforces comes inside ours: the database cancels
+    // the query itself and the session survives.
+    let asked = Instant::now();
+    let response = get(&server, "/users/1");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert_eq!(response.body_text(), r#"{"error":"query failed"}"#);
+    assert!(
+        asked.elapsed() < QUERY_TIMEOUT + SLACK,
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    let db = get(&server, "/db");
+    assert_eq!(db.status, 200, "{db:?}");
+    let log = server.log_text();
+    assert!(!log.contains("no answer within"), "log:\n{log}");
+    assert!(!log.contains("connection lost"), "log:\n{log}");
+    assert_eq!(pg.our_connections(), 2);
 }
 
 // ---------------------------------------------------------------------------------------

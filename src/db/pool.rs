@@ -36,7 +36,8 @@
 //!   no jobs while another worker is connected;
 //! - shutdown, clean: after the last connection, [`Pool::close`] closes the queue; workers
 //!   finish what is queued, disconnect (a clean `Terminate`), and are joined, within a bound;
-//!   connect and queue bounds below that bound keep a dead database from holding it;
+//!   the connect bound, below that bound, keeps a dead database from holding it (a job
+//!   still running for a client that has left may, up to [`QUERY_TIMEOUT`]);
 //! - shutdown, deadline: [`Pool::cancel_in_flight`] sends PostgreSQL's cancel request for
 //!   every query still running, then `close` as above.
 //!
@@ -244,9 +245,11 @@ pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 /// write a few bytes, so a second means the host is gone.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The server-side bound on one statement, passed as a server option at connect: the
-/// same as ours, so a database that is alive stops the query itself when we give up.
-const STATEMENT_TIMEOUT: &str = "-c statement_timeout=5000";
+/// The server-side bound on one statement, passed as a server option at connect: a little
+/// inside [`QUERY_TIMEOUT`], so a database that is alive stops a slow query itself first,
+/// answers `query_canceled` (503) and keeps the connection; ours then fires only for a
+/// database that cannot answer at all.
+const STATEMENT_TIMEOUT: &str = "-c statement_timeout=4500";
 
 struct Task {
     job: Job,
