@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use lastcall::db::{CONNECT_TIMEOUT, QUERY_TIMEOUT, QUEUE_TIMEOUT};
 use support::pg::{Postgres, SilentListener};
-use support::{PATIENCE, Reader, Response, Server, get};
+use support::{PATIENCE, Reader, Server, get};
 
 /// Workers in each test's pool: more than one, so a test cannot pass by luck of which
 /// worker takes a job, and few, so a cluster's connection slots are never a concern.
@@ -163,8 +163,7 @@ fn database_down_at_startup_answers_503_then_recovers_without_a_restart() {
     assert_eq!(response.body_text(), UNAVAILABLE);
 
     pg.start();
-    let recovered = until_users_1_answers_200(&server);
-    assert_eq!(recovered.body_text(), ADA);
+    wait_users_1_recovers(&server);
 }
 
 #[test]
@@ -188,8 +187,7 @@ fn database_killed_mid_run_answers_503_then_200_after_it_restarts() {
     }
 
     pg.start();
-    let recovered = until_users_1_answers_200(&server);
-    assert_eq!(recovered.body_text(), ADA);
+    wait_users_1_recovers(&server);
 }
 
 /// pool.rs promises that a worker whose connection is down "reconnects with exponential
@@ -199,10 +197,7 @@ fn database_killed_mid_run_answers_503_then_200_after_it_restarts() {
 /// (100 ms) plus a connect — we allow 5 s. The other worker has been idle all along.
 #[test]
 fn worker_whose_query_died_with_the_database_reconnects_while_idle() {
-    let pg = with_schema();
-    slow_users(&pg, 30);
-    let server = lastcall(&pg, &[]);
-    wait_connected(&server, &pg, 2);
+    let (pg, server) = serving_slowly(30);
 
     let mut conn = Reader::new(server.connect());
     conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
@@ -427,16 +422,12 @@ fn frozen_database_answers_503_within_the_bounds_then_recovers_after_sigcont() {
     wait_held_connections(&server, baseline);
 
     drop(frozen);
-    let recovered = until_users_1_answers_200(&server);
-    assert_eq!(recovered.body_text(), ADA);
+    wait_users_1_recovers(&server);
 }
 
 #[test]
 fn slow_query_on_a_live_database_is_stopped_by_postgresql_and_the_worker_stays_connected() {
-    let pg = with_schema();
-    slow_users(&pg, 30);
-    let server = lastcall(&pg, &[]);
-    wait_connected(&server, &pg, 2);
+    let (pg, server) = serving_slowly(30);
 
     // The statement bound PostgreSQL enforces comes inside ours: the database cancels
     // the query itself and the session survives.
@@ -554,6 +545,16 @@ fn serving(pg: &Postgres) -> Server {
     server
 }
 
+/// A cluster whose `users` sleeps `secs` per row, and lastcall on it with both workers
+/// connected.
+fn serving_slowly(secs: u32) -> (Postgres, Server) {
+    let pg = with_schema();
+    slow_users(&pg, secs);
+    let server = lastcall(&pg, &[]);
+    wait_connected(&server, &pg, 2);
+    (pg, server)
+}
+
 /// Makes `users` slow: a view over the real table that sleeps `secs` per row it returns.
 /// `/users/1` then holds a worker (and a PostgreSQL backend) for that long, and its row
 /// gains a `"slept":""` column.
@@ -604,9 +605,10 @@ fn wait_no_connections(pg: &Postgres) {
     );
 }
 
-/// Asks `/users/1` every `POLL_EVERY` until it answers 200, within `RECOVERY`. Anything
-/// but 200 on the way must be the 503 of a database that is not back yet.
-fn until_users_1_answers_200(server: &Server) -> Response {
+/// Asks `/users/1` every `POLL_EVERY` until it answers 200 with Ada's row, within
+/// `RECOVERY`. Anything but 200 on the way must be the 503 of a database that is not
+/// back yet.
+fn wait_users_1_recovers(server: &Server) {
     let answered = poll(RECOVERY, || {
         let response = get(server, "/users/1");
         if response.status == 200 {
@@ -616,12 +618,13 @@ fn until_users_1_answers_200(server: &Server) -> Response {
         assert_eq!(response.body_text(), UNAVAILABLE);
         None
     });
-    answered.unwrap_or_else(|| {
+    let recovered = answered.unwrap_or_else(|| {
         panic!(
             "/users/1 did not recover within {RECOVERY:?}; log:\n{}",
             server.log_text()
         )
-    })
+    });
+    assert_eq!(recovered.body_text(), ADA);
 }
 
 /// Calls `f` every `POLL_EVERY` until it returns `Some`, for at most `limit`.
