@@ -11,7 +11,8 @@
 //! 4. a database that never answers (a listener that accepts and stays silent, a cluster
 //!    frozen with SIGSTOP): every request gets `503 database unavailable` within the
 //!    pool's own bounds, the server lets go of every client connection, a SIGTERM exits
-//!    0, and a database that wakes up is used again.
+//!    0, and a database that wakes up is used again; a database that is alive but slow
+//!    stops the query itself (its `statement_timeout` comes first) and keeps the session.
 //!
 //! How the tests know where things are: a query is "running" once `pg_stat_activity`
 //! shows our session waiting in `pg_sleep`; PostgreSQL notices a client leaving
