@@ -7,7 +7,12 @@
 //!    lastcall), lost mid-run (503, then 200 after it restarts);
 //! 3. shutdown: a query in flight at SIGTERM completes and the pool disconnects; a query
 //!    still running at the deadline is cancelled in PostgreSQL itself; nothing of ours
-//!    stays connected after an exit.
+//!    stays connected after an exit;
+//! 4. a database that never answers (a listener that accepts and stays silent, a cluster
+//!    frozen with SIGSTOP): every request gets `503 database unavailable` within the
+//!    pool's own bounds, the server lets go of every client connection, a SIGTERM exits
+//!    0, and a database that wakes up is used again; a database that is alive but slow
+//!    stops the query itself (its `statement_timeout` comes first) and keeps the session.
 //!
 //! How the tests know where things are: a query is "running" once `pg_stat_activity`
 //! shows our session waiting in `pg_sleep`; PostgreSQL notices a client leaving
@@ -22,11 +27,14 @@
 
 mod support;
 
+use std::collections::HashSet;
+use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::pg::Postgres;
-use support::{PATIENCE, Reader, Response, Server, get};
+use lastcall::db::{CONNECT_TIMEOUT, QUERY_TIMEOUT, QUEUE_TIMEOUT};
+use support::pg::{Postgres, SilentListener};
+use support::{PATIENCE, Reader, Server, get};
 
 /// Workers in each test's pool: more than one, so a test cannot pass by luck of which
 /// worker takes a job, and few, so a cluster's connection slots are never a concern.
@@ -156,17 +164,14 @@ fn database_down_at_startup_answers_503_then_recovers_without_a_restart() {
     assert_eq!(response.body_text(), UNAVAILABLE);
 
     pg.start();
-    let recovered = until_users_1_answers_200(&server);
-    assert_eq!(recovered.body_text(), ADA);
+    wait_users_1_recovers(&server);
 }
 
 #[test]
 fn database_killed_mid_run_answers_503_then_200_after_it_restarts() {
     let pg = with_schema();
-    let server = lastcall(&pg, &[]);
     // Both workers hold a session; the kill leaves both dead without telling them.
-    wait_connected(&server, &pg, 2);
-    assert_eq!(get(&server, "/users/1").body_text(), ADA);
+    let server = serving(&pg);
 
     pg.stop_immediate();
     // A worker finds its session dead on its next job; with the database still down,
@@ -183,8 +188,7 @@ fn database_killed_mid_run_answers_503_then_200_after_it_restarts() {
     }
 
     pg.start();
-    let recovered = until_users_1_answers_200(&server);
-    assert_eq!(recovered.body_text(), ADA);
+    wait_users_1_recovers(&server);
 }
 
 /// pool.rs promises that a worker whose connection is down "reconnects with exponential
@@ -194,10 +198,7 @@ fn database_killed_mid_run_answers_503_then_200_after_it_restarts() {
 /// (100 ms) plus a connect — we allow 5 s. The other worker has been idle all along.
 #[test]
 fn worker_whose_query_died_with_the_database_reconnects_while_idle() {
-    let pg = with_schema();
-    slow_users(&pg, 30);
-    let server = lastcall(&pg, &[]);
-    wait_connected(&server, &pg, 2);
+    let (pg, server) = serving_slowly(30);
 
     let mut conn = Reader::new(server.connect());
     conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
@@ -290,7 +291,7 @@ fn query_running_at_the_deadline_is_cancelled_and_the_client_gets_503() {
     );
     server.wait_for_log("cancelled 1 database queries");
     // PostgreSQL itself stopped the query: without the cancel, the backend would sleep
-    // on for 30 s whether or not its client is still there.
+    // on until its statement_timeout (4.5 s), whether or not its client is still there.
     wait_sleeping_queries(&pg, 0);
     wait_no_connections(&pg);
 }
@@ -339,8 +340,188 @@ fn clean_exit_leaves_no_connection_behind() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 4. A database that never answers
+// ---------------------------------------------------------------------------------------
+
+/// The longest a database request may wait for its answer: its time in the queue plus
+/// its queries' time, on top of a first connection attempt. Used only to catch hangs.
+fn answer_bound() -> Duration {
+    CONNECT_TIMEOUT + QUEUE_TIMEOUT + QUERY_TIMEOUT + SLACK
+}
+
+#[test]
+fn silent_database_answers_503_within_the_bounds_instead_of_hanging() {
+    let silent = SilentListener::start();
+    let server = Server::start(
+        &[("DATABASE_URL", &silent.url()), ("DB_POOL_SIZE", POOL_SIZE)],
+        &[],
+    );
+
+    // Sent at once: the request may meet the workers' first attempts, which the connect
+    // bound ends.
+    let asked = Instant::now();
+    let response = get(&server, "/users/1");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert_eq!(response.body_text(), UNAVAILABLE);
+    assert!(
+        asked.elapsed() < answer_bound(),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    server.wait_for_log("db worker 0: database unavailable");
+}
+
+#[test]
+fn silent_database_answers_every_client_frees_their_sockets_and_exits_0_on_sigterm() {
+    let silent = SilentListener::start();
+    let mut server = Server::start(
+        &[("DATABASE_URL", &silent.url()), ("DB_POOL_SIZE", POOL_SIZE)],
+        &[],
+    );
+    for worker in 0..2 {
+        server.wait_for_log(&format!("db worker {worker}: database unavailable"));
+    }
+    let baseline = held_connections(&server);
+
+    all_answered_unavailable(&server, 100);
+    // The clients have left (their sockets dropped with their threads).
+    wait_held_connections(&server, baseline);
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    assert!(
+        signalled.elapsed() < CONNECT_TIMEOUT + SLACK,
+        "exit took {:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn frozen_database_answers_503_within_the_bounds_then_recovers_after_sigcont() {
+    let pg = with_schema();
+    let server = serving(&pg);
+    let baseline = held_connections(&server);
+
+    let frozen = pg.freeze();
+    // More requests than workers. Five clients ask and leave at once: their jobs take
+    // both workers into the query bound, with nobody left to answer, and must hold
+    // nothing when they end. The twenty that wait meet the queue's bound.
+    let asked = Instant::now();
+    for _ in 0..5 {
+        let mut conn = Reader::new(server.connect());
+        conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
+    }
+    all_answered_unavailable(&server, 20);
+    assert!(
+        asked.elapsed() < answer_bound(),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    server.wait_for_log("no answer within");
+    wait_held_connections(&server, baseline);
+
+    drop(frozen);
+    wait_users_1_recovers(&server);
+}
+
+#[test]
+fn slow_query_on_a_live_database_is_stopped_by_postgresql_and_the_worker_stays_connected() {
+    let (pg, server) = serving_slowly(30);
+
+    // The statement bound PostgreSQL enforces comes inside ours: the database cancels
+    // the query itself and the session survives.
+    let asked = Instant::now();
+    let response = get(&server, "/users/1");
+    assert_eq!(response.status, 503, "{response:?}");
+    assert_eq!(response.body_text(), r#"{"error":"query failed"}"#);
+    assert!(
+        asked.elapsed() < QUERY_TIMEOUT + SLACK,
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    let db = get(&server, "/db");
+    assert_eq!(db.status, 200, "{db:?}");
+    let log = server.log_text();
+    assert!(!log.contains("no answer within"), "log:\n{log}");
+    assert!(!log.contains("connection lost"), "log:\n{log}");
+    assert_eq!(pg.our_connections(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
+
+/// Sends `/users/1` on `n` connections at once, then checks that each got
+/// `503 database unavailable`. Each client waits on a thread of its own; the sockets are
+/// dropped with their threads.
+fn all_answered_unavailable(server: &Server, n: usize) {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let mut conn = Reader::new(server.connect());
+            conn.send(b"GET /users/1 HTTP/1.1\r\nHost: test\r\n\r\n");
+            thread::spawn(move || conn.response())
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let response = client.join().expect("client thread");
+        let response = response.unwrap_or_else(|e| panic!("client {i}: {e:?}"));
+        assert_eq!(response.status, 503, "client {i}: {response:?}");
+        assert_eq!(response.body_text(), UNAVAILABLE, "client {i}");
+    }
+}
+
+/// How many sockets on its HTTP port the server holds (its listener and the client
+/// connections it has not closed): its descriptors in `/proc/<pid>/fd` whose inodes
+/// `/proc/<pid>/net/tcp` lists with the server's local port. The database sockets are left
+/// out on purpose: the workers open and close them as they retry, on their own schedule.
+fn held_connections(server: &Server) -> usize {
+    let pid = server.pid();
+    let port = format!(":{:04X}", server.addr.port());
+    let tcp = fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    // "sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid timeout inode"
+    let on_port: HashSet<&str> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = *fields.get(1)?;
+            local.ends_with(&port).then(|| fields.get(9).copied())?
+        })
+        .collect();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?.to_owned();
+            let inode = target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_owned();
+            on_port.contains(inode.as_str()).then_some(())
+        })
+        .count()
+}
+
+/// Waits until the server holds no more sockets on its port than `baseline`.
+fn wait_held_connections(server: &Server, baseline: usize) {
+    // The listener is always among them: a count of 0 means /proc was misread.
+    assert!(
+        baseline >= 1,
+        "the server's listener was not found in /proc"
+    );
+    let settled = poll(PATIENCE, || {
+        (held_connections(server) <= baseline).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "the server still holds {} sockets on its port, {baseline} before the clients came",
+        held_connections(server)
+    );
+}
 
 /// A fresh cluster with `schema.sql` loaded.
 fn with_schema() -> Postgres {
@@ -355,6 +536,24 @@ fn lastcall(pg: &Postgres, env: &[(&str, &str)]) -> Server {
     let mut all = vec![("DATABASE_URL", url.as_str()), ("DB_POOL_SIZE", POOL_SIZE)];
     all.extend_from_slice(env);
     Server::start(&all, &[])
+}
+
+/// lastcall on `pg` with both workers connected and `/users/1` answered from the table.
+fn serving(pg: &Postgres) -> Server {
+    let server = lastcall(pg, &[]);
+    wait_connected(&server, pg, 2);
+    assert_eq!(get(&server, "/users/1").body_text(), ADA);
+    server
+}
+
+/// A cluster whose `users` sleeps `secs` per row, and lastcall on it with both workers
+/// connected.
+fn serving_slowly(secs: u32) -> (Postgres, Server) {
+    let pg = with_schema();
+    slow_users(&pg, secs);
+    let server = lastcall(&pg, &[]);
+    wait_connected(&server, &pg, 2);
+    (pg, server)
 }
 
 /// Makes `users` slow: a view over the real table that sleeps `secs` per row it returns.
@@ -407,9 +606,10 @@ fn wait_no_connections(pg: &Postgres) {
     );
 }
 
-/// Asks `/users/1` every `POLL_EVERY` until it answers 200, within `RECOVERY`. Anything
-/// but 200 on the way must be the 503 of a database that is not back yet.
-fn until_users_1_answers_200(server: &Server) -> Response {
+/// Asks `/users/1` every `POLL_EVERY` until it answers 200 with Ada's row, within
+/// `RECOVERY`. Anything but 200 on the way must be the 503 of a database that is not
+/// back yet.
+fn wait_users_1_recovers(server: &Server) {
     let answered = poll(RECOVERY, || {
         let response = get(server, "/users/1");
         if response.status == 200 {
@@ -419,12 +619,13 @@ fn until_users_1_answers_200(server: &Server) -> Response {
         assert_eq!(response.body_text(), UNAVAILABLE);
         None
     });
-    answered.unwrap_or_else(|| {
+    let recovered = answered.unwrap_or_else(|| {
         panic!(
             "/users/1 did not recover within {RECOVERY:?}; log:\n{}",
             server.log_text()
         )
-    })
+    });
+    assert_eq!(recovered.body_text(), ADA);
 }
 
 /// Calls `f` every `POLL_EVERY` until it returns `Some`, for at most `limit`.

@@ -10,7 +10,10 @@
 mod pool;
 
 #[cfg(feature = "postgres")]
-pub use pool::{Closed, Job, Pool, Refused, Session};
+pub use pool::{
+    CANCEL_TIMEOUT, CONNECT_TIMEOUT, Closed, Error, Job, Pool, QUERY_TIMEOUT, QUEUE_TIMEOUT,
+    Refused, Session,
+};
 
 /// Without the `postgres` feature there is no pool to have.
 #[cfg(not(feature = "postgres"))]
@@ -31,7 +34,7 @@ pub struct Closed {
 /// retries forever.
 #[cfg(feature = "postgres")]
 pub fn check_url(url: &str) -> Result<(), String> {
-    url.parse::<postgres::Config>()
+    url.parse::<tokio_postgres::Config>()
         .map(drop)
         .map_err(|e| format!("invalid DATABASE_URL: {e}"))
 }

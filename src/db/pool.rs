@@ -10,15 +10,34 @@
 //! which the last shutdown step calls on the loop's thread after the last connection is
 //! gone, blocks for at most the bound it is given, and reads the clock to keep to it.
 //!
+//! Every database wait is bounded on our side, because a database that stops answering
+//! (frozen, half-dead, or a port that accepts and never speaks) enforces nothing — not
+//! its `statement_timeout`, not a TCP timeout (its kernel still acknowledges our bytes):
+//! - a connection attempt, start-up handshake included: [`CONNECT_TIMEOUT`];
+//! - a job's queries: [`QUERY_TIMEOUT`]; past it the worker sends PostgreSQL's cancel
+//!   request (within [`CANCEL_TIMEOUT`]), drops the connection and reconnects;
+//! - a job's wait in the queue: [`QUEUE_TIMEOUT`]; past it the job is answered without
+//!   running, by the queue's timer thread (the workers may all be busy or connecting).
+//!
+//! Each ends in `503 database unavailable`. Together they stay well inside the default
+//! `SHUTDOWN_TIMEOUT_MS` (10 s), so a dead database never holds a drain. Each worker runs
+//! the asynchronous client on a current-thread runtime of its own, which is what the
+//! sync `postgres` crate does too; owning the runtime is what lets every wait race a timer.
+//!
 //! Lifecycle:
 //! - start: workers connect in the background; the server serves whether or not the
-//!   database is up. While no worker is connected, [`Pool::submit`] refuses at once
-//!   (`503 database unavailable`) instead of queueing work nobody can do;
+//!   database is up. A worker counts as available only once connected. While none is
+//!   connected, [`Pool::submit`] refuses at once (`503 database unavailable`) instead of
+//!   queueing work nobody can do — except while some worker is still on its first
+//!   attempt, bounded by [`CONNECT_TIMEOUT`], so requests right after start-up wait for
+//!   it instead of being refused;
 //! - a worker whose connection breaks answers its job 503 and reconnects with exponential
 //!   backoff (100 ms up to 5 s), whether or not jobs arrive; a disconnected worker takes
 //!   no jobs while another worker is connected;
 //! - shutdown, clean: after the last connection, [`Pool::close`] closes the queue; workers
 //!   finish what is queued, disconnect (a clean `Terminate`), and are joined, within a bound;
+//!   the connect bound, below that bound, keeps a dead database from holding it (a job
+//!   still running for a client that has left may, up to [`QUERY_TIMEOUT`]);
 //! - shutdown, deadline: [`Pool::cancel_in_flight`] sends PostgreSQL's cancel request for
 //!   every query still running, then `close` as above.
 //!
@@ -26,10 +45,13 @@
 //! once — connected ones for a job, disconnected ones for their retry time — and a shared
 //! `Receiver` lets only one thread wait on it at a time.
 //!
-//! Invariant: a job's reply is always sent — with the job's response, an error response,
-//! or (if a worker panics mid-job) the 500 a dropped `ReplyHandle` sends by itself.
+//! Invariants: a job's reply is always sent — with the job's response, an error response,
+//! or (if a worker panics mid-job) the 500 a dropped `ReplyHandle` sends by itself; and it
+//! is sent within `QUEUE_TIMEOUT + QUERY_TIMEOUT` of the submit, whatever the database does.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
@@ -37,29 +59,83 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use postgres::types::ToSql;
-use postgres::{CancelToken, Client, NoTls, Row, Statement};
+use tokio::runtime::{Builder, Runtime};
+use tokio::task::JoinHandle as TaskHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{CancelToken, Client, Config, NoTls, Row, Statement};
 
 use crate::handler::ReplyHandle;
 use crate::http::response::{Response, Status};
 
 /// A unit of database work: runs on a worker's session, returns the response to send.
-pub type Job = Box<dyn FnOnce(&mut Session) -> Result<Response, postgres::Error> + Send>;
+pub type Job = Box<dyn FnOnce(&mut Session) -> Result<Response, Error> + Send>;
+
+/// Why a database call failed.
+#[derive(Debug)]
+pub enum Error {
+    /// PostgreSQL answered with an error, or the connection broke.
+    Postgres(tokio_postgres::Error),
+    /// Our own bound ran out before PostgreSQL answered.
+    TimedOut,
+    /// The worker's runtime could not be built (out of descriptors, say).
+    Runtime(std::io::Error),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        Error::Postgres(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Postgres(e) => e.fmt(f),
+            Error::TimedOut => f.write_str("no answer within our bound"),
+            Error::Runtime(e) => write!(f, "cannot start a runtime: {e}"),
+        }
+    }
+}
 
 /// A worker's connection with its prepared statements. Jobs name their SQL as
 /// `&'static str`; each statement is prepared once per connection, so a query costs one
 /// round trip instead of two.
+///
+/// The connection's socket is driven by a task on the session's own runtime, polled only
+/// while a call runs (as the sync `postgres` client does); dropping the session drops
+/// the runtime, the task and so the socket.
 pub struct Session {
+    runtime: Runtime,
     client: Client,
+    /// The task that drives the socket; it ends once the client is dropped and the
+    /// `Terminate` is sent, or the connection breaks.
+    connection: TaskHandle<()>,
     prepared: Vec<(&'static str, Statement)>,
+    /// When the current job's time is up: every call races it.
+    deadline: Instant,
 }
 
 impl Session {
-    fn new(client: Client) -> Session {
-        Session {
+    /// Connects, handshake included, within [`CONNECT_TIMEOUT`].
+    fn open(config: &Config) -> Result<Session, Error> {
+        let runtime = Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let (client, connection) = within(&runtime, deadline, config.connect(NoTls))?;
+        let connection = runtime.spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("db connection ended: {e}");
+            }
+        });
+        Ok(Session {
+            runtime,
             client,
+            connection,
             prepared: Vec::new(),
-        }
+            deadline,
+        })
     }
 
     /// Runs a query that returns at most one row.
@@ -67,12 +143,16 @@ impl Session {
         &mut self,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, postgres::Error> {
+    ) -> Result<Option<Row>, Error> {
         let statement = self.statement(sql)?;
-        self.client.query_opt(&statement, params)
+        within(
+            &self.runtime,
+            self.deadline,
+            self.client.query_opt(&statement, params),
+        )
     }
 
-    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, Error> {
         // A handful of statements per pool: a linear scan beats hashing.
         if let Some((_, statement)) = self
             .prepared
@@ -81,10 +161,56 @@ impl Session {
         {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql)?;
+        let statement = within(&self.runtime, self.deadline, self.client.prepare(sql))?;
         self.prepared.push((sql, statement.clone()));
         Ok(statement)
     }
+
+    /// Says goodbye: PostgreSQL gets a `Terminate` and the socket closes, within
+    /// [`CANCEL_TIMEOUT`] (a frozen server cannot hold a worker's exit).
+    fn close(self) {
+        let Session {
+            runtime,
+            client,
+            connection,
+            ..
+        } = self;
+        // With the client gone, the connection task sends `Terminate` and ends.
+        drop(client);
+        let deadline = Instant::now() + CANCEL_TIMEOUT;
+        let _ =
+            runtime.block_on(async { tokio::time::timeout_at(deadline.into(), connection).await });
+        // Dropping the runtime drops the task, and its socket, if it has not ended.
+        drop(runtime);
+    }
+}
+
+/// Runs `call` on `runtime` until it ends or `deadline` passes, whichever comes first.
+/// Dropping a call that timed out leaves its connection mid-protocol: the caller must not
+/// use that connection again.
+fn within<T>(
+    runtime: &Runtime,
+    deadline: Instant,
+    call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Error> {
+    // The timer is made inside `block_on`: a tokio timer needs the runtime it runs on.
+    let outcome = runtime.block_on(async { tokio::time::timeout_at(deadline.into(), call).await });
+    match outcome {
+        Ok(result) => result.map_err(Error::Postgres),
+        Err(_) => Err(Error::TimedOut),
+    }
+}
+
+/// Sends PostgreSQL's cancel request for the query `token` names. The request opens its
+/// own connection, writes 16 bytes and closes, expecting no answer; it is bounded all the
+/// same, since even a connect can hang on a dead host.
+fn send_cancel(token: &CancelToken) -> Result<(), Error> {
+    let runtime = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let deadline = Instant::now() + CANCEL_TIMEOUT;
+    within(&runtime, deadline, token.cancel_query(NoTls))
 }
 
 /// Queued jobs per worker before new ones are refused: enough to absorb a burst, small
@@ -93,16 +219,43 @@ const QUEUE_PER_WORKER: usize = 64;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// The default bound on one statement, passed as a server option at connect.
-const STATEMENT_TIMEOUT: &str = "-c statement_timeout=30000";
 
-/// How long one connection attempt may take. It runs on a worker thread, but while it
-/// runs that worker answers nothing.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one connection attempt may take, from the TCP (or Unix socket) connect to the
+/// end of the start-up handshake and authentication. A local or same-region PostgreSQL
+/// answers in milliseconds; one second leaves room for a slow authentication and stays
+/// below the pool's 2 s close bound, so a worker caught mid-attempt by a shutdown is
+/// still joined in time. `connect_timeout` in the URL bounds only the socket connect and
+/// is kept as given.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one job's queries may run, counted from when a worker takes it. The reference
+/// queries take milliseconds; five seconds lets a loaded database be slow without failing
+/// requests, and with [`QUEUE_TIMEOUT`] keeps a reply within 7 s of its request, inside
+/// the default 10 s shutdown deadline. Past it the worker cancels, drops the connection
+/// and reconnects: the connection's protocol state is unknown after an abandoned call.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a job may wait in the queue before it is answered 503 without running. A
+/// queue that has not moved for two seconds means the workers are stuck on a database
+/// that does not answer; a request that waited that long is better answered now, so its
+/// client can retry elsewhere, than run late.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a cancel request, or a goodbye on a closing connection, may take: both only
+/// write a few bytes, so a second means the host is gone.
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The server-side bound on one statement, passed as a server option at connect: a little
+/// inside [`QUERY_TIMEOUT`], so a database that is alive stops a slow query itself first,
+/// answers `query_canceled` (503) and keeps the connection; ours then fires only for a
+/// database that cannot answer at all.
+const STATEMENT_TIMEOUT: &str = "-c statement_timeout=4500";
 
 struct Task {
     job: Job,
     reply: ReplyHandle,
+    /// When it was queued: [`QUEUE_TIMEOUT`] counts from here.
+    queued_at: Instant,
 }
 
 /// Why [`Pool::submit`] did not take a job; the reply handle comes back to answer with.
@@ -122,9 +275,15 @@ struct Shared {
     /// goes down (they may have to answer queued tasks) or the queue closes. Two condvars,
     /// so a task's wake-up can never go to a worker that will not take it.
     availability_changed: Condvar,
-    /// Workers connected, or making their first connection attempt: the ones that may
-    /// serve a job soon. Read by the loop without taking the lock.
+    /// The queue's timer waits here for the oldest task's time to run out; woken when a
+    /// task arrives in an empty queue (it then has a new oldest task) or the queue closes.
+    oldest_changed: Condvar,
+    /// Workers connected: the ones that may serve a job now. Read by the loop without
+    /// taking the lock.
     available: AtomicUsize,
+    /// Workers still on their first connection attempt: while there are any, a job is
+    /// queued rather than refused (the attempt, and the queue, are bounded).
+    starting: AtomicUsize,
     capacity: usize,
     /// The cancel token of the query each worker is running, if any.
     in_flight: Mutex<Vec<Option<CancelToken>>>,
@@ -146,6 +305,8 @@ impl Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// Answers tasks that waited in the queue too long.
+    queue_timer: Option<JoinHandle<()>>,
     /// Each worker reports here when it has disconnected and is about to return.
     finished: Receiver<usize>,
 }
@@ -162,8 +323,8 @@ pub struct Closed {
 impl Pool {
     /// Parses `url` and starts `size` workers. Only a URL that does not parse is an error;
     /// an unreachable database is not (the workers keep trying).
-    pub fn start(url: &str, size: usize) -> Result<Pool, postgres::Error> {
-        let mut config: postgres::Config = url.parse()?;
+    pub fn start(url: &str, size: usize) -> Result<Pool, tokio_postgres::Error> {
+        let mut config: Config = url.parse()?;
         if config.get_application_name().is_none() {
             // So `pg_stat_activity` shows which connections are ours.
             config.application_name("lastcall");
@@ -172,9 +333,8 @@ impl Pool {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_options().is_none() {
-            // A query stuck on a lock must not hold its client's connection (and a worker)
-            // forever: PostgreSQL cancels it, and the client gets a 503. A URL that sets
-            // its own `options` keeps them.
+            // A query stuck on a lock is stopped by PostgreSQL itself when we give up on
+            // it, rather than run on for nobody. A URL that sets its own `options` keeps them.
             config.options(STATEMENT_TIMEOUT);
         }
         let shared = Arc::new(Shared {
@@ -184,7 +344,9 @@ impl Pool {
             }),
             task_queued: Condvar::new(),
             availability_changed: Condvar::new(),
-            available: AtomicUsize::new(size),
+            oldest_changed: Condvar::new(),
+            available: AtomicUsize::new(0),
+            starting: AtomicUsize::new(size),
             capacity: size * QUEUE_PER_WORKER,
             in_flight: Mutex::new(vec![None; size]),
         });
@@ -205,29 +367,55 @@ impl Pool {
                 });
             match spawned {
                 Ok(handle) => workers.push(handle),
-                Err(e) => log::error!("cannot start database worker {index}: {e}"),
+                Err(e) => {
+                    // It will never make its first attempt: stop waiting for it.
+                    shared.starting.fetch_sub(1, Ordering::AcqRel);
+                    log::error!("cannot start database worker {index}: {e}");
+                }
             }
         }
+        let timer_shared = Arc::clone(&shared);
+        let queue_timer = thread::Builder::new()
+            .name("db-queue-timer".into())
+            .spawn(move || expire_queued(&timer_shared));
+        let queue_timer = match queue_timer {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log::error!("cannot start the database queue timer: {e}");
+                None
+            }
+        };
         Ok(Pool {
             shared,
             workers,
+            queue_timer,
             finished,
         })
     }
 
     /// Queues `job`; its response goes to `reply`. Never blocks on the database: with no
-    /// worker connected, or the queue full, the handle comes back at once.
+    /// worker connected (nor about to be), or the queue full, the handle comes back at once.
     pub fn submit(&self, job: Job, reply: ReplyHandle) -> Result<(), Refused> {
-        if self.shared.available.load(Ordering::Acquire) == 0 {
+        if self.shared.available.load(Ordering::Acquire) == 0
+            && self.shared.starting.load(Ordering::Acquire) == 0
+        {
             return Err(Refused::Unavailable(reply));
         }
         let mut queue = self.shared.lock();
         if queue.closed || queue.tasks.len() >= self.shared.capacity {
             return Err(Refused::Busy(reply));
         }
-        queue.tasks.push_back(Task { job, reply });
+        let was_empty = queue.tasks.is_empty();
+        queue.tasks.push_back(Task {
+            job,
+            reply,
+            queued_at: Instant::now(),
+        });
         drop(queue);
         self.shared.task_queued.notify_one();
+        if was_empty {
+            self.shared.oldest_changed.notify_one();
+        }
         Ok(())
     }
 
@@ -255,7 +443,7 @@ impl Pool {
             let _ = thread::Builder::new()
                 .name("db-cancel".into())
                 .spawn(move || {
-                    if let Err(e) = token.cancel_query(NoTls) {
+                    if let Err(e) = send_cancel(&token) {
                         log::warn!("cancel request failed: {e}");
                     }
                 });
@@ -273,6 +461,7 @@ impl Pool {
         self.shared.lock().closed = true;
         self.shared.task_queued.notify_all();
         self.shared.availability_changed.notify_all();
+        self.shared.oldest_changed.notify_all();
         let deadline = Instant::now() + bound;
         let workers = self.workers.len();
         let mut done = Vec::with_capacity(workers);
@@ -291,14 +480,65 @@ impl Pool {
                 joined += 1;
             }
         }
+        // The timer returns as soon as it sees the queue closed: it never waits on the
+        // database, only on the lock.
+        if let Some(timer) = self.queue_timer.take() {
+            let _ = timer.join();
+        }
         Closed { workers, joined }
+    }
+}
+
+/// The queue's timer thread: answers `503 database unavailable` to every task that has
+/// waited [`QUEUE_TIMEOUT`], oldest first, until the queue closes. A thread of its own
+/// because the workers cannot be counted on to look: all of them may be inside a call or
+/// a connection attempt.
+fn expire_queued(shared: &Shared) {
+    let mut queue = shared.lock();
+    while !queue.closed {
+        let now = Instant::now();
+        // Tasks are queued in order, so the expired ones are at the front.
+        let mut expired = Vec::new();
+        while let Some(task) = queue.tasks.front()
+            && now.saturating_duration_since(task.queued_at) >= QUEUE_TIMEOUT
+        {
+            expired.extend(queue.tasks.pop_front());
+        }
+        if !expired.is_empty() {
+            drop(queue);
+            log::warn!(
+                "db queue: {} jobs waited {}ms for a worker; answered 503",
+                expired.len(),
+                QUEUE_TIMEOUT.as_millis()
+            );
+            for task in expired {
+                task.reply.send(unavailable());
+            }
+            queue = shared.lock();
+            continue;
+        }
+        let oldest = queue.tasks.front().map(|task| task.queued_at);
+        queue = match oldest {
+            None => shared
+                .oldest_changed
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner),
+            Some(at) => {
+                let left = (at + QUEUE_TIMEOUT).saturating_duration_since(now);
+                shared
+                    .oldest_changed
+                    .wait_timeout(queue, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+        };
     }
 }
 
 /// One worker thread.
 struct Worker {
     index: usize,
-    config: postgres::Config,
+    config: Config,
     shared: Arc<Shared>,
 }
 
@@ -322,19 +562,22 @@ enum Next {
 
 impl Worker {
     fn run(self) {
-        // Counted as available while this first attempt runs, so jobs that arrive right
-        // after start-up wait for it instead of being refused.
-        let mut link = self.connect(BACKOFF_MIN, true);
+        // Not available during this first attempt, but counted in `starting`, so jobs
+        // that arrive right after start-up wait for it (within CONNECT_TIMEOUT) instead
+        // of being refused.
+        let mut link = self.connect(BACKOFF_MIN);
+        self.shared.starting.fetch_sub(1, Ordering::AcqRel);
+        // Nobody may be left to connect: disconnected workers must answer queued tasks.
+        self.shared.availability_changed.notify_all();
         loop {
             match (self.next(&link), link) {
                 (Next::Serve(task), current) => link = self.serve(current, task),
-                (Next::Reconnect, Link::Down { backoff, .. }) => {
-                    link = self.connect(backoff, false)
-                }
+                (Next::Reconnect, Link::Down { backoff, .. }) => link = self.connect(backoff),
                 (Next::Reconnect, up) => link = up,
                 (Next::Exit, last) => {
-                    // Dropping the client sends PostgreSQL a Terminate and closes the socket.
-                    drop(last);
+                    if let Link::Up(session) = last {
+                        session.close();
+                    }
                     break;
                 }
             }
@@ -344,11 +587,13 @@ impl Worker {
 
     /// Waits for something to do. A connected worker takes queued tasks (and exits once
     /// the queue is closed and empty). A disconnected one waits for its retry time, taking
-    /// tasks only when no worker at all is connected (to answer them 503 at once).
+    /// tasks only when no worker at all is connected or connecting (to answer them 503 at
+    /// once).
     fn next(&self, link: &Link) -> Next {
         let mut queue = self.shared.lock();
         loop {
-            let nobody_up = self.shared.available.load(Ordering::Acquire) == 0;
+            let nobody_up = self.shared.available.load(Ordering::Acquire) == 0
+                && self.shared.starting.load(Ordering::Acquire) == 0;
             let retry_at = match link {
                 Link::Up(_) => None,
                 Link::Down { retry_at, .. } => Some(*retry_at),
@@ -382,20 +627,15 @@ impl Worker {
         }
     }
 
-    /// One connection attempt. `counted`: this worker already counts as available.
-    fn connect(&self, backoff: Duration, counted: bool) -> Link {
-        match self.config.connect(NoTls) {
-            Ok(client) => {
+    /// One connection attempt, bounded by [`CONNECT_TIMEOUT`].
+    fn connect(&self, backoff: Duration) -> Link {
+        match Session::open(&self.config) {
+            Ok(session) => {
                 log::info!("db worker {}: connected", self.index);
-                if !counted {
-                    self.shared.available.fetch_add(1, Ordering::AcqRel);
-                }
-                Link::Up(Session::new(client))
+                self.shared.available.fetch_add(1, Ordering::AcqRel);
+                Link::Up(session)
             }
             Err(e) => {
-                if counted {
-                    self.went_down();
-                }
                 log::warn!(
                     "db worker {}: database unavailable ({e}); retrying in {}ms",
                     self.index,
@@ -418,7 +658,7 @@ impl Worker {
 
     /// Runs one task and answers it, whatever happens.
     fn serve(&self, link: Link, task: Task) -> Link {
-        let Task { job, reply } = task;
+        let Task { job, reply, .. } = task;
         let mut session = match link {
             Link::Up(session) => session,
             down @ Link::Down { .. } => {
@@ -426,19 +666,33 @@ impl Worker {
                 return down;
             }
         };
-        self.set_in_flight(Some(session.client.cancel_token()));
+        let token = session.client.cancel_token();
+        self.set_in_flight(Some(token.clone()));
+        session.deadline = Instant::now() + QUERY_TIMEOUT;
         let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut session)));
         self.set_in_flight(None);
         match outcome {
             Ok(Ok(response)) => reply.send(response),
+            Ok(Err(Error::TimedOut)) => {
+                log::warn!(
+                    "db worker {}: no answer within {}ms; cancelling and reconnecting",
+                    self.index,
+                    QUERY_TIMEOUT.as_millis()
+                );
+                reply.send(unavailable());
+                // A live but stuck database stops the query; a dead one is past caring.
+                if let Err(e) = send_cancel(&token) {
+                    log::debug!("db worker {}: cancel request failed: {e}", self.index);
+                }
+                // Dropped, not closed: the connection is mid-protocol, and the socket
+                // closing is all a dead server can be told.
+                drop(session);
+                return self.lost();
+            }
             Ok(Err(e)) if session.client.is_closed() => {
                 log::warn!("db worker {}: connection lost ({e})", self.index);
                 reply.send(unavailable());
-                self.went_down();
-                return Link::Down {
-                    retry_at: Instant::now(),
-                    backoff: BACKOFF_MIN,
-                };
+                return self.lost();
             }
             Ok(Err(e)) => {
                 log::warn!("db worker {}: query failed: {e}", self.index);
@@ -461,6 +715,15 @@ impl Worker {
         Link::Up(session)
     }
 
+    /// The connection is gone: reconnect at once, then back off.
+    fn lost(&self) -> Link {
+        self.went_down();
+        Link::Down {
+            retry_at: Instant::now(),
+            backoff: BACKOFF_MIN,
+        }
+    }
+
     fn set_in_flight(&self, token: Option<CancelToken>) {
         let mut slots = self
             .shared
@@ -478,6 +741,9 @@ fn unavailable() -> Response {
 }
 
 /// SQLSTATE 57014, `query_canceled`: what PostgreSQL answers a cancelled query with.
-fn is_cancelled(e: &postgres::Error) -> bool {
-    e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED)
+fn is_cancelled(e: &Error) -> bool {
+    match e {
+        Error::Postgres(e) => e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        Error::TimedOut | Error::Runtime(_) => false,
+    }
 }

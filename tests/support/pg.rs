@@ -12,13 +12,21 @@
 //!
 //! Every wait is bounded: `pg_ctl -w -t 30` gives up after 30 s, and every `Command`
 //! here either ends by itself or is one of those.
+//!
+//! Two ways for a database never to answer, for the tests of our own bounds: a cluster
+//! frozen with SIGSTOP ([`Postgres::freeze`], thawed when the guard drops), and a
+//! [`SilentListener`] that accepts connections and never says a word.
 
 use std::fs;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long `pg_ctl` may wait for the server to start or stop, in seconds.
 const PG_CTL_WAIT_SECS: &str = "30";
@@ -143,6 +151,27 @@ impl Postgres {
         count
             .parse()
             .unwrap_or_else(|_| panic!("bad count {count:?}"))
+    }
+
+    /// Stops the postmaster and every process it started (backends, checkpointer, …) with
+    /// SIGSTOP: sockets stay open and the kernel keeps accepting connections and bytes,
+    /// but nothing answers. The guard sends SIGCONT to the same processes when dropped,
+    /// also when the test panics (a stopped cluster could not be stopped on drop).
+    pub fn freeze(&self) -> Frozen {
+        let pid_file = fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .expect("read postmaster.pid");
+        let postmaster: u32 = pid_file
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .expect("a pid on postmaster.pid's first line");
+        // The postmaster first: once it is stopped it cannot start another child.
+        signal(&[postmaster], "STOP");
+        let mut pids = vec![postmaster];
+        let children = children_of(postmaster);
+        signal(&children, "STOP");
+        pids.extend(children);
+        Frozen { pids }
     }
 
     /// The server's own log, for failure messages.
@@ -324,4 +353,112 @@ fn fresh_dir() -> PathBuf {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
+}
+
+/// A frozen cluster's processes; dropping the guard thaws them.
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(&self.pids, "CONT");
+    }
+}
+
+/// Sends `SIG<name>` to `pids` with kill(1), no libc needed; only ever pids this test
+/// started (a cluster's processes).
+fn signal(pids: &[u32], name: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pids:?} failed");
+}
+
+/// The processes whose parent is `parent`, from `/proc/<pid>/stat`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone meanwhile
+        };
+        // "pid (comm) state ppid …": comm may hold spaces, so parse after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// A "database" on `127.0.0.1:0` that accepts every connection and never writes a byte:
+/// what a client sees of a host that is up while its PostgreSQL hangs, or of a wrong
+/// port behind a proxy. The connections it accepted are held until it is dropped.
+pub struct SilentListener {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// How often the silent listener looks for new connections and for its stop flag. It is
+/// a fake peer, not a wait for a condition: it only sets the pace of its own accepts.
+const ACCEPT_EVERY: Duration = Duration::from_millis(10);
+
+impl SilentListener {
+    pub fn start() -> SilentListener {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the silent listener");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let acceptor = thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stopped.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(ACCEPT_EVERY),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => panic!("silent listener: accept: {e}"),
+                }
+            }
+        });
+        SilentListener {
+            addr,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// A `DATABASE_URL` pointing at it.
+    pub fn url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.addr.ip(),
+            self.addr.port()
+        )
+    }
+}
+
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
 }
