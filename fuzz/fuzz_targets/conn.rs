@@ -1,0 +1,341 @@
+//! The connection machine driven through its I/O seam, as the event loop would drive it,
+//! with a scripted socket and a clock that only moves when the input says so.
+//!
+//! The input is a script. Byte 0 picks the limits and how much the client reads; then
+//! each op is one byte, some followed by an argument:
+//!
+//! ```text
+//!   op % 8   what happens                                   argument
+//!   0, 1, 2  the client sends bytes; the socket turns        a length byte, then the bytes
+//!            readable
+//!   3        the client shuts its write side (EOF)           -
+//!   4        time moves on; the timer fires                  a byte: how far (x 50 ms, scaled by op)
+//!   5        time moves to the connection's deadline; the    -
+//!            timer fires
+//!   6        the client reads (op >> 3: how many bytes it    -
+//!            takes in all, 0: everything); socket writable
+//!   7        the shutdown moves on: announced, then the      -
+//!            drain, then the deadline (force_close)
+//! ```
+//!
+//! A connection that yields is resumed, as the loop does on its next turn. At the end a
+//! connection still open is flushed to a client that reads everything, and then closed at
+//! the shutdown deadline.
+//!
+//! Checks: nothing panics; nothing is written after the write side is shut; what was
+//! written reads as complete HTTP/1.1 responses, nothing after a `Connection: close` one,
+//! with a cut final response only where the close reason says the answer was cut (the
+//! deadline, a write timeout, a reset); a connection still open after everything was
+//! read has a deadline (it cannot be forgotten); and the buffers stay bounded: no read is
+//! offered more room than the input limits allow, no write more than the output
+//! high-water mark plus the largest single answer.
+
+#![no_main]
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lastcall::conn::{BufPool, CloseReason, Conn, Limits, LoopCx, Socket, Stage, Timeouts};
+use lastcall::handler::{Handler, Inbox};
+use lastcall_fuzz::wire;
+use libfuzzer_sys::fuzz_target;
+use mio::{Poll, Token, Waker};
+
+/// What one read of the fake socket returns.
+enum Read {
+    Bytes(Vec<u8>),
+    /// The client shut its write side; every later read returns 0.
+    Eof,
+}
+
+/// A socket that reads scripted bytes, then `WouldBlock`, and records what is written
+/// and how much room each call was offered.
+#[derive(Default)]
+struct Fake {
+    reads: VecDeque<Read>,
+    written: Vec<u8>,
+    /// Bytes writes may still take before `WouldBlock`; `None`: any number.
+    room: Option<usize>,
+    write_shut: bool,
+    widest_read: usize,
+    widest_write: usize,
+}
+
+/// Like a kernel's receive queue: a read takes what is queued, up to the buffer, and an
+/// EOF only once the bytes before it are read.
+impl io::Read for Fake {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.widest_read = self.widest_read.max(buf.len());
+        let mut n = 0;
+        // Each pass fills the buffer further or returns.
+        while n < buf.len() {
+            match self.reads.front_mut() {
+                Some(Read::Bytes(bytes)) => {
+                    let take = bytes.len().min(buf.len() - n);
+                    buf[n..n + take].copy_from_slice(&bytes[..take]);
+                    bytes.drain(..take);
+                    n += take;
+                    if bytes.is_empty() {
+                        self.reads.pop_front();
+                    }
+                }
+                Some(Read::Eof) => return Ok(n),
+                None if n > 0 => return Ok(n),
+                None => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl io::Write for Fake {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        assert!(!self.write_shut, "a write after shutdown_write");
+        self.widest_write = self.widest_write.max(buf.len());
+        let n = match self.room {
+            Some(0) => return Err(io::ErrorKind::WouldBlock.into()),
+            Some(room) => room.min(buf.len()),
+            None => buf.len(),
+        };
+        self.room = self.room.map(|room| room - n);
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Socket for Fake {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.write_shut = true;
+        Ok(())
+    }
+}
+
+const TIMEOUTS: Timeouts = Timeouts {
+    keepalive: Duration::from_secs(5),
+    header: Duration::from_secs(10),
+    body: Duration::from_secs(10),
+    request: Duration::from_secs(30),
+    write: Duration::from_secs(10),
+};
+
+/// `conn`'s output high-water mark: past it, no new request is taken.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+/// The largest answer a route gives from the head alone (`/bytes/:n`).
+const LARGEST_ROUTE_ANSWER: usize = 1 << 20;
+/// Room for a response head, a `100 Continue` and a 503 on top of a body.
+const HEADS: usize = 4 * 1024;
+
+/// Why the connection ended, as the loop would see it.
+enum End {
+    /// An entry point returned `Err(reason)`.
+    Closed(CloseReason),
+    /// The shutdown deadline: `force_close`.
+    Forced(CloseReason),
+}
+
+impl End {
+    /// The reason the connection closed for.
+    fn reason(&self) -> CloseReason {
+        match self {
+            End::Closed(reason) | End::Forced(reason) => *reason,
+        }
+    }
+
+    /// The close may cut a response short: the deadline, a write timeout, a reset.
+    fn may_cut(&self) -> bool {
+        match self {
+            End::Forced(_) => true,
+            End::Closed(reason) => matches!(
+                reason,
+                CloseReason::WriteTimeout | CloseReason::PeerReset | CloseReason::CutAtDeadline
+            ),
+        }
+    }
+}
+
+/// The loop's side of one connection: what it lends, the clock, and the script.
+struct Rig<'a> {
+    now: Instant,
+    stage: Stage,
+    limits: Limits,
+    bufs: BufPool,
+    inbox: Arc<Inbox>,
+    script: &'a [u8],
+    /// What the client sent before its EOF, to know which requests were complete.
+    sent: Vec<u8>,
+    eof: bool,
+}
+
+impl Rig<'_> {
+    fn cx(&mut self) -> LoopCx<'_> {
+        let handler: &dyn Handler = &lastcall::routes::handle;
+        LoopCx {
+            now: self.now,
+            token: Token(1),
+            date: b"Wed, 02 Dec 2026 06:00:00 GMT",
+            limits: &self.limits,
+            bufs: &mut self.bufs,
+            handler,
+            inbox: &self.inbox,
+            db: None,
+            stage: self.stage,
+        }
+    }
+
+    /// The next script byte, 0 once the script is over.
+    fn byte(&mut self) -> u8 {
+        let (&first, rest) = self.script.split_first().unwrap_or((&0, &[]));
+        self.script = rest;
+        first
+    }
+
+    /// Runs one op of the script. `Err` when the connection ended.
+    fn step(&mut self, conn: &mut Conn<Fake>, op: u8) -> Result<(), End> {
+        let result = match op % 8 {
+            0..=2 => {
+                let len = usize::from(self.byte()).min(self.script.len());
+                let (bytes, rest) = self.script.split_at(len);
+                self.script = rest;
+                if !self.eof {
+                    self.sent.extend_from_slice(bytes);
+                }
+                conn.socket_mut()
+                    .reads
+                    .push_back(Read::Bytes(bytes.to_vec()));
+                conn.ready(&mut self.cx(), true, false)
+            }
+            3 => {
+                self.eof = true;
+                conn.socket_mut().reads.push_back(Read::Eof);
+                conn.ready(&mut self.cx(), true, true)
+            }
+            4 => {
+                let ms = u64::from(self.byte()) * 50 << (op >> 5);
+                self.now += Duration::from_millis(ms);
+                conn.timer(&mut self.cx())
+            }
+            5 => {
+                if let Some(at) = conn.deadline(&self.limits, self.stage) {
+                    self.now = self.now.max(at);
+                }
+                conn.timer(&mut self.cx())
+            }
+            6 => {
+                conn.socket_mut().room = match op >> 3 {
+                    0 => None,
+                    n => Some(usize::from(n) * 7),
+                };
+                conn.ready(&mut self.cx(), false, false)
+            }
+            _ => match self.stage {
+                Stage::Serving => {
+                    self.stage = Stage::Announced;
+                    Ok(())
+                }
+                Stage::Announced => {
+                    self.stage = Stage::Draining;
+                    conn.start_drain(&mut self.cx())
+                }
+                Stage::Draining => return Err(End::Forced(conn.force_close(&mut self.cx()))),
+            },
+        };
+        result.map_err(End::Closed)?;
+        self.resume_yielded(conn)
+    }
+
+    /// The loop's next turns for a connection that stopped at its round budget.
+    fn resume_yielded(&mut self, conn: &mut Conn<Fake>) -> Result<(), End> {
+        // A yield means a full round budget of progress; the script's bytes run out.
+        for _ in 0..1024 {
+            if !conn.take_yielded() {
+                return Ok(());
+            }
+            conn.resume(&mut self.cx()).map_err(End::Closed)?;
+        }
+        panic!("still yielding after 1024 turns");
+    }
+
+    /// The end of the script: a connection still open is read out by its client, must
+    /// still have a deadline, and is then closed at the shutdown deadline.
+    fn finish(&mut self, conn: &mut Conn<Fake>) -> End {
+        conn.socket_mut().room = None;
+        let flushed = conn
+            .ready(&mut self.cx(), false, false)
+            .map_err(End::Closed)
+            .and_then(|()| self.resume_yielded(conn));
+        if let Err(end) = flushed {
+            return end;
+        }
+        assert!(
+            conn.deadline(&self.limits, self.stage).is_some(),
+            "an open connection with nothing left to write has no deadline"
+        );
+        End::Forced(conn.force_close(&mut self.cx()))
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let [config, script @ ..] = input else {
+        return;
+    };
+    let max_head = [64, 256, 1024, 16 * 1024][usize::from(config & 3)];
+    let max_body = [0, 16, 1024, 1 << 20][usize::from(config >> 2 & 3)];
+    let room = [None, Some(0), Some(7), Some(100)][usize::from(config >> 4 & 3)];
+    let poll = Poll::new().expect("a poll");
+    let waker = Waker::new(poll.registry(), Token(0)).expect("a waker");
+    let mut rig = Rig {
+        now: Instant::now(),
+        stage: Stage::Serving,
+        limits: Limits {
+            timeouts: TIMEOUTS,
+            max_head,
+            max_body,
+        },
+        bufs: BufPool::new(max_head),
+        inbox: Arc::new(Inbox::new(waker)),
+        script,
+        sent: Vec::new(),
+        eof: false,
+    };
+    let mut conn = Conn::new(Fake::default(), rig.now);
+    conn.socket_mut().room = room;
+
+    // Each op takes a byte off the script at least: bounded by its length.
+    let mut end = None;
+    while end.is_none() && !rig.script.is_empty() {
+        let op = rig.byte();
+        end = rig.step(&mut conn, op).err();
+    }
+    let end = end.unwrap_or_else(|| rig.finish(&mut conn));
+    conn.release(&mut rig.bufs);
+
+    let socket = conn.socket_mut();
+    let methods = wire::requests(&rig.sent, max_head);
+    let read = wire::responses(&socket.written, &methods)
+        .unwrap_or_else(|e| panic!("{e}\nsent: {:?}", String::from_utf8_lossy(&rig.sent)));
+    assert!(
+        !read.cut || end.may_cut(),
+        "a response cut short, closed {:?}\nsent: {:?}\nwritten: {:?}",
+        end.reason(),
+        String::from_utf8_lossy(&rig.sent),
+        String::from_utf8_lossy(&socket.written),
+    );
+    let read_bound = 2 * max_head + max_body;
+    assert!(
+        socket.widest_read <= read_bound,
+        "a read offered {} bytes of room, over {read_bound}",
+        socket.widest_read
+    );
+    let write_bound = OUTPUT_HIGH_WATER + LARGEST_ROUTE_ANSWER.max(max_body) + HEADS;
+    assert!(
+        socket.widest_write <= write_bound,
+        "{} bytes pending output, over {write_bound}",
+        socket.widest_write
+    );
+});
