@@ -2,9 +2,9 @@
 //! output do not depend on how the bytes arrive.
 //!
 //! What it is: a few thousand generated cases per property, from seed requests and bodies
-//! mutated by a deterministic generator (xorshift, fixed seeds), each checked whole
-//! against every prefix (heads) or against random and byte-by-byte pieces (bodies). The
-//! checks themselves are the fuzz targets' (`fuzz/src/split.rs`, included below), so the
+//! (the fuzz targets' seed corpora) mutated by a deterministic generator (xorshift, fixed
+//! seeds), each checked whole against every prefix (heads) or against random and
+//! byte-by-byte pieces (bodies). The checks themselves are the fuzz targets' (`fuzz/src/split.rs`, included below), so the
 //! rule is written once; the fuzz targets search far more inputs (see `fuzz/README.md`).
 //!
 //! What it is not: a fuzzer. Runs are deterministic, bounded, and take a few seconds; a
@@ -12,6 +12,9 @@
 
 #[path = "../fuzz/src/split.rs"]
 mod split;
+
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use lastcall::http::body::Framing;
 use split::{Rng, body_split, cut_points, head_split};
@@ -22,38 +25,30 @@ const CASES: usize = 3000;
 /// The default `MAX_HEADER_BYTES`: far above every generated head.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Request heads to mutate: valid ones, and one per rule a head can break.
-const HEADS: &[&[u8]] = &[
-    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET /plaintext HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-    b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
-    b"HEAD /json HTTP/1.1\r\nHost: test\r\n\r\n",
-    b"POST /users/7?x=1 HTTP/1.1\r\nHost: example\r\nContent-Length: 3\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-    b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
-    b"GET / HTTP/1.1\nHost: a\n\n",
-    b"\r\nGET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET http://[::1]:80/p?q HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
-    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET /caf%C3%A9?q=%20 HTTP/1.2\r\nHost: a\r\n\r\n",
-    b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
-    b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n",
-];
+/// The fuzz targets' seeds, `fuzz/corpus/<target>/`, in file-name order: the same
+/// requests start both searches.
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut paths: Vec<PathBuf> = entries.map(|entry| entry.unwrap().path()).collect();
+    paths.sort();
+    paths.iter().map(|path| fs::read(path).unwrap()).collect()
+}
 
-/// Bodies to mutate, chunked unless they say otherwise, each followed by the start of a
-/// pipelined request that must stay unconsumed.
-const CHUNKED: &[&[u8]] = &[
-    b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n",
-    b"5;name=\"v\\\"x\"\r\nhello\r\n0\r\nTrailer: x\r\n\r\nGET",
-    b"a ; x = y\r\n0123456789\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"1\r\nx\r\n00\r\nA: b\r\nC:\r\n\r\n",
-    b"ff\r\nabc",
-];
+/// Request heads to mutate: valid ones, and one per rule a head can break.
+fn heads() -> Vec<Vec<u8>> {
+    seeds("head")
+}
+
+/// Chunked bodies to mutate, most followed by the start of a pipelined request that must
+/// stay unconsumed: the `body_split` seeds whose config byte (the first) says chunked.
+fn chunked_bodies() -> Vec<Vec<u8>> {
+    let chunked = |seed: &Vec<u8>| seed.len() >= 2 && seed[0] & 3 <= 1;
+    let seeds = seeds("body_split").into_iter().filter(chunked);
+    seeds.map(|seed| seed[2..].to_vec()).collect()
+}
 
 /// The bytes that decide HTTP's structure, favoured by the mutations.
 const INTERESTING: &[u8] = b"\r\n \t:;=\"\\%/?#,0aAfF9\x00\x7f\x80\xff";
@@ -110,12 +105,12 @@ fn chunked_body(rng: &mut Rng) -> Vec<u8> {
 /// Checks the seeds and `CASES` heads made from them; panics with the first failure.
 fn check_heads(max_head: usize) {
     let mut rng = Rng::new(0x5eed_0001);
-    let fixed = HEADS.iter().map(|head| head.to_vec());
+    let heads = heads();
     let generated = (0..CASES).map(|_| {
-        let seed = HEADS[rng.below(HEADS.len())];
+        let seed = &heads[rng.below(heads.len())];
         mutate(&mut rng, seed)
     });
-    for (case, head) in fixed.chain(generated).enumerate() {
+    for (case, head) in heads.iter().cloned().chain(generated).enumerate() {
         if let Err(e) = head_split(&head, max_head, 0..=head.len()) {
             panic!("case {case}: {e}");
         }
@@ -157,11 +152,12 @@ fn parse_head_verdict_is_the_same_for_every_prefix_of_the_fuzz_findings() {
 #[test]
 fn body_decoder_output_is_the_same_however_the_body_is_split() {
     let mut rng = Rng::new(0x5eed_0002);
+    let bodies = chunked_bodies();
     for case in 0..CASES {
         let (framing, body) = match rng.below(4) {
             0 => (Framing::Chunked, chunked_body(&mut rng)),
             1 => {
-                let seed = CHUNKED[rng.below(CHUNKED.len())];
+                let seed = &bodies[rng.below(bodies.len())];
                 (Framing::Chunked, mutate(&mut rng, seed))
             }
             2 => {

@@ -1,7 +1,8 @@
 //! The connection machine driven through its I/O seam, as the event loop would drive it,
 //! with a scripted socket and a clock that only moves when the input says so.
 //!
-//! The input is a script. Byte 0 picks the limits and how much the client reads; then
+//! The input is a script. Byte 0 picks the limits, how much the client reads and how
+//! long the timeouts are; then
 //! each op is one byte, some followed by an argument:
 //!
 //! ```text
@@ -43,50 +44,34 @@ use lastcall_fuzz::wire;
 use libfuzzer_sys::fuzz_target;
 use mio::{Poll, Token, Waker};
 
-/// What one read of the fake socket returns.
-enum Read {
-    Bytes(Vec<u8>),
-    /// The client shut its write side; every later read returns 0.
-    Eof,
-}
-
-/// A socket that reads scripted bytes, then `WouldBlock`, and records what is written
-/// and how much room each call was offered.
+/// A socket that reads scripted bytes, then `WouldBlock` (or 0 once the client has shut
+/// its side), and records what is written and how much room each call was offered.
 #[derive(Default)]
 struct Fake {
-    reads: VecDeque<Read>,
+    /// What the client sent and the server has not read yet.
+    unread: VecDeque<u8>,
+    /// The client shut its write side: reads past `unread` return 0.
+    eof: bool,
     written: Vec<u8>,
-    /// Bytes writes may still take before `WouldBlock`; `None`: any number.
-    room: Option<usize>,
+    /// Bytes writes may still take before `WouldBlock` (`usize::MAX`: the client reads
+    /// all it is sent).
+    room: usize,
     write_shut: bool,
     widest_read: usize,
     widest_write: usize,
 }
 
-/// Like a kernel's receive queue: a read takes what is queued, up to the buffer, and an
-/// EOF only once the bytes before it are read.
 impl io::Read for Fake {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.widest_read = self.widest_read.max(buf.len());
-        let mut n = 0;
-        // Each pass fills the buffer further or returns.
-        while n < buf.len() {
-            match self.reads.front_mut() {
-                Some(Read::Bytes(bytes)) => {
-                    let take = bytes.len().min(buf.len() - n);
-                    buf[n..n + take].copy_from_slice(&bytes[..take]);
-                    bytes.drain(..take);
-                    n += take;
-                    if bytes.is_empty() {
-                        self.reads.pop_front();
-                    }
-                }
-                Some(Read::Eof) => return Ok(n),
-                None if n > 0 => return Ok(n),
-                None => return Err(io::ErrorKind::WouldBlock.into()),
-            }
+        if self.unread.is_empty() && !self.eof {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
-        Ok(n)
+        // As a kernel's queue does, a read takes all that is queued, up to the buffer (a
+        // short read means "now empty" to the connection). `VecDeque`'s `Read` takes only
+        // its front slice, so make that slice the whole queue first.
+        self.unread.make_contiguous();
+        self.unread.read(buf)
     }
 }
 
@@ -94,12 +79,11 @@ impl io::Write for Fake {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         assert!(!self.write_shut, "a write after shutdown_write");
         self.widest_write = self.widest_write.max(buf.len());
-        let n = match self.room {
-            Some(0) => return Err(io::ErrorKind::WouldBlock.into()),
-            Some(room) => room.min(buf.len()),
-            None => buf.len(),
-        };
-        self.room = self.room.map(|room| room - n);
+        let n = buf.len().min(self.room);
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.room -= n;
         self.written.extend_from_slice(&buf[..n]);
         Ok(n)
     }
@@ -116,13 +100,18 @@ impl Socket for Fake {
     }
 }
 
-const TIMEOUTS: Timeouts = Timeouts {
-    keepalive: Duration::from_secs(5),
-    header: Duration::from_secs(10),
-    body: Duration::from_secs(10),
-    request: Duration::from_secs(30),
-    write: Duration::from_secs(10),
-};
+/// The default timeouts in units of `unit`: a short unit lets the time steps of a short
+/// script reach more of them, in more orders.
+fn timeouts(unit: Duration) -> Timeouts {
+    let [keepalive, header, body, request, write] = [5, 10, 10, 30, 10].map(|n| unit * n);
+    Timeouts {
+        keepalive,
+        header,
+        body,
+        request,
+        write,
+    }
+}
 
 /// `conn`'s output high-water mark: past it, no new request is taken.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
@@ -202,17 +191,16 @@ impl Rig<'_> {
                 let len = usize::from(self.byte()).min(self.script.len());
                 let (bytes, rest) = self.script.split_at(len);
                 self.script = rest;
+                // After its EOF a client has nothing more to send.
                 if !self.eof {
                     self.sent.extend_from_slice(bytes);
+                    conn.socket_mut().unread.extend(bytes);
                 }
-                conn.socket_mut()
-                    .reads
-                    .push_back(Read::Bytes(bytes.to_vec()));
                 conn.ready(&mut self.cx(), true, false)
             }
             3 => {
                 self.eof = true;
-                conn.socket_mut().reads.push_back(Read::Eof);
+                conn.socket_mut().eof = true;
                 conn.ready(&mut self.cx(), true, true)
             }
             4 => {
@@ -228,8 +216,8 @@ impl Rig<'_> {
             }
             6 => {
                 conn.socket_mut().room = match op >> 3 {
-                    0 => None,
-                    n => Some(usize::from(n) * 7),
+                    0 => usize::MAX,
+                    n => usize::from(n) * 7,
                 };
                 conn.ready(&mut self.cx(), false, false)
             }
@@ -264,7 +252,7 @@ impl Rig<'_> {
     /// The end of the script: a connection still open is read out by its client, must
     /// still have a deadline, and is then closed at the shutdown deadline.
     fn finish(&mut self, conn: &mut Conn<Fake>) -> End {
-        conn.socket_mut().room = None;
+        conn.socket_mut().room = usize::MAX;
         let flushed = conn
             .ready(&mut self.cx(), false, false)
             .map_err(End::Closed)
@@ -286,14 +274,15 @@ fuzz_target!(|input: &[u8]| {
     };
     let max_head = [64, 256, 1024, 16 * 1024][usize::from(config & 3)];
     let max_body = [0, 16, 1024, 1 << 20][usize::from(config >> 2 & 3)];
-    let room = [None, Some(0), Some(7), Some(100)][usize::from(config >> 4 & 3)];
+    let room = [usize::MAX, 0, 7, 100][usize::from(config >> 4 & 3)];
+    let unit = Duration::from_millis([1000, 300, 100, 30][usize::from(config >> 6)]);
     let poll = Poll::new().expect("a poll");
     let waker = Waker::new(poll.registry(), Token(0)).expect("a waker");
     let mut rig = Rig {
         now: Instant::now(),
         stage: Stage::Serving,
         limits: Limits {
-            timeouts: TIMEOUTS,
+            timeouts: timeouts(unit),
             max_head,
             max_body,
         },
