@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/ for a short time and prints one line per target:
 # how many inputs it ran, and whether it found a crash (and where the input was saved).
-# Exits non-zero when any target found one.
+# Exits 1 when any target found one (2 when the targets do not build).
 #
 #   benches/fuzz.sh              # 30 s per target
 #   benches/fuzz.sh 300          # 5 min per target
@@ -27,7 +27,11 @@ if [ "${#targets[@]}" -eq 0 ]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
 
-cargo fuzz build >/dev/null
+# Built once for all targets; the compiler's output only when it fails.
+if ! build="$(cargo fuzz build 2>&1)"; then
+    printf '%s\n' "$build" >&2
+    exit 2
+fi
 
 found=0
 for target in "${targets[@]}"; do

@@ -2,7 +2,8 @@
 """Writes the seed corpora in corpus/<target>/ from requests taken from the tests
 (tests/http.rs and the tables in src/http/request.rs and src/http/body.rs).
 
-Seeds are a starting point only: libFuzzer adds what it finds to the same directories
+tests/properties.rs mutates the head and body_split seeds as well. Seeds are a starting
+point only: libFuzzer adds what it finds to the same directories
 while it runs (those additions are not committed). Run from fuzz/: python3 make_corpus.py
 """
 
