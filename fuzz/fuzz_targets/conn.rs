@@ -1,21 +1,22 @@
 //! The connection machine driven through its I/O seam, as the event loop would drive it,
 //! with a scripted socket and a clock that only moves when the input says so.
 //!
-//! The input is a script. Byte 0 picks the limits, how much the client reads and how
-//! long the timeouts are; then
-//! each op is one byte, some followed by an argument:
+//! The input is a script. Byte 0 is the configuration: bits 0-1 the header limit (64 B
+//! to 16 KiB), bits 2-3 the body limit (0 to 1 MiB), bits 4-5 how much the client reads
+//! at first (everything, nothing, 7 or 100 bytes), bits 6-7 the unit of the timeouts
+//! (1 s down to 30 ms). Then each op is one byte, some followed by an argument:
 //!
 //! ```text
-//!   op % 8   what happens                                   argument
-//!   0, 1, 2  the client sends bytes; the socket turns        a length byte, then the bytes
-//!            readable
-//!   3        the client shuts its write side (EOF)           -
-//!   4        time moves on; the timer fires                  a byte: how far (x 50 ms, scaled by op)
-//!   5        time moves to the connection's deadline; the    -
-//!            timer fires
-//!   6        the client reads (op >> 3: how many bytes it    -
-//!            takes in all, 0: everything); socket writable
-//!   7        the shutdown moves on: announced, then the      -
+//!   op % 8   what happens                                 argument
+//!   0, 1, 2  the client sends bytes; socket readable      a length byte, then the bytes
+//!   3        the client shuts its write side (EOF)        -
+//!   4        time moves on; the timer fires               a byte: 50 ms steps, doubled
+//!                                                         op >> 5 times
+//!   5        time moves to the connection's deadline;     -
+//!            the timer fires
+//!   6        the client reads: (op >> 3) x 7 bytes more   -
+//!            (0: everything from now on); socket writable
+//!   7        the shutdown moves on: announced, then the   -
 //!            drain, then the deadline (force_close)
 //! ```
 //!
@@ -204,7 +205,7 @@ impl Rig<'_> {
                 conn.ready(&mut self.cx(), true, true)
             }
             4 => {
-                let ms = u64::from(self.byte()) * 50 << (op >> 5);
+                let ms = (u64::from(self.byte()) * 50) << (op >> 5);
                 self.now += Duration::from_millis(ms);
                 conn.timer(&mut self.cx())
             }

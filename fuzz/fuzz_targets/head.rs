@@ -12,10 +12,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for max_head in [16 * 1024, 64] {
-        if let Ok(Some(head)) = parse_head(data, max_head) {
-            if let Err(e) = head_in_bounds(data, &head) {
-                panic!("{e}: {:?}", String::from_utf8_lossy(data));
-            }
+        if let Ok(Some(head)) = parse_head(data, max_head)
+            && let Err(e) = head_in_bounds(data, &head)
+        {
+            panic!("{e}: {:?}", String::from_utf8_lossy(data));
         }
     }
 });
