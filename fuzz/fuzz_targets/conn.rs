@@ -34,85 +34,12 @@
 
 #![no_main]
 
-use std::collections::VecDeque;
-use std::io;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lastcall::conn::{BufPool, CloseReason, Conn, Limits, LoopCx, Socket, Stage, Timeouts};
-use lastcall::handler::{Handler, Inbox};
+use lastcall::conn::{CloseReason, Conn, Stage};
+use lastcall_fuzz::harness::{Fake, Lent, resume_yielded};
 use lastcall_fuzz::wire;
 use libfuzzer_sys::fuzz_target;
-use mio::{Poll, Token, Waker};
-
-/// A socket that reads scripted bytes, then `WouldBlock` (or 0 once the client has shut
-/// its side), and records what is written and how much room each call was offered.
-#[derive(Default)]
-struct Fake {
-    /// What the client sent and the server has not read yet.
-    unread: VecDeque<u8>,
-    /// The client shut its write side: reads past `unread` return 0.
-    eof: bool,
-    written: Vec<u8>,
-    /// Bytes writes may still take before `WouldBlock` (`usize::MAX`: the client reads
-    /// all it is sent).
-    room: usize,
-    write_shut: bool,
-    widest_read: usize,
-    widest_write: usize,
-}
-
-impl io::Read for Fake {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.widest_read = self.widest_read.max(buf.len());
-        if self.unread.is_empty() && !self.eof {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        // As a kernel's queue does, a read takes all that is queued, up to the buffer (a
-        // short read means "now empty" to the connection). `VecDeque`'s `Read` takes only
-        // its front slice, so make that slice the whole queue first.
-        self.unread.make_contiguous();
-        self.unread.read(buf)
-    }
-}
-
-impl io::Write for Fake {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        assert!(!self.write_shut, "a write after shutdown_write");
-        self.widest_write = self.widest_write.max(buf.len());
-        let n = buf.len().min(self.room);
-        if n == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.room -= n;
-        self.written.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Socket for Fake {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.write_shut = true;
-        Ok(())
-    }
-}
-
-/// The default timeouts in units of `unit`: a short unit lets the time steps of a short
-/// script reach more of them, in more orders.
-fn timeouts(unit: Duration) -> Timeouts {
-    let [keepalive, header, body, request, write] = [5, 10, 10, 30, 10].map(|n| unit * n);
-    Timeouts {
-        keepalive,
-        header,
-        body,
-        request,
-        write,
-    }
-}
 
 /// `conn`'s output high-water mark: past it, no new request is taken.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
@@ -149,13 +76,9 @@ impl End {
     }
 }
 
-/// The loop's side of one connection: what it lends, the clock, and the script.
+/// The loop's side of one connection, and the script that drives it.
 struct Rig<'a> {
-    now: Instant,
-    stage: Stage,
-    limits: Limits,
-    bufs: BufPool,
-    inbox: Arc<Inbox>,
+    lent: Lent,
     script: &'a [u8],
     /// What the client sent before its EOF, to know which requests were complete.
     sent: Vec<u8>,
@@ -163,21 +86,6 @@ struct Rig<'a> {
 }
 
 impl Rig<'_> {
-    fn cx(&mut self) -> LoopCx<'_> {
-        let handler: &dyn Handler = &lastcall::routes::handle;
-        LoopCx {
-            now: self.now,
-            token: Token(1),
-            date: b"Wed, 02 Dec 2026 06:00:00 GMT",
-            limits: &self.limits,
-            bufs: &mut self.bufs,
-            handler,
-            inbox: &self.inbox,
-            db: None,
-            stage: self.stage,
-        }
-    }
-
     /// The next script byte, 0 once the script is over.
     fn byte(&mut self) -> u8 {
         let (&first, rest) = self.script.split_first().unwrap_or((&0, &[]));
@@ -197,57 +105,45 @@ impl Rig<'_> {
                     self.sent.extend_from_slice(bytes);
                     conn.socket_mut().unread.extend(bytes);
                 }
-                conn.ready(&mut self.cx(), true, false)
+                conn.ready(&mut self.lent.cx(), true, false)
             }
             3 => {
                 self.eof = true;
                 conn.socket_mut().eof = true;
-                conn.ready(&mut self.cx(), true, true)
+                conn.ready(&mut self.lent.cx(), true, true)
             }
             4 => {
                 let ms = (u64::from(self.byte()) * 50) << (op >> 5);
-                self.now += Duration::from_millis(ms);
-                conn.timer(&mut self.cx())
+                self.lent.now += Duration::from_millis(ms);
+                conn.timer(&mut self.lent.cx())
             }
             5 => {
-                if let Some(at) = conn.deadline(&self.limits, self.stage) {
-                    self.now = self.now.max(at);
+                if let Some(at) = conn.deadline(&self.lent.limits, self.lent.stage) {
+                    self.lent.now = self.lent.now.max(at);
                 }
-                conn.timer(&mut self.cx())
+                conn.timer(&mut self.lent.cx())
             }
             6 => {
                 conn.socket_mut().room = match op >> 3 {
                     0 => usize::MAX,
                     n => usize::from(n) * 7,
                 };
-                conn.ready(&mut self.cx(), false, false)
+                conn.ready(&mut self.lent.cx(), false, false)
             }
-            _ => match self.stage {
+            _ => match self.lent.stage {
                 Stage::Serving => {
-                    self.stage = Stage::Announced;
+                    self.lent.stage = Stage::Announced;
                     Ok(())
                 }
                 Stage::Announced => {
-                    self.stage = Stage::Draining;
-                    conn.start_drain(&mut self.cx())
+                    self.lent.stage = Stage::Draining;
+                    conn.start_drain(&mut self.lent.cx())
                 }
-                Stage::Draining => return Err(End::Forced(conn.force_close(&mut self.cx()))),
+                Stage::Draining => return Err(End::Forced(conn.force_close(&mut self.lent.cx()))),
             },
         };
         result.map_err(End::Closed)?;
-        self.resume_yielded(conn)
-    }
-
-    /// The loop's next turns for a connection that stopped at its round budget.
-    fn resume_yielded(&mut self, conn: &mut Conn<Fake>) -> Result<(), End> {
-        // A yield means a full round budget of progress; the script's bytes run out.
-        for _ in 0..1024 {
-            if !conn.take_yielded() {
-                return Ok(());
-            }
-            conn.resume(&mut self.cx()).map_err(End::Closed)?;
-        }
-        panic!("still yielding after 1024 turns");
+        resume_yielded(&mut self.lent, conn).map_err(End::Closed)
     }
 
     /// The end of the script: a connection still open is read out by its client, must
@@ -255,17 +151,17 @@ impl Rig<'_> {
     fn finish(&mut self, conn: &mut Conn<Fake>) -> End {
         conn.socket_mut().room = usize::MAX;
         let flushed = conn
-            .ready(&mut self.cx(), false, false)
+            .ready(&mut self.lent.cx(), false, false)
             .map_err(End::Closed)
-            .and_then(|()| self.resume_yielded(conn));
+            .and_then(|()| resume_yielded(&mut self.lent, conn).map_err(End::Closed));
         if let Err(end) = flushed {
             return end;
         }
         assert!(
-            conn.deadline(&self.limits, self.stage).is_some(),
+            conn.deadline(&self.lent.limits, self.lent.stage).is_some(),
             "an open connection with nothing left to write has no deadline"
         );
-        End::Forced(conn.force_close(&mut self.cx()))
+        End::Forced(conn.force_close(&mut self.lent.cx()))
     }
 }
 
@@ -273,27 +169,17 @@ fuzz_target!(|input: &[u8]| {
     let [config, script @ ..] = input else {
         return;
     };
-    let max_head = [64, 256, 1024, 16 * 1024][usize::from(config & 3)];
-    let max_body = [0, 16, 1024, 1 << 20][usize::from(config >> 2 & 3)];
     let room = [usize::MAX, 0, 7, 100][usize::from(config >> 4 & 3)];
-    let unit = Duration::from_millis([1000, 300, 100, 30][usize::from(config >> 6)]);
-    let poll = Poll::new().expect("a poll");
-    let waker = Waker::new(poll.registry(), Token(0)).expect("a waker");
+    let lent = Lent::new(*config);
+    let max_head = lent.limits.max_head;
+    let max_body = lent.limits.max_body;
     let mut rig = Rig {
-        now: Instant::now(),
-        stage: Stage::Serving,
-        limits: Limits {
-            timeouts: timeouts(unit),
-            max_head,
-            max_body,
-        },
-        bufs: BufPool::new(max_head),
-        inbox: Arc::new(Inbox::new(waker)),
+        lent,
         script,
         sent: Vec::new(),
         eof: false,
     };
-    let mut conn = Conn::new(Fake::default(), rig.now);
+    let mut conn = Conn::new(Fake::default(), rig.lent.now);
     conn.socket_mut().room = room;
 
     // Each op takes a byte off the script at least: bounded by its length.
@@ -303,7 +189,7 @@ fuzz_target!(|input: &[u8]| {
         end = rig.step(&mut conn, op).err();
     }
     let end = end.unwrap_or_else(|| rig.finish(&mut conn));
-    conn.release(&mut rig.bufs);
+    conn.release(&mut rig.lent.bufs);
 
     let socket = conn.socket_mut();
     let methods = wire::requests(&rig.sent, max_head);
