@@ -77,6 +77,17 @@ SCRIPTS = [
 ]
 
 
+# What a client sends in one go, for conn_split: a config byte (limits, as conn reads
+# it), a cut byte (0: one byte at a time, else the seed of random cuts), the bytes.
+STREAMS = [
+    b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n" * 2,
+    PIPELINED + b"llo\r\n0\r\n\r\nGET /live HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+    b"\r\nPOST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcHEAD /json HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+]
+
+
 def write(target, seeds):
     directory = pathlib.Path("corpus") / target
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,3 +99,5 @@ write("head", HEADS)
 write("head_split", HEADS)
 write("body_split", [bytes([config, cut]) + body for config, body in BODIES for cut in (0, 7)])
 write("conn", SCRIPTS)
+write("conn_split", [bytes([config, cut]) + stream
+                     for stream in STREAMS + HEADS[:6] for config in (0x0a, 0x09) for cut in (0, 5)])
