@@ -124,16 +124,12 @@ fn parse_head_verdict_is_the_same_for_every_prefix() {
 
 /// A head limit the generated heads cross, so prefixes end on both sides of it.
 #[test]
-#[ignore = "fails: a head past the limit with a bad version is 400 whole, 431 cut at the \
-            limit (fuzz/artifacts-found/README.md); un-ignore once fixed"]
 fn parse_head_verdict_is_the_same_for_every_prefix_across_the_limit() {
     check_heads(64);
 }
 
 /// The inputs the `head_split` fuzz target found, as they were found.
 #[test]
-#[ignore = "fails: the two split dependences in fuzz/artifacts-found/README.md; un-ignore \
-            once fixed"]
 fn parse_head_verdict_is_the_same_for_every_prefix_of_the_fuzz_findings() {
     let version_past_limit: &[u8] = b"GET /caf%C3%A9?q=%20 HTT\x8c\x8c\x8c\x8c\x8c\x8c\x8c\
         \x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\x8c\

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
+use super::io::ReadSide;
 use super::state::{BodyState, Discarding, Exchange, State, Streaming, Waiting};
 use super::{BufPool, CloseReason, Conn, LoopCx, Socket};
 use crate::handler::{Answer, Ctx, ReplyId};
@@ -121,9 +122,12 @@ impl<S: Socket> Conn<S> {
         };
         // Rule: no new line, no new verdict — unless the bytes reach a limit, which
         // `parse_head` turns into 414 or 431, the method token is already one nobody
-        // implements (501), or a byte arrived that can never be valid where it stands
-        // (400): the answer does not depend on how the head was split.
+        // implements (501), a byte arrived that can never be valid where it stands
+        // (400), or the client has ended its side (what it sent is all there will be: a
+        // broken head is answered before the close, as it would have been in one read).
+        // The answer does not depend on how the head was split.
         if let State::Head { seen, .. } = &mut self.state
+            && self.read != ReadSide::Eof
             && !input.bytes()[*seen..].contains(&b'\n')
             && input.len() < cx.limits.max_head
             && !request::request_line_too_long(input.bytes())

@@ -543,6 +543,23 @@ fn byte_that_can_never_be_valid_is_answered_when_it_arrives_however_the_head_is_
             "{first:?} + {rest:?}: {answer}"
         );
     }
+    // A head that breaks a rule, cut off by the client's EOF before its line ends, is
+    // answered before the close, as it is when it arrives in one read.
+    for (first, rest) in [
+        (&b"GET / HTTP/1.1\r\nX: a"[..], &b"\x00"[..]),
+        (b"POST /", b"\te"),
+        (b"GET / HTTP/1.1\r\nX\"", b"a: b"),
+    ] {
+        let (mut rig, mut conn) = fresh();
+        rig.send(&mut conn, first).unwrap();
+        let _ = rig.send(&mut conn, rest);
+        let _ = rig.send_eof(&mut conn);
+        let answer = received(&mut conn);
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{first:?} + {rest:?}: {answer}"
+        );
+    }
     // A byte valid where it stands waits for its line end, as before.
     let (mut rig, mut conn) = fresh();
     rig.send(&mut conn, b"GET / HTTP/1.1\r\nX-A: b").unwrap();

@@ -345,13 +345,13 @@ pub fn method_refused(buf: &[u8]) -> bool {
 /// keeps a head trickled byte by byte from being re-parsed per byte). They may when one
 /// of them can never be valid where it stands: a control other than HTAB, CR and LF, or
 /// DEL, anywhere in a head (RFC 9110 §5.5, RFC 9112 §3); and while the request line is
-/// still arriving, a byte above 0x7F or one of `"<>\{}`, which neither a method token, a
-/// request target nor a version may hold. Such a request is then answered 400 when the
+/// still arriving, a byte above 0x7F, HTAB or one of `"<>\{}`, which neither a method
+/// token, a request target, a version nor the single spaces between them may hold. Such a request is then answered 400 when the
 /// byte arrives, however the head was split; every other byte waits for its line end.
 pub fn decides_early(new: &[u8], in_request_line: bool) -> bool {
     new.iter().any(|&b| {
         let control = (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f;
-        control || (in_request_line && (b >= 0x80 || b"\"<>\\{}".contains(&b)))
+        control || (in_request_line && (b >= 0x80 || b"\t\"<>\\{}".contains(&b)))
     })
 }
 
@@ -1002,7 +1002,17 @@ mod tests {
             assert!(decides_early(bad, false), "{bad:?} in a field line");
             assert!(decides_early(bad, true), "{bad:?} in the request line");
         }
-        for bad in [&b"\x80"[..], b"\xff", b"\"", b"<", b">", b"\\", b"{", b"}"] {
+        for bad in [
+            &b"\x80"[..],
+            b"\xff",
+            b"\t",
+            b"\"",
+            b"<",
+            b">",
+            b"\\",
+            b"{",
+            b"}",
+        ] {
             assert!(decides_early(bad, true), "{bad:?} in the request line");
             assert!(
                 !decides_early(bad, false),
@@ -1010,9 +1020,13 @@ mod tests {
             );
         }
         // Valid somewhere in a request line (a method token may hold `#|^`), or anywhere.
-        for fine in [&b"GET /a?b=c HTTP/1.1"[..], b"#|^`", b"\t\r", b""] {
+        for fine in [&b"GET /a?b=c HTTP/1.1"[..], b"#|^`", b"\r", b""] {
             assert!(!decides_early(fine, true), "{fine:?}");
         }
+        assert!(
+            !decides_early(b"\t", false),
+            "HTAB may stand in a field value"
+        );
     }
 
     #[test]
