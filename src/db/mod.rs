@@ -8,12 +8,15 @@
 
 #[cfg(feature = "postgres")]
 mod pool;
+#[cfg(feature = "postgres")]
+mod session;
+#[cfg(feature = "postgres")]
+mod worker;
 
 #[cfg(feature = "postgres")]
-pub use pool::{
-    CANCEL_TIMEOUT, CONNECT_TIMEOUT, Closed, Error, Job, Pool, QUERY_TIMEOUT, QUEUE_TIMEOUT,
-    Refused, Session,
-};
+pub use pool::{Closed, Pool, QUEUE_TIMEOUT, Refused};
+#[cfg(feature = "postgres")]
+pub use session::{CANCEL_TIMEOUT, CONNECT_TIMEOUT, Error, Job, QUERY_TIMEOUT, Session};
 
 /// Without the `postgres` feature there is no pool to have.
 #[cfg(not(feature = "postgres"))]

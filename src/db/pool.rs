@@ -1,4 +1,6 @@
-//! The PostgreSQL worker pool: `DB_POOL_SIZE` threads, each owning one `postgres::Client`.
+//! The PostgreSQL worker pool: `DB_POOL_SIZE` threads, each owning one session
+//! (`session.rs`), each a `Worker` (`worker.rs`); this file is the queue between them and
+//! the event loop, and the pool's lifecycle.
 //!
 //! What it is: a bounded job queue in front of worker threads. The event loop hands a job
 //! (a closure that runs queries on a `Client`) and a [`ReplyHandle`]; a worker runs it and
@@ -50,190 +52,21 @@
 //! is sent within `QUEUE_TIMEOUT + QUERY_TIMEOUT` of the submit, whatever the database does.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::{Builder, Runtime};
-use tokio::task::JoinHandle as TaskHandle;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{CancelToken, Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{CancelToken, Config};
 
+use super::session::*;
+use super::worker::*;
 use crate::handler::ReplyHandle;
-use crate::http::response::{Response, Status};
-
-/// A unit of database work: runs on a worker's session, returns the response to send.
-pub type Job = Box<dyn FnOnce(&mut Session) -> Result<Response, Error> + Send>;
-
-/// Why a database call failed.
-#[derive(Debug)]
-pub enum Error {
-    /// PostgreSQL answered with an error, or the connection broke.
-    Postgres(tokio_postgres::Error),
-    /// Our own bound ran out before PostgreSQL answered.
-    TimedOut,
-    /// The worker's runtime could not be built (out of descriptors, say).
-    Runtime(std::io::Error),
-}
-
-impl From<tokio_postgres::Error> for Error {
-    fn from(e: tokio_postgres::Error) -> Error {
-        Error::Postgres(e)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Postgres(e) => e.fmt(f),
-            Error::TimedOut => f.write_str("no answer within our bound"),
-            Error::Runtime(e) => write!(f, "cannot start a runtime: {e}"),
-        }
-    }
-}
-
-/// A worker's connection with its prepared statements. Jobs name their SQL as
-/// `&'static str`; each statement is prepared once per connection, so a query costs one
-/// round trip instead of two.
-///
-/// The connection's socket is driven by a task on the session's own runtime, polled only
-/// while a call runs (as the sync `postgres` client does); dropping the session drops
-/// the runtime, the task and so the socket.
-pub struct Session {
-    runtime: Runtime,
-    client: Client,
-    /// The task that drives the socket; it ends once the client is dropped and the
-    /// `Terminate` is sent, or the connection breaks.
-    connection: TaskHandle<()>,
-    prepared: Vec<(&'static str, Statement)>,
-    /// When the current job's time is up: every call races it.
-    deadline: Instant,
-}
-
-impl Session {
-    /// Connects, handshake included, within [`CONNECT_TIMEOUT`].
-    fn open(config: &Config) -> Result<Session, Error> {
-        let runtime = Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let (client, connection) = within(&runtime, deadline, config.connect(NoTls))?;
-        let connection = runtime.spawn(async move {
-            if let Err(e) = connection.await {
-                log::debug!("db connection ended: {e}");
-            }
-        });
-        Ok(Session {
-            runtime,
-            client,
-            connection,
-            prepared: Vec::new(),
-            deadline,
-        })
-    }
-
-    /// Runs a query that returns at most one row.
-    pub fn query_opt(
-        &mut self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error> {
-        let statement = self.statement(sql)?;
-        within(
-            &self.runtime,
-            self.deadline,
-            self.client.query_opt(&statement, params),
-        )
-    }
-
-    fn statement(&mut self, sql: &'static str) -> Result<Statement, Error> {
-        // A handful of statements per pool: a linear scan beats hashing.
-        if let Some((_, statement)) = self
-            .prepared
-            .iter()
-            .find(|(s, _)| std::ptr::eq(*s, sql) || *s == sql)
-        {
-            return Ok(statement.clone());
-        }
-        let statement = within(&self.runtime, self.deadline, self.client.prepare(sql))?;
-        self.prepared.push((sql, statement.clone()));
-        Ok(statement)
-    }
-
-    /// Says goodbye: PostgreSQL gets a `Terminate` and the socket closes, within
-    /// [`CANCEL_TIMEOUT`] (a frozen server cannot hold a worker's exit).
-    fn close(self) {
-        let Session {
-            runtime,
-            client,
-            connection,
-            ..
-        } = self;
-        // With the client gone, the connection task sends `Terminate` and ends.
-        drop(client);
-        let deadline = Instant::now() + CANCEL_TIMEOUT;
-        let _ =
-            runtime.block_on(async { tokio::time::timeout_at(deadline.into(), connection).await });
-        // Dropping the runtime drops the task, and its socket, if it has not ended.
-        drop(runtime);
-    }
-}
-
-/// Runs `call` on `runtime` until it ends or `deadline` passes, whichever comes first.
-/// Dropping a call that timed out leaves its connection mid-protocol: the caller must not
-/// use that connection again.
-fn within<T>(
-    runtime: &Runtime,
-    deadline: Instant,
-    call: impl Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, Error> {
-    // The timer is made inside `block_on`: a tokio timer needs the runtime it runs on.
-    let outcome = runtime.block_on(async { tokio::time::timeout_at(deadline.into(), call).await });
-    match outcome {
-        Ok(result) => result.map_err(Error::Postgres),
-        Err(_) => Err(Error::TimedOut),
-    }
-}
-
-/// Sends PostgreSQL's cancel request for the query `token` names. The request opens its
-/// own connection, writes 16 bytes and closes, expecting no answer; it is bounded all the
-/// same, since even a connect can hang on a dead host.
-fn send_cancel(token: &CancelToken) -> Result<(), Error> {
-    let runtime = Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
-    let deadline = Instant::now() + CANCEL_TIMEOUT;
-    within(&runtime, deadline, token.cancel_query(NoTls))
-}
 
 /// Queued jobs per worker before new ones are refused: enough to absorb a burst, small
 /// enough that a request never waits behind minutes of queries.
-const QUEUE_PER_WORKER: usize = 64;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// How long one connection attempt may take, from the TCP (or Unix socket) connect to the
-/// end of the start-up handshake and authentication. A local or same-region PostgreSQL
-/// answers in milliseconds; one second leaves room for a slow authentication and stays
-/// below the pool's 2 s close bound, so a worker caught mid-attempt by a shutdown is
-/// still joined in time. `connect_timeout` in the URL bounds only the socket connect and
-/// is kept as given.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long one job's queries may run, counted from when a worker takes it. The reference
-/// queries take milliseconds; five seconds lets a loaded database be slow without failing
-/// requests, and with [`QUEUE_TIMEOUT`] keeps a reply within 7 s of its request, inside
-/// the default 10 s shutdown deadline. Past it the worker cancels, drops the connection
-/// and reconnects: the connection's protocol state is unknown after an abandoned call.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const QUEUE_PER_WORKER: usize = 64;
 
 /// How long a job may wait in the queue before it is answered 503 without running. A
 /// queue that has not moved for two seconds means the workers are stuck on a database
@@ -241,21 +74,11 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// client can retry elsewhere, than run late.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a cancel request, or a goodbye on a closing connection, may take: both only
-/// write a few bytes, so a second means the host is gone.
-pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The server-side bound on one statement, passed as a server option at connect: a little
-/// inside [`QUERY_TIMEOUT`], so a database that is alive stops a slow query itself first,
-/// answers `query_canceled` (503) and keeps the connection; ours then fires only for a
-/// database that cannot answer at all.
-const STATEMENT_TIMEOUT: &str = "-c statement_timeout=4500";
-
-struct Task {
-    job: Job,
-    reply: ReplyHandle,
+pub(super) struct Task {
+    pub(super) job: Job,
+    pub(super) reply: ReplyHandle,
     /// When it was queued: [`QUEUE_TIMEOUT`] counts from here.
-    queued_at: Instant,
+    pub(super) queued_at: Instant,
 }
 
 /// Why [`Pool::submit`] did not take a job; the reply handle comes back to answer with.
@@ -267,35 +90,35 @@ pub enum Refused {
 }
 
 /// What the loop and the workers share.
-struct Shared {
+pub(super) struct Shared {
     queue: Mutex<Queue>,
     /// Connected workers wait here for a task (one is woken per task).
-    task_queued: Condvar,
+    pub(super) task_queued: Condvar,
     /// Disconnected workers wait here for their retry time, woken early when a worker
     /// goes down (they may have to answer queued tasks) or the queue closes. Two condvars,
     /// so a task's wake-up can never go to a worker that will not take it.
-    availability_changed: Condvar,
+    pub(super) availability_changed: Condvar,
     /// The queue's timer waits here for the oldest task's time to run out; woken when a
     /// task arrives in an empty queue (it then has a new oldest task) or the queue closes.
     oldest_changed: Condvar,
     /// Workers connected: the ones that may serve a job now. Read by the loop without
     /// taking the lock.
-    available: AtomicUsize,
+    pub(super) available: AtomicUsize,
     /// Workers still on their first connection attempt: while there are any, a job is
     /// queued rather than refused (the attempt, and the queue, are bounded).
-    starting: AtomicUsize,
+    pub(super) starting: AtomicUsize,
     capacity: usize,
     /// The cancel token of the query each worker is running, if any.
-    in_flight: Mutex<Vec<Option<CancelToken>>>,
+    pub(super) in_flight: Mutex<Vec<Option<CancelToken>>>,
 }
 
-struct Queue {
-    tasks: VecDeque<Task>,
-    closed: bool,
+pub(super) struct Queue {
+    pub(super) tasks: VecDeque<Task>,
+    pub(super) closed: bool,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -493,7 +316,7 @@ impl Pool {
 /// waited [`QUEUE_TIMEOUT`], oldest first, until the queue closes. A thread of its own
 /// because the workers cannot be counted on to look: all of them may be inside a call or
 /// a connection attempt.
-fn expire_queued(shared: &Shared) {
+pub(super) fn expire_queued(shared: &Shared) {
     let mut queue = shared.lock();
     while !queue.closed {
         let now = Instant::now();
@@ -532,218 +355,5 @@ fn expire_queued(shared: &Shared) {
                     .0
             }
         };
-    }
-}
-
-/// One worker thread.
-struct Worker {
-    index: usize,
-    config: Config,
-    shared: Arc<Shared>,
-}
-
-/// A worker's connection: up, or down with when to try again.
-/// One per worker thread, so the size difference between the variants is not worth a box.
-#[allow(clippy::large_enum_variant)]
-enum Link {
-    Up(Session),
-    Down {
-        retry_at: Instant,
-        backoff: Duration,
-    },
-}
-
-/// What a worker does next.
-enum Next {
-    Serve(Task),
-    Reconnect,
-    Exit,
-}
-
-impl Worker {
-    fn run(self) {
-        // Not available during this first attempt, but counted in `starting`, so jobs
-        // that arrive right after start-up wait for it (within CONNECT_TIMEOUT) instead
-        // of being refused.
-        let mut link = self.connect(BACKOFF_MIN);
-        self.shared.starting.fetch_sub(1, Ordering::AcqRel);
-        // Nobody may be left to connect: disconnected workers must answer queued tasks.
-        self.shared.availability_changed.notify_all();
-        loop {
-            match (self.next(&link), link) {
-                (Next::Serve(task), current) => link = self.serve(current, task),
-                (Next::Reconnect, Link::Down { backoff, .. }) => link = self.connect(backoff),
-                (Next::Reconnect, up) => link = up,
-                (Next::Exit, last) => {
-                    if let Link::Up(session) = last {
-                        session.close();
-                    }
-                    break;
-                }
-            }
-        }
-        log::debug!("db worker {} finished", self.index);
-    }
-
-    /// Waits for something to do. A connected worker takes queued tasks (and exits once
-    /// the queue is closed and empty). A disconnected one waits for its retry time, taking
-    /// tasks only when no worker at all is connected or connecting (to answer them 503 at
-    /// once).
-    fn next(&self, link: &Link) -> Next {
-        let mut queue = self.shared.lock();
-        loop {
-            let nobody_up = self.shared.available.load(Ordering::Acquire) == 0
-                && self.shared.starting.load(Ordering::Acquire) == 0;
-            let retry_at = match link {
-                Link::Up(_) => None,
-                Link::Down { retry_at, .. } => Some(*retry_at),
-            };
-            if (retry_at.is_none() || nobody_up)
-                && let Some(task) = queue.tasks.pop_front()
-            {
-                return Next::Serve(task);
-            }
-            if queue.closed {
-                return Next::Exit;
-            }
-            queue = match retry_at {
-                None => self
-                    .shared
-                    .task_queued
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Next::Reconnect;
-                    }
-                    self.shared
-                        .availability_changed
-                        .wait_timeout(queue, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
-        }
-    }
-
-    /// One connection attempt, bounded by [`CONNECT_TIMEOUT`].
-    fn connect(&self, backoff: Duration) -> Link {
-        match Session::open(&self.config) {
-            Ok(session) => {
-                log::info!("db worker {}: connected", self.index);
-                self.shared.available.fetch_add(1, Ordering::AcqRel);
-                Link::Up(session)
-            }
-            Err(e) => {
-                log::warn!(
-                    "db worker {}: database unavailable ({e}); retrying in {}ms",
-                    self.index,
-                    backoff.as_millis()
-                );
-                Link::Down {
-                    retry_at: Instant::now() + backoff,
-                    backoff: (backoff * 2).min(BACKOFF_MAX),
-                }
-            }
-        }
-    }
-
-    /// This worker can no longer serve. Wake the others: if nobody is available now, a
-    /// disconnected worker must take over answering queued tasks with 503.
-    fn went_down(&self) {
-        self.shared.available.fetch_sub(1, Ordering::AcqRel);
-        self.shared.availability_changed.notify_all();
-    }
-
-    /// Runs one task and answers it, whatever happens.
-    fn serve(&self, link: Link, task: Task) -> Link {
-        let Task { job, reply, .. } = task;
-        let mut session = match link {
-            Link::Up(session) => session,
-            down @ Link::Down { .. } => {
-                reply.send(unavailable());
-                return down;
-            }
-        };
-        let token = session.client.cancel_token();
-        self.set_in_flight(Some(token.clone()));
-        session.deadline = Instant::now() + QUERY_TIMEOUT;
-        let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut session)));
-        self.set_in_flight(None);
-        match outcome {
-            Ok(Ok(response)) => reply.send(response),
-            Ok(Err(Error::TimedOut)) => {
-                log::warn!(
-                    "db worker {}: no answer within {}ms; cancelling and reconnecting",
-                    self.index,
-                    QUERY_TIMEOUT.as_millis()
-                );
-                reply.send(unavailable());
-                // A live but stuck database stops the query; a dead one is past caring.
-                if let Err(e) = send_cancel(&token) {
-                    log::debug!("db worker {}: cancel request failed: {e}", self.index);
-                }
-                // Dropped, not closed: the connection is mid-protocol, and the socket
-                // closing is all a dead server can be told.
-                drop(session);
-                return self.lost();
-            }
-            Ok(Err(e)) if session.client.is_closed() => {
-                log::warn!("db worker {}: connection lost ({e})", self.index);
-                reply.send(unavailable());
-                return self.lost();
-            }
-            Ok(Err(e)) => {
-                log::warn!("db worker {}: query failed: {e}", self.index);
-                let status = if is_cancelled(&e) {
-                    Status::SERVICE_UNAVAILABLE
-                } else {
-                    Status::INTERNAL_SERVER_ERROR
-                };
-                reply.send(Response::error(status, "query failed"));
-            }
-            // A panicking job costs its request a 500, not the worker.
-            Err(_) => {
-                log::error!("db worker {}: job panicked", self.index);
-                reply.send(Response::error(
-                    Status::INTERNAL_SERVER_ERROR,
-                    "internal error",
-                ));
-            }
-        }
-        Link::Up(session)
-    }
-
-    /// The connection is gone: reconnect at once, then back off.
-    fn lost(&self) -> Link {
-        self.went_down();
-        Link::Down {
-            retry_at: Instant::now(),
-            backoff: BACKOFF_MIN,
-        }
-    }
-
-    fn set_in_flight(&self, token: Option<CancelToken>) {
-        let mut slots = self
-            .shared
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = slots.get_mut(self.index) {
-            *slot = token;
-        }
-    }
-}
-
-fn unavailable() -> Response {
-    Response::error(Status::SERVICE_UNAVAILABLE, "database unavailable")
-}
-
-/// SQLSTATE 57014, `query_canceled`: what PostgreSQL answers a cancelled query with.
-fn is_cancelled(e: &Error) -> bool {
-    match e {
-        Error::Postgres(e) => e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
-        Error::TimedOut | Error::Runtime(_) => false,
     }
 }
