@@ -272,7 +272,7 @@ impl Drop for ReplyHandle {
     /// worker that died.
     fn drop(&mut self) {
         if let Some(inbox) = self.inbox.take() {
-            let response = Response::error(Status::INTERNAL_SERVER_ERROR, "internal error");
+            let response = Response::internal_error();
             inbox.push(self.id, response);
         }
     }

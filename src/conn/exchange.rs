@@ -22,7 +22,7 @@ use crate::handler::{Answer, Ctx, ReplyId};
 use crate::http::body::{BodyDecoder, Framing};
 use crate::http::error::RequestError;
 use crate::http::request::{self, Head, Persistence, Request, Version};
-use crate::http::response::{self, Delivery, Length, Response, Status};
+use crate::http::response::{self, Delivery, Length, Response};
 
 /// Stop taking new requests off the input while this much output waits for the client:
 /// a client that pipelines without reading cannot make us buffer without bound.
@@ -42,11 +42,6 @@ const MAX_HANDLER_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// When a wait a handler asked for ends.
 fn after(now: Instant, wait: Duration) -> Instant {
     now + wait.min(MAX_HANDLER_WAIT)
-}
-
-/// The answer to a handler that failed: it panicked, or broke its contract.
-fn internal_error() -> Response {
-    Response::error(Status::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 impl<S: Socket> Conn<S> {
@@ -336,7 +331,7 @@ impl<S: Socket> Conn<S> {
             seq: self.seq,
         };
         let Some(input) = self.input.as_ref() else {
-            return Answer::Now(internal_error()); // a head always comes from the input
+            return Answer::Now(Response::internal_error()); // a head always comes from the input
         };
         let bytes = input.bytes();
         let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
@@ -349,7 +344,7 @@ impl<S: Socket> Conn<S> {
                     head.method.as_str(),
                     request.path
                 );
-                Answer::Now(internal_error())
+                Answer::Now(Response::internal_error())
             },
         )
     }
@@ -438,7 +433,7 @@ impl<S: Socket> Conn<S> {
                     "conn {}: the handler asked to read a body it was given",
                     cx.token.0
                 );
-                self.respond(cx, exchange, &internal_error());
+                self.respond(cx, exchange, &Response::internal_error());
             }
         }
     }

@@ -191,10 +191,7 @@ impl Worker {
             // A panicking job costs its request a 500, not the worker.
             Err(_) => {
                 log::error!("db worker {}: job panicked", self.index);
-                reply.send(Response::error(
-                    Status::INTERNAL_SERVER_ERROR,
-                    "internal error",
-                ));
+                reply.send(Response::internal_error());
             }
         }
         Link::Up(session)

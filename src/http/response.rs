@@ -222,6 +222,12 @@ impl Response {
         Response::json(status, body)
     }
 
+    /// The answer to code that failed (a handler that panicked or broke its contract, a
+    /// job that panicked): a 500 that never says why, the details being for the log.
+    pub fn internal_error() -> Response {
+        Response::error(Status::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
     /// Adds a field (`Allow`, `Retry-After`, ...) to the head.
     pub fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name, value.into()));

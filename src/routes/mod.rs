@@ -207,7 +207,7 @@ fn json() -> Answer {
         .and_then(|()| body.write_char('}'));
     Answer::Now(match written {
         Ok(()) => Response::new(Status::OK, response::JSON, Body::Inline(body)),
-        Err(_) => Response::error(Status::INTERNAL_SERVER_ERROR, "internal error"),
+        Err(_) => Response::internal_error(),
     })
 }
 
