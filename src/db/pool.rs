@@ -16,8 +16,8 @@
 //! (frozen, half-dead, or a port that accepts and never speaks) enforces nothing — not
 //! its `statement_timeout`, not a TCP timeout (its kernel still acknowledges our bytes):
 //! - a connection attempt, start-up handshake included: [`CONNECT_TIMEOUT`];
-//! - a job's queries: [`QUERY_TIMEOUT`]; past it the worker sends PostgreSQL's cancel
-//!   request (within [`CANCEL_TIMEOUT`]), drops the connection and reconnects;
+//! - a job's queries: [`QUERY_TIMEOUT`](super::QUERY_TIMEOUT); past it the worker sends PostgreSQL's cancel
+//!   request (within [`CANCEL_TIMEOUT`](super::CANCEL_TIMEOUT)), drops the connection and reconnects;
 //! - a job's wait in the queue: [`QUEUE_TIMEOUT`]; past it the job is answered without
 //!   running, by the queue's timer thread (the workers may all be busy or connecting).
 //!
@@ -39,7 +39,7 @@
 //! - shutdown, clean: after the last connection, [`Pool::close`] closes the queue; workers
 //!   finish what is queued, disconnect (a clean `Terminate`), and are joined, within a bound;
 //!   the connect bound, below that bound, keeps a dead database from holding it (a job
-//!   still running for a client that has left may, up to [`QUERY_TIMEOUT`]);
+//!   still running for a client that has left may, up to [`QUERY_TIMEOUT`](super::QUERY_TIMEOUT));
 //! - shutdown, deadline: [`Pool::cancel_in_flight`] sends PostgreSQL's cancel request for
 //!   every query still running, then `close` as above.
 //!
@@ -60,8 +60,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{CancelToken, Config};
 
-use super::session::*;
-use super::worker::*;
+use super::session::{CONNECT_TIMEOUT, Job, STATEMENT_TIMEOUT, send_cancel};
+use super::worker::{Worker, unavailable};
 use crate::handler::ReplyHandle;
 
 /// Queued jobs per worker before new ones are refused: enough to absorb a burst, small

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 
 use tokio_postgres::{CancelToken, Config};
 
-use super::pool::*;
-use super::session::*;
+use super::pool::{Shared, Task};
+use super::session::{Error, QUERY_TIMEOUT, Session, send_cancel};
 use crate::http::response::{Response, Status};
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
