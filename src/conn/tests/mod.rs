@@ -206,6 +206,15 @@ fn received(conn: &mut Conn<Fake>) -> String {
 /// A connection built in some state, with the rig that drives it.
 type Built = (Rig, Conn<Fake>);
 
+/// Why a lingering connection will close, once its lingering ends; `None` in any other
+/// state.
+fn lingering_for(conn: &Conn<Fake>) -> Option<CloseReason> {
+    match conn.state {
+        super::state::State::Lingering { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
 fn state(conn: &Conn<Fake>) -> &'static str {
     conn.state.name()
 }
