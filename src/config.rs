@@ -109,6 +109,39 @@ pub struct Config {
     /// Bytes of request body at most (413 beyond). Default 1 MiB: nginx's
     /// `client_max_body_size`. 0 refuses every body.
     pub max_body_bytes: usize,
+    /// Event loops, each on its own thread with its own connections. Default 1: one loop
+    /// already serves a core's worth of requests, and a benchmark or a deployment that
+    /// pays for more cores asks for them (`auto`: one per CPU the process may use).
+    pub workers: Workers,
+}
+
+/// `WORKERS`: how many event loops to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// This many, from 1 to 1024.
+    Count(usize),
+    /// One per CPU the process may use (`std::thread::available_parallelism`, which
+    /// honours the affinity mask and cgroup quotas), counted when the server binds.
+    Auto,
+}
+
+impl Workers {
+    /// How many loops to start: `Auto` counted now, 1 if the count cannot be had.
+    pub fn count(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+impl fmt::Display for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workers::Count(n) => write!(f, "{n}"),
+            Workers::Auto => f.write_str("auto"),
+        }
+    }
 }
 
 impl Default for Config {
@@ -128,6 +161,7 @@ impl Default for Config {
             listen_backlog: 4096,
             max_header_bytes: 16_384,
             max_body_bytes: 1_048_576,
+            workers: Workers::Count(1),
         }
     }
 }
@@ -484,6 +518,7 @@ mod tests {
         assert_eq!(config.listen_backlog, 4096);
         assert_eq!(config.max_header_bytes, 16_384);
         assert_eq!(config.max_body_bytes, 1_048_576);
+        assert_eq!(config.workers, Workers::Count(1));
     }
 
     /// A fixed environment and a command line, as test tables write them.
@@ -536,6 +571,10 @@ mod tests {
                 c.max_body_bytes = 1_073_741_824
             }),
             ("MAX_BODY_BYTES", "007", |c| c.max_body_bytes = 7),
+            ("WORKERS", "4", |c| c.workers = Workers::Count(4)),
+            ("WORKERS", "1024", |c| c.workers = Workers::Count(1024)),
+            ("WORKERS", "auto", |c| c.workers = Workers::Auto),
+            ("WORKERS", " AUTO ", |c| c.workers = Workers::Auto),
         ];
         for (name, value, change) in cases {
             let mut expected = Config::default();
@@ -676,6 +715,10 @@ mod tests {
             (&[("PORT", "65536")], &[], "PORT", "65536"),
             (&[("DB_POOL_SIZE", "0")], &[], "DB_POOL_SIZE", "0"),
             (&[("DB_POOL_SIZE", "65")], &[], "DB_POOL_SIZE", "65"),
+            (&[("WORKERS", "0")], &[], "WORKERS", "0"),
+            (&[("WORKERS", "1025")], &[], "WORKERS", "1025"),
+            (&[("WORKERS", "many")], &[], "WORKERS", "many"),
+            (&[], &["--workers", "-1"], "WORKERS", "-1"),
             (
                 &[("SHUTDOWN_TIMEOUT_MS", "0")],
                 &[],
@@ -1019,6 +1062,13 @@ mod tests {
                         setting.env
                     );
                 }
+                Kind::Workers { max } => {
+                    assert!(
+                        settings::WORKERS_EXPECTED.contains(&format!(" from 1 to {max}")),
+                        "{}",
+                        setting.env
+                    );
+                }
                 Kind::Port | Kind::Url => {}
             }
         }
@@ -1033,7 +1083,9 @@ mod tests {
             let value = match setting.kind {
                 Kind::Port => "1".to_owned(),
                 Kind::Url => "postgres://x".to_owned(),
-                Kind::Millis { max, .. } | Kind::Count { max, .. } => max.to_string(),
+                Kind::Millis { max, .. } | Kind::Count { max, .. } | Kind::Workers { max } => {
+                    max.to_string()
+                }
             };
             setting
                 .apply(&mut config, &value)

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::{Config, ConfigError, any_host};
+use super::{Config, ConfigError, Workers, any_host};
 
 /// One setting: where it is read from, what it accepts, and why you would change it.
 pub(super) struct Setting {
@@ -39,6 +39,8 @@ pub(super) enum Kind {
         expected: &'static str,
         field: fn(&mut Config) -> &mut Duration,
     },
+    /// `WORKERS`: a count of event loops in `1..=max`, or `auto` (one per CPU).
+    Workers { max: u64 },
     /// A count in `min..=max`.
     Count {
         min: u64,
@@ -49,6 +51,8 @@ pub(super) enum Kind {
 }
 
 pub(super) const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
+
+pub(super) const WORKERS_EXPECTED: &str = "a count from 1 to 1024, or auto (one per CPU)";
 
 /// Every setting, in the order `--help` lists them.
 pub(super) const SETTINGS: &[Setting] = &[
@@ -182,6 +186,11 @@ pub(super) const SETTINGS: &[Setting] = &[
         },
         reason: "Request body at most (413 beyond); 0 refuses bodies.",
     },
+    Setting {
+        env: "WORKERS",
+        kind: Kind::Workers { max: 1024 },
+        reason: "Event loops, one thread each, sharing the listener; auto: one per CPU we may use.",
+    },
 ];
 
 impl Setting {
@@ -211,6 +220,16 @@ impl Setting {
             Kind::Url => {
                 let url = raw.trim();
                 config.database_url = (!url.is_empty()).then(|| url.to_owned());
+            }
+            // `auto` in any case, as nginx's `worker_processes auto`.
+            Kind::Workers { max } => {
+                config.workers = if raw.trim().eq_ignore_ascii_case("auto") {
+                    Workers::Auto
+                } else {
+                    let n = self.number(raw, 1, max, WORKERS_EXPECTED)?;
+                    let n = usize::try_from(n).map_err(|_| self.invalid(raw, WORKERS_EXPECTED))?;
+                    Workers::Count(n)
+                };
             }
             Kind::Millis {
                 min,
@@ -262,6 +281,7 @@ impl Setting {
         match self.kind {
             Kind::Port => defaults.listen.port().to_string(),
             Kind::Url => "unset".to_owned(),
+            Kind::Workers { .. } => defaults.workers.to_string(),
             Kind::Millis { field, .. } => field(&mut defaults).as_millis().to_string(),
             Kind::Count { field, .. } => field(&mut defaults).to_string(),
         }
@@ -272,7 +292,7 @@ impl Kind {
     /// The placeholder after the flag in `--help`.
     pub(super) fn metavar(&self) -> &'static str {
         match self {
-            Kind::Port | Kind::Count { .. } => "N",
+            Kind::Port | Kind::Count { .. } | Kind::Workers { .. } => "N",
             Kind::Url => "URL",
             Kind::Millis { .. } => "MS",
         }
@@ -282,6 +302,7 @@ impl Kind {
     pub(super) fn expected(&self) -> Option<&'static str> {
         match self {
             Kind::Port => Some(PORT_EXPECTED),
+            Kind::Workers { .. } => Some(WORKERS_EXPECTED),
             Kind::Url => None,
             Kind::Millis { expected, .. } | Kind::Count { expected, .. } => Some(expected),
         }

@@ -6,11 +6,12 @@
 //! (a closure that runs queries on a `Client`) and a [`ReplyHandle`]; a worker runs it and
 //! sends the response back through the handle, which wakes the loop.
 //!
-//! What it is not: its work never runs on the event-loop thread, and the loop never waits
-//! on it while there is anything to serve. [`Pool::submit`] does not block: a full queue
-//! is refused at once (503), never waited on. The one exception, bounded: [`Pool::close`],
-//! which the last shutdown step calls on the loop's thread after the last connection is
-//! gone, blocks for at most the bound it is given, and reads the clock to keep to it.
+//! What it is not: its work never runs on an event loop's thread, and no loop ever waits
+//! on it. [`Pool::submit`] does not block: a full queue is refused at once (503), never
+//! waited on. One pool serves every loop (`WORKERS`); a reply goes back through the
+//! submitting loop's own inbox, which its [`ReplyHandle`] carries. [`Pool::close`] blocks,
+//! for at most the bound it is given: the server calls it on the thread that coordinates
+//! the loops, after the last loop has drained.
 //!
 //! Every database wait is bounded on our side, because a database that stops answering
 //! (frozen, half-dead, or a port that accepts and never speaks) enforces nothing — not
@@ -130,8 +131,10 @@ pub struct Pool {
     workers: Vec<JoinHandle<()>>,
     /// Answers tasks that waited in the queue too long.
     queue_timer: Option<JoinHandle<()>>,
-    /// Each worker reports here when it has disconnected and is about to return.
-    finished: Receiver<usize>,
+    /// Each worker reports here when it has disconnected and is about to return. Behind a
+    /// lock only so the pool is `Sync`, shared by every event loop (`WORKERS`); only
+    /// [`Pool::close`], which owns the pool, reads it.
+    finished: Mutex<Receiver<usize>>,
 }
 
 /// How a pool close went.
@@ -212,7 +215,7 @@ impl Pool {
             shared,
             workers,
             queue_timer,
-            finished,
+            finished: Mutex::new(finished),
         })
     }
 
@@ -278,8 +281,9 @@ impl Pool {
     /// disconnect and return. Workers still busy after `bound` are left to the process
     /// exit: the pool never holds the exit longer than its bound.
     ///
-    /// Blocks the calling thread, and reads the clock, for up to `bound`: the one wait the
-    /// event loop allows itself, in its last shutdown step, when no connection is left.
+    /// Blocks the calling thread, and reads the clock, for up to `bound`: the server calls
+    /// it from the thread that coordinates its event loops, once the last loop has drained,
+    /// so no loop ever waits on it.
     pub fn close(mut self, bound: Duration) -> Closed {
         self.shared.lock().closed = true;
         self.shared.task_queued.notify_all();
@@ -290,7 +294,11 @@ impl Pool {
         let mut done = Vec::with_capacity(workers);
         while done.len() < workers {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.finished.recv_timeout(left) {
+            let finished = self
+                .finished
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            match finished.recv_timeout(left) {
                 Ok(index) => done.push(index),
                 Err(_) => break,
             }

@@ -1,8 +1,9 @@
 //! Accepting: the listener, and whether to take the next client from its backlog now.
 //!
-//! What it is: [`Acceptor`] owns the listening socket and the accept state — open, full
-//! (at `MAX_CONNECTIONS`), or paused after the process ran out of file descriptors — and
-//! hands the loop one accepted socket at a time ([`Acceptor::next`]) until the backlog is
+//! What it is: the listening socket's making ([`listener`], once) and sharing ([`share`],
+//! a copy per loop), and [`Acceptor`], which owns one loop's copy and its accept state —
+//! open, full (at the loop's share of `MAX_CONNECTIONS`), or paused after the process ran
+//! out of file descriptors — and hands the loop one accepted socket at a time ([`Acceptor::next`]) until the backlog is
 //! empty or a limit says stop. It also keeps the one number the drain delay reports: when
 //! the last client accepted during the delay arrived.
 //!
@@ -10,7 +11,8 @@
 //! does, and passes the count in), and it does not decide when the listener closes (the
 //! phase machine does; [`Acceptor::close`] carries it out). Lifecycle steps: accepting
 //! while serving and during the drain delay (shutdown step 2), then the last accept of
-//! the backlog and the close of the listener (step 3).
+//! the backlog and the close of this loop's copy (step 3); the socket closes with the
+//! last copy.
 //!
 //! States, and what moves between them:
 //!
@@ -58,7 +60,6 @@ enum Accept {
 pub(super) struct Acceptor {
     /// `None` once the drain has closed it.
     listener: Option<TcpListener>,
-    local_addr: SocketAddr,
     state: Accept,
     /// Failed accepts in a row, so a long EMFILE episode logs once, not ten times a second.
     failures: u64,
@@ -72,8 +73,9 @@ pub(super) struct Acceptor {
 
 /// A non-blocking listening socket on `addr` with a listen backlog of `backlog`. mio's and
 /// the standard library's `bind` fix the backlog at 128; `socket2` is the safe way to the
-/// `listen(2)` call that chooses it (this crate has no `unsafe`).
-fn listener(addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+/// `listen(2)` call that chooses it (this crate has no `unsafe`). One socket, however
+/// many loops: each gets a copy ([`share`]) of the same accept queue.
+pub(super) fn listener(addr: SocketAddr, backlog: usize) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // A restarted server can bind at once, without waiting out the old one's TIME_WAIT.
     socket.set_reuse_address(true)?;
@@ -81,7 +83,13 @@ fn listener(addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     warn_if_capped(backlog);
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(socket.into())
+}
+
+/// A copy of `listener` for one loop: another descriptor for the same socket, so every
+/// loop accepts from the one queue, and the socket closes only with its last copy.
+pub(super) fn share(listener: &std::net::TcpListener) -> io::Result<TcpListener> {
+    listener.try_clone().map(TcpListener::from_std)
 }
 
 /// The kernel silently caps a listen backlog at `net.core.somaxconn`: say so at start-up,
@@ -98,35 +106,25 @@ fn warn_if_capped(backlog: usize) {
 }
 
 impl Acceptor {
-    /// Binds `addr` with a listen backlog of `backlog`, and registers the listener under
-    /// `token`.
-    pub(super) fn bind(
-        addr: SocketAddr,
-        backlog: usize,
+    /// Takes a loop's copy of the listener (from [`share`]), registered under `token`;
+    /// `max_connections` is this loop's share of the limit.
+    pub(super) fn new(
+        mut listener: TcpListener,
         max_connections: usize,
         registry: &Registry,
         token: Token,
     ) -> Result<Acceptor, BindError> {
-        let listen = |error| BindError::Listen { addr, error };
-        let mut listener = listener(addr, backlog).map_err(listen)?;
-        let local_addr = listener.local_addr().map_err(listen)?;
         registry
             .register(&mut listener, token, Interest::READABLE)
             .map_err(BindError::EventLoop)?;
         Ok(Acceptor {
             listener: Some(listener),
-            local_addr,
             state: Accept::Open,
             failures: 0,
             full_warned: None,
             max_connections,
             last_in_delay: None,
         })
-    }
-
-    /// The address the listener got (the real port when the configuration asked for 0).
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 
     /// The next client to serve, or `None` when accepting stops for now: the backlog is
@@ -229,13 +227,13 @@ impl Acceptor {
         self.state = Accept::Open;
     }
 
-    /// Shutdown step 3, second half: deregister and close the listener. From here on new
-    /// connects are refused, and [`Acceptor::next`] finds nothing.
+    /// Shutdown step 3, second half: deregister and close this copy of the listener. From
+    /// here on [`Acceptor::next`] finds nothing; once every loop's copy is closed, new
+    /// connects are refused (the coordinator logs that).
     pub(super) fn close(&mut self, registry: &Registry) {
         if let Some(mut listener) = self.listener.take() {
             let _ = registry.deregister(&mut listener);
             drop(listener);
-            log::info!("listener closed: new connections are refused");
         }
     }
 
@@ -262,13 +260,18 @@ mod tests {
 
     fn acceptor(max_connections: usize, poll: &Poll) -> Acceptor {
         let addr = "127.0.0.1:0".parse().unwrap();
-        Acceptor::bind(addr, 4096, max_connections, poll.registry(), LISTENER).unwrap()
+        let listener = share(&listener(addr, 4096).unwrap()).unwrap();
+        Acceptor::new(listener, max_connections, poll.registry(), LISTENER).unwrap()
+    }
+
+    fn addr(acceptor: &Acceptor) -> SocketAddr {
+        acceptor.listener.as_ref().unwrap().local_addr().unwrap()
     }
 
     /// Connects `n` clients; their handshakes complete in the kernel, before any accept.
     fn connect(acceptor: &Acceptor, n: usize) -> Vec<StdStream> {
         (0..n)
-            .map(|_| StdStream::connect(acceptor.local_addr()).unwrap())
+            .map(|_| StdStream::connect(addr(acceptor)).unwrap())
             .collect()
     }
 
@@ -320,7 +323,7 @@ mod tests {
     fn acceptor_takes_the_backlog_past_the_limit_for_the_drain_then_closes() {
         let poll = Poll::new().unwrap();
         let (mut a, _clients) = filled(1, 2, &poll);
-        let (now, open) = (Instant::now(), 1);
+        let (now, open, at) = (Instant::now(), 1, addr(&a));
         a.reopen();
         let taken = take(&mut a, now, open, false, 2);
         assert_eq!(taken, 2, "the drain's last accept ignores the limit");
@@ -329,10 +332,7 @@ mod tests {
             a.next(now, 0, false).is_none(),
             "closed: nothing more, ever"
         );
-        assert!(
-            StdStream::connect(a.local_addr()).is_err(),
-            "connects refused"
-        );
+        assert!(StdStream::connect(at).is_err(), "connects refused");
     }
 
     #[test]

@@ -1,20 +1,19 @@
 //! The shutdown handle: how an application that embeds the server asks it to stop, from
 //! any thread — the in-process twin of a SIGTERM.
 //!
-//! What it is: [`ShutdownHandle`], a cheap clonable token holding a flag and the loop's
-//! waker. [`ShutdownHandle::shutdown`] raises the flag and wakes the loop; the loop, on
-//! its `WAKER` event, lowers the flag and feeds the phase machine
-//! `Event::Stop(Source::Application, now)`. From there on the sequence is the one a
-//! SIGTERM starts: readiness 503, drain delay, drain, deadline, report, outcome.
+//! What it is: [`ShutdownHandle`], a cheap clonable token holding the coordinator's board
+//! (a flag and its waker). [`ShutdownHandle::shutdown`] raises the flag and wakes the
+//! coordinator, which lowers the flag and orders every loop to stop, exactly as for a
+//! SIGTERM: readiness 503, drain delay, drain, deadline, report, outcome.
 //!
 //! What it is not: it does not wait for the shutdown to finish (the thread running
 //! [`Server::run`] gets the [`Outcome`](super::Outcome) when it does), it does not decide
-//! anything (the phase machine does), and it never connects to the server to wake it:
-//! the waker is the one `mio::Waker` the reply handles use too (mio allows one per poll).
+//! anything (the coordinator and the loops' phase machines do), and it never connects to
+//! the server to wake it: the coordinator's poll has a waker for it and the loops' notes.
 //!
 //! Invariants: asking twice is harmless — a second request, taken after the first, is
-//! logged and ignored like a repeated signal; two requests before the loop looks are
-//! one, as two SIGTERMs before it reads its signals are. A handle that outlives its
+//! logged and ignored like a repeated signal; two requests before the coordinator looks
+//! are one, as two SIGTERMs before it reads its signals are. A handle that outlives its
 //! server asks nobody, and nothing happens.
 
 use std::fmt;
@@ -22,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Server;
-use crate::handler::Inbox;
+use super::coordinator::Board;
 
 /// Asks the server it came from to shut down gracefully, from any thread.
 ///
@@ -31,8 +30,7 @@ use crate::handler::Inbox;
 /// before calling [`Server::run`], which takes the server.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    requested: Arc<AtomicBool>,
-    inbox: Arc<Inbox>,
+    board: Arc<Board>,
 }
 
 impl ShutdownHandle {
@@ -43,8 +41,8 @@ impl ShutdownHandle {
     /// [`Server::run`] gets the [`Outcome`](super::Outcome) when it is over. Calling it
     /// again, or a signal after it, changes nothing (it is logged and ignored).
     pub fn shutdown(&self) {
-        self.requested.store(true, Ordering::Release);
-        self.inbox.wake();
+        self.board.requests.requested.store(true, Ordering::Release);
+        self.board.wake();
     }
 }
 
@@ -55,10 +53,10 @@ impl fmt::Debug for ShutdownHandle {
     }
 }
 
-/// The loop's side of the handles: the flag they raise.
+/// The coordinator's side of the handles: the flag they raise.
 #[derive(Default)]
 pub(super) struct Requests {
-    requested: Arc<AtomicBool>,
+    requested: AtomicBool,
 }
 
 impl Requests {
@@ -100,8 +98,7 @@ impl Server {
     /// ```
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            requested: Arc::clone(&self.shutdown.requests.requested),
-            inbox: Arc::clone(&self.services.inbox),
+            board: Arc::clone(&self.coordinator.board),
         }
     }
 }
@@ -112,15 +109,14 @@ mod tests {
 
     use super::*;
 
-    fn handle_and_requests() -> (ShutdownHandle, Requests, Poll) {
+    fn handle_and_board() -> (ShutdownHandle, Arc<Board>, Poll) {
         let poll = Poll::new().unwrap();
         let waker = Waker::new(poll.registry(), Token(0)).unwrap();
-        let requests = Requests::default();
+        let board = Arc::new(Board::new(waker));
         let handle = ShutdownHandle {
-            requested: Arc::clone(&requests.requested),
-            inbox: Arc::new(Inbox::new(waker)),
+            board: Arc::clone(&board),
         };
-        (handle, requests, poll)
+        (handle, board, poll)
     }
 
     #[test]
@@ -131,7 +127,8 @@ mod tests {
 
     #[test]
     fn shutdown_request_wakes_the_loop_and_is_taken_once() {
-        let (handle, requests, mut poll) = handle_and_requests();
+        let (handle, board, mut poll) = handle_and_board();
+        let requests = &board.requests;
         assert!(!requests.take(), "nobody asked yet");
         let asker = handle.clone();
         std::thread::spawn(move || asker.shutdown()).join().unwrap();

@@ -1,24 +1,26 @@
 //! The shutdown report: the numbers behind the last log line, and the line itself.
 //!
-//! What it is: counters and timestamps that the shutdown steps fill in as they happen —
-//! when the shutdown began and when the drain did, how many connections were open then,
-//! how many came after, and how each one that closed during the shutdown ended — and
-//! [`Report::log`], which writes them as one line (shutdown step 9).
+//! What it is: one loop's counters and timestamps, filled in by its shutdown steps as they
+//! happen — when its drain began, how many connections it had open at the signal, how
+//! many came after, and how each one that closed during the shutdown ended — and, summed
+//! over the loops by the coordinator, [`Report::log`], which writes them as one line
+//! (shutdown step 9). Each loop's own numbers are logged at debug ([`Report::log_loop`]).
 //!
 //! What it is not: it decides nothing and never reads the clock; every time is passed in.
 //!
 //! Invariant: every close during a shutdown is counted exactly once, under the heading
-//! its [`CloseReason`] belongs to (the `match` in [`Report::count`] names every reason).
+//! its [`CloseReason`] belongs to (the `match` in [`Report::count`] names every reason),
+//! in the loop that owned the connection.
 
 use std::time::Instant;
 
 use super::shutdown::Outcome;
 use crate::conn::CloseReason;
 
-/// The numbers behind the one-line shutdown report.
-#[derive(Debug, Default)]
+/// The numbers behind the one-line shutdown report: one loop's, or their sum.
+#[derive(Debug, Default, Clone)]
 pub(super) struct Report {
-    pub(super) began_at: Option<Instant>,
+    /// When the drain began (the listener's last accept); summed, the earliest loop's.
     pub(super) drain_at: Option<Instant>,
     pub(super) open_at_start: usize,
     pub(super) accepted_after_start: usize,
@@ -56,18 +58,25 @@ impl Report {
         self.answered_503 + self.cut
     }
 
-    /// Shutdown step 9: the one-line report, the last line the server logs.
-    pub(super) fn log(&self, outcome: Outcome, now: Instant, pool_ms: u128) {
-        let ms = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
-            (Some(a), Some(b)) => b.saturating_duration_since(a).as_millis(),
-            _ => 0,
+    /// Adds another loop's numbers to these.
+    pub(super) fn add(&mut self, other: &Report) {
+        self.drain_at = match (self.drain_at, other.drain_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        log::info!(
-            "shutdown report: delay={}ms drain={}ms pool={}ms total={}ms; connections at signal={} accepted after={} idle_closed={} drained={} failed={} answered_503={} cut={}; exit {}",
-            ms(self.began_at, self.drain_at),
-            ms(self.drain_at, Some(now)),
-            pool_ms,
-            ms(self.began_at, Some(now)) + pool_ms,
+        self.open_at_start += other.open_at_start;
+        self.accepted_after_start += other.accepted_after_start;
+        self.idle_closed += other.idle_closed;
+        self.drained += other.drained;
+        self.failed += other.failed;
+        self.answered_503 += other.answered_503;
+        self.cut += other.cut;
+    }
+
+    /// The connection counts, as both report lines write them.
+    fn counts(&self) -> String {
+        format!(
+            "connections at signal={} accepted after={} idle_closed={} drained={} failed={} answered_503={} cut={}",
             self.open_at_start,
             self.accepted_after_start,
             self.idle_closed,
@@ -75,6 +84,38 @@ impl Report {
             self.failed,
             self.answered_503,
             self.cut,
+        )
+    }
+
+    /// One loop's numbers, at debug, when it ends: how the kernel spread the clients
+    /// (`accepted` over the loop's life) and how this loop's share ended.
+    pub(super) fn log_loop(&self, index: usize, accepted: u64, outcome: Outcome) {
+        log::debug!(
+            "loop {index} report: accepted={accepted}; {}; exit {}",
+            self.counts(),
+            outcome.exit_code()
+        );
+    }
+
+    /// Shutdown step 9: the one-line report over every loop, the last line the server
+    /// logs. `began_at` is the signal (or request); `ended_at` when the last loop ended.
+    pub(super) fn log(
+        &self,
+        loops: usize,
+        outcome: Outcome,
+        began_at: Instant,
+        ended_at: Instant,
+        pool_ms: u128,
+    ) {
+        let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_millis();
+        let drain_at = self.drain_at.unwrap_or(ended_at);
+        log::info!(
+            "shutdown report: loops={loops} delay={}ms drain={}ms pool={}ms total={}ms; {}; exit {}",
+            ms(began_at, drain_at),
+            ms(drain_at, ended_at),
+            pool_ms,
+            ms(began_at, ended_at) + pool_ms,
+            self.counts(),
             outcome.exit_code()
         );
     }
@@ -102,6 +143,32 @@ mod tests {
         assert_eq!(
             (report.failed, report.drained, report.idle_closed),
             (2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn report_sums_loops_and_keeps_the_earliest_drain() {
+        let t0 = Instant::now();
+        let later = t0 + std::time::Duration::from_millis(3);
+        let mut one = Report {
+            drain_at: Some(later),
+            open_at_start: 2,
+            ..Report::default()
+        };
+        one.count(CloseReason::IdleOnShutdown);
+        let mut two = Report {
+            drain_at: Some(t0),
+            accepted_after_start: 1,
+            ..Report::default()
+        };
+        two.count(CloseReason::CutAtDeadline);
+        let mut sum = Report::default();
+        sum.add(&one);
+        sum.add(&two);
+        assert_eq!(sum.drain_at, Some(t0));
+        assert_eq!(
+            sum.counts(),
+            "connections at signal=2 accepted after=1 idle_closed=1 drained=0 failed=0 answered_503=0 cut=1"
         );
     }
 }

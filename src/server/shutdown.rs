@@ -10,17 +10,17 @@
 //! ```text
 //!   Serving ──stop──▶ Delaying ──DRAIN_DELAY_MS over──▶ Draining ──last connection gone──▶ Done (exit 0)
 //!      └──────stop (no delay)───────────────────────────▲    └──SHUTDOWN_TIMEOUT_MS──▶ Done (exit 1)
-//!
-//!   Done (exit 0) ──a later step failed (the pool missed its bound)──▶ Done (exit 1)
 //! ```
 //!
-//! "stop" is a SIGTERM, SIGINT or SIGQUIT, or the application's
-//! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown): the same sequence
-//! follows either way, and only the log says which ([`Source`]).
+//! "stop" is a SIGTERM, SIGINT or SIGQUIT, the application's
+//! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown), or another event loop's
+//! death: the same sequence follows either way, and only the log says which ([`Source`]).
 //!
 //! What it is: [`Phase`] and the one function that advances it, [`Phase::on`], whose
-//! `match (phase, event)` arms are the rules. The event loop feeds it events and carries
-//! out the [`Step`] each transition returns; this file decides, the loop acts.
+//! `match (phase, event)` arms are the rules. Each event loop has its own phase, fed with
+//! the same stop order (the same `at`, so the same delay and deadline everywhere), and
+//! carries out the [`Step`] each transition returns; this file decides, the loop acts.
+//! How the loops' outcomes and the pool's close make one outcome is [`Outcome::worst`].
 //!
 //! Invariants: never reads the clock (every event carries `now`); a second request (a
 //! signal, or the application's) never starts a second shutdown; the deadline is counted
@@ -41,6 +41,9 @@ pub enum Source {
     /// The application embedding the server, through a
     /// [`ShutdownHandle`](super::ShutdownHandle).
     Application,
+    /// Event loop number `.0` ended without being asked (a panic escaped it, or its poll
+    /// failed): the other loops drain, so the process does not live on half-served.
+    LoopDied(usize),
 }
 
 impl Source {
@@ -49,6 +52,7 @@ impl Source {
         match self {
             Source::Signal(_) => "the signal",
             Source::Application => "the request",
+            Source::LoopDied(_) => "the loop died",
         }
     }
 }
@@ -60,6 +64,7 @@ impl fmt::Display for Source {
         match self {
             Source::Signal(signal) => write!(f, "{} received", signal.name()),
             Source::Application => f.write_str("shutdown requested by the application"),
+            Source::LoopDied(index) => write!(f, "event loop {index} died"),
         }
     }
 }
@@ -109,6 +114,12 @@ pub enum Outcome {
     /// Every connection finished, but a later step did not (the pool missed its bound):
     /// exit 1.
     StepFailed,
+    /// Event loop `index` ended without being asked (a panic escaped it, a bug): its
+    /// connections were lost, the other loops drained. Exit 1.
+    LoopDied {
+        /// The loop's number, from 0, as the logs name it.
+        index: usize,
+    },
 }
 
 impl Outcome {
@@ -116,7 +127,33 @@ impl Outcome {
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Drained => 0,
-            Outcome::TimedOut | Outcome::StepFailed => 1,
+            Outcome::TimedOut | Outcome::StepFailed | Outcome::LoopDied { .. } => 1,
+        }
+    }
+
+    /// The worse of two outcomes: how the loops' outcomes, and the pool's close after
+    /// them, make the process's one. A lost loop is worst (work was lost unasked), then a
+    /// deadline hit (work was cut), then a failed step after a clean drain.
+    ///
+    /// ```
+    /// use lastcall::server::Outcome;
+    ///
+    /// assert_eq!(Outcome::Drained.worst(Outcome::TimedOut), Outcome::TimedOut);
+    /// // A pool that misses its bound after a deadline hit: still the deadline.
+    /// assert_eq!(Outcome::TimedOut.worst(Outcome::StepFailed), Outcome::TimedOut);
+    /// ```
+    #[must_use]
+    pub fn worst(self, other: Outcome) -> Outcome {
+        let rank = |outcome: Outcome| match outcome {
+            Outcome::Drained => 0,
+            Outcome::StepFailed => 1,
+            Outcome::TimedOut => 2,
+            Outcome::LoopDied { .. } => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
         }
     }
 }
@@ -132,8 +169,6 @@ pub enum Event {
     /// No connection remains (a pending database job always belongs to a connection).
     /// Fed, during a shutdown, before and after each `Tick`.
     Empty(Instant),
-    /// A step after the drain failed: the pool did not close within its bound.
-    StepFailed,
 }
 
 /// What the loop must do after a transition.
@@ -152,7 +187,7 @@ pub enum Step {
     StartDrain,
     /// The deadline passed: answer or cut what is left.
     Force,
-    /// Everything is closed: close resources, report, and exit with [`Phase::outcome`].
+    /// Everything is closed: the loop ends with [`Phase::outcome`].
     Finish,
     /// A repeated request (a second signal, a second `shutdown()`, one after the
     /// other): log it, change nothing.
@@ -293,19 +328,6 @@ impl Phase {
                 },
                 Step::Force,
             ),
-            // Rule: a step that fails after a clean drain makes the exit 1; after the
-            // deadline it already is.
-            (
-                Phase::Done {
-                    outcome: Outcome::Drained,
-                },
-                Event::StepFailed,
-            ) => (
-                Phase::Done {
-                    outcome: Outcome::StepFailed,
-                },
-                Step::Nothing,
-            ),
             (phase, _) => (phase, Step::Nothing),
         };
         if next != *self {
@@ -321,16 +343,18 @@ impl Phase {
             Phase::Serving => "Serving",
             Phase::Delaying { .. } => "Delaying",
             Phase::Draining { .. } => "Draining",
-            // With the outcome, which can still change in `Done` (a failed step).
+            // With the outcome.
             Phase::Done {
                 outcome: Outcome::Drained,
             } => "Done(Drained)",
             Phase::Done {
                 outcome: Outcome::TimedOut,
             } => "Done(TimedOut)",
+            // A loop's own phase ends drained or timed out: these two outcomes are the
+            // process's, made by the coordinator (`Outcome::worst`).
             Phase::Done {
-                outcome: Outcome::StepFailed,
-            } => "Done(StepFailed)",
+                outcome: Outcome::StepFailed | Outcome::LoopDied { .. },
+            } => "Done",
         }
     }
 }
@@ -402,19 +426,20 @@ mod tests {
     }
 
     #[test]
-    fn phase_turns_a_clean_drain_into_a_failed_step_but_not_a_timeout() {
-        let t0 = Instant::now();
-        let mut phase = Phase::Serving;
-        phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
-        phase.on(Event::Empty(t0), budget(0));
-        assert_eq!(phase.on(Event::StepFailed, budget(0)), Step::Nothing);
-        assert_eq!(phase.outcome(), Some(Outcome::StepFailed));
-
-        let mut phase = Phase::Serving;
-        phase.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
-        phase.on(Event::Tick(t0 + Duration::from_millis(1000)), budget(0));
-        phase.on(Event::StepFailed, budget(0));
-        assert_eq!(phase.outcome(), Some(Outcome::TimedOut));
+    fn outcome_worst_ranks_a_lost_loop_over_a_deadline_over_a_failed_step() {
+        let died = Outcome::LoopDied { index: 1 };
+        let all = [
+            Outcome::Drained,
+            Outcome::StepFailed,
+            Outcome::TimedOut,
+            died,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for (j, b) in all.iter().enumerate() {
+                assert_eq!(a.worst(*b), all[i.max(j)], "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(died.exit_code(), 1);
     }
 
     #[test]

@@ -1,0 +1,461 @@
+//! The coordinator: one shutdown for every event loop.
+//!
+//! What it is: the thread that called [`Server::run`](super::Server::run), once the loops
+//! run on theirs. It owns what there is one of: the signals, the application's shutdown
+//! requests, the database pool, the report and the outcome. It waits in a `Poll` of its
+//! own for a signal, a request, or a note from a loop ([`Board`]), and
+//! - on the first stop (a signal, the application's request, or a loop that died) sends
+//!   every loop the same order ([`Orders`]): who asked and *when*, so every loop's drain
+//!   delay and deadline count from the one instant;
+//! - says each step once, when every loop has taken it: `starting graceful shutdown` when
+//!   every loop has flipped its readiness, `listener closed` when every copy of the
+//!   listener is closed (the socket is closed only then);
+//! - after the last loop has ended, closes the pool, logs `Bye.` and the one report
+//!   summing the loops, and returns the worst outcome ([`Outcome::worst`]).
+//!
+//! What it is not: it serves no connection and decides nothing about one; each loop runs
+//! its own phase machine (`shutdown.rs`) on its own connections. It is the only thread
+//! allowed to block on the pool's close, since no connection waits on it.
+//!
+//! Where the shutdown stands, as the coordinator sees it:
+//!
+//! ```text
+//!   Serving ──first stop: order every loop──▶ Ordered ──every loop announced──▶ Announced
+//!   Announced ──every copy of the listener closed──▶ Closed ──every loop ended──▶ (run returns)
+//! ```
+//!
+//! Invariants: every loop gets one stop order, with the instant of the first request; a
+//! loop that ends without being asked (a panic: a bug) stops the others rather than leave
+//! the process half-alive, and makes the outcome [`Outcome::LoopDied`]; the pool closes
+//! only once every loop has ended, so no request can need it any more.
+
+use std::any::Any;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+
+use super::handle::Requests;
+use super::report::Report;
+use super::shutdown::{Budget, Outcome, Source};
+use super::signals::{Signals, shutdown_signals};
+use crate::db::Pool;
+use crate::handler::Inbox;
+
+/// The signals' token in the coordinator's poll.
+pub(super) const SIGNALS: Token = Token(0);
+/// The board's waker in the coordinator's poll.
+pub(super) const BOARD: Token = Token(1);
+
+/// How long the pool may take to close after the drain (or the deadline). Idle workers
+/// disconnect in milliseconds; this bounds a worker stuck in a query that ignores cancel.
+const POOL_CLOSE_BOUND: Duration = Duration::from_secs(2);
+
+/// What a loop tells the coordinator, in the order it happens.
+pub(super) enum Note {
+    /// The loop took the stop order: its readiness answers 503.
+    Announced(usize),
+    /// The loop accepted its backlog and closed its copy of the listener.
+    ListenerClosed {
+        index: usize,
+        /// When its last client accepted during the drain delay arrived, if one did.
+        last_in_delay: Option<Instant>,
+    },
+    /// The loop's thread is ending: how its shutdown went, or why it died.
+    Exited {
+        index: usize,
+        ended: Result<Ended, String>,
+    },
+}
+
+/// How a loop's shutdown went: its outcome, its share of the report, when it ended.
+pub(super) struct Ended {
+    pub(super) outcome: Outcome,
+    pub(super) report: Report,
+    pub(super) at: Instant,
+}
+
+/// Where the loops and the application's handles leave word for the coordinator: notes
+/// behind a lock, the handles' request flag, and the waker that makes its poll return.
+pub(super) struct Board {
+    notes: Mutex<Vec<Note>>,
+    /// What the application's [`ShutdownHandle`](super::ShutdownHandle)s ask.
+    pub(super) requests: Requests,
+    waker: Waker,
+}
+
+impl Board {
+    pub(super) fn new(waker: Waker) -> Board {
+        Board {
+            notes: Mutex::new(Vec::new()),
+            requests: Requests::default(),
+            waker,
+        }
+    }
+
+    /// Leaves a note and wakes the coordinator. A few notes per loop per shutdown: never
+    /// on the request path.
+    pub(super) fn note(&self, note: Note) {
+        self.notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(note);
+        self.wake();
+    }
+
+    /// Makes the coordinator's `poll` return.
+    pub(super) fn wake(&self) {
+        // Failing to wake means the coordinator is gone; nobody is left to tell.
+        let _ = self.waker.wake();
+    }
+
+    fn take_notes(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The coordinator's order to one loop: stop, for whoever asked, counting from when they
+/// asked. Delivered through the loop's inbox waker, which replies ring too.
+pub(super) struct Orders {
+    stop: Mutex<Option<(Source, Instant)>>,
+    inbox: Arc<Inbox>,
+}
+
+impl Orders {
+    pub(super) fn new(inbox: Arc<Inbox>) -> Orders {
+        Orders {
+            stop: Mutex::new(None),
+            inbox,
+        }
+    }
+
+    fn stop(&self, by: Source, at: Instant) {
+        *self.stop.lock().unwrap_or_else(PoisonError::into_inner) = Some((by, at));
+        self.inbox.wake();
+    }
+
+    /// The order, once: the loop takes it when its waker rings.
+    pub(super) fn take(&self) -> Option<(Source, Instant)> {
+        self.stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Where one loop stands, as far as its notes have told; ordered, each a later step.
+enum Progress {
+    Serving,
+    Announced,
+    ListenerClosed,
+    Exited(Result<Ended, String>),
+}
+
+impl Progress {
+    /// How far along: a loop that ended (even by dying) has passed every step.
+    fn rank(&self) -> u8 {
+        match self {
+            Progress::Serving => 0,
+            Progress::Announced => 1,
+            Progress::ListenerClosed => 2,
+            Progress::Exited(_) => 3,
+        }
+    }
+}
+
+/// Where the shutdown of every loop stands (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    /// Every loop was ordered to stop; waiting for each to flip its readiness.
+    Ordered {
+        by: Source,
+        at: Instant,
+    },
+    /// Every loop announced; waiting for every copy of the listener to close.
+    Announced {
+        by: Source,
+        at: Instant,
+    },
+    /// The listener is closed; waiting for every loop to end.
+    Closed {
+        by: Source,
+        at: Instant,
+    },
+}
+
+/// The coordinator's state; see the module doc.
+pub(super) struct Coordinator {
+    poll: Poll,
+    signals: Signals,
+    pub(super) board: Arc<Board>,
+    orders: Vec<Arc<Orders>>,
+    loops: Vec<Progress>,
+    stage: Stage,
+    budget: Budget,
+    pool: Option<Arc<Pool>>,
+    /// The last client accepted during the drain delay, over every loop: kept apart from
+    /// the loops' progress, which a loop's next note may overtake in the same batch.
+    last_in_delay: Option<Instant>,
+}
+
+impl Coordinator {
+    pub(super) fn new(
+        poll: Poll,
+        signals: Signals,
+        board: Arc<Board>,
+        budget: Budget,
+        pool: Option<Arc<Pool>>,
+    ) -> Coordinator {
+        Coordinator {
+            poll,
+            signals,
+            board,
+            orders: Vec::new(),
+            loops: Vec::new(),
+            stage: Stage::Serving,
+            budget,
+            pool,
+            last_in_delay: None,
+        }
+    }
+
+    /// A share of the pool, for a loop.
+    pub(super) fn pool(&self) -> Option<Arc<Pool>> {
+        self.pool.clone()
+    }
+
+    /// Adds a loop's orders; loops are numbered in the order they are added.
+    pub(super) fn add_loop(&mut self, orders: Arc<Orders>) {
+        self.orders.push(orders);
+        self.loops.push(Progress::Serving);
+    }
+
+    /// Waits for the loops' shutdown, drives it, and returns the process's outcome once
+    /// every loop has ended and the pool is closed. `threads` are the loops' threads
+    /// (`None` for one that could not start: its `Exited` note is already on the board).
+    pub(super) fn run(mut self, threads: Vec<Option<JoinHandle<()>>>) -> io::Result<Outcome> {
+        let mut events = Events::with_capacity(16);
+        while !self.loops.iter().all(|p| matches!(p, Progress::Exited(_))) {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Deaf to signals from here on: stop every loop rather than serve on
+                // with no way to be stopped, and report the failure.
+                self.stop(Source::Application, Instant::now());
+                return Err(e);
+            }
+            // Whichever token rang, look at everything: each look is cheap, and one wake
+            // may stand for several reasons.
+            let now = Instant::now();
+            let signals: Vec<_> = shutdown_signals(self.signals.pending()).collect();
+            for signal in signals {
+                self.stop(Source::Signal(signal), now);
+            }
+            if self.board.requests.take() {
+                self.stop(Source::Application, now);
+            }
+            for note in self.board.take_notes() {
+                self.take_note(note, now);
+            }
+            self.advance();
+        }
+        for thread in threads.into_iter().flatten() {
+            // Each thread left its `Exited` note as its last act; joining is immediate.
+            let _ = thread.join();
+        }
+        Ok(self.finish())
+    }
+
+    /// The first stop orders every loop; a later one is logged and ignored.
+    fn stop(&mut self, by: Source, at: Instant) {
+        if self.stage != Stage::Serving {
+            log::info!("{by} again: already shutting down, ignored");
+            return;
+        }
+        log::trace!("coordinator: Serving=>Ordered");
+        self.stage = Stage::Ordered { by, at };
+        for orders in &self.orders {
+            orders.stop(by, at);
+        }
+    }
+
+    fn take_note(&mut self, note: Note, now: Instant) {
+        match note {
+            Note::Announced(index) => self.progress(index, Progress::Announced),
+            Note::ListenerClosed {
+                index,
+                last_in_delay,
+            } => {
+                self.last_in_delay = self.last_in_delay.max(last_in_delay);
+                self.progress(index, Progress::ListenerClosed);
+            }
+            Note::Exited { index, ended } => {
+                let died = ended.is_err();
+                if let Err(why) = &ended {
+                    log::error!("event loop {index} {why}; its connections are lost");
+                }
+                self.progress(index, Progress::Exited(ended));
+                if died {
+                    // A bug killed one loop: the rest drain, and the exit says so.
+                    self.stop(Source::LoopDied(index), now);
+                }
+            }
+        }
+    }
+
+    /// Records a loop's step; notes from one loop arrive in order, so progress only grows.
+    fn progress(&mut self, index: usize, next: Progress) {
+        if let Some(slot) = self.loops.get_mut(index)
+            && next.rank() > slot.rank()
+        {
+            *slot = next;
+        }
+    }
+
+    /// Every loop at least this far along.
+    fn all_reached(&self, rank: u8) -> bool {
+        self.loops.iter().all(|p| p.rank() >= rank)
+    }
+
+    /// Says each step once, when every loop has taken it. In a loop, since one batch of
+    /// notes may complete several steps; they are logged in their order.
+    fn advance(&mut self) {
+        loop {
+            self.stage = match self.stage {
+                Stage::Ordered { by, at } if self.all_reached(1) => {
+                    self.announce(by);
+                    Stage::Announced { by, at }
+                }
+                Stage::Announced { by, at } if self.all_reached(2) => {
+                    self.listener_closed(by, at);
+                    Stage::Closed { by, at }
+                }
+                _ => return,
+            };
+        }
+    }
+
+    /// Step 1, said once every loop answers `/health` with 503.
+    fn announce(&self, by: Source) {
+        log::info!(
+            "{by}: starting graceful shutdown (draining, max {}ms)",
+            self.budget.shutdown_timeout.as_millis()
+        );
+        if !self.budget.drain_delay.is_zero() {
+            log::info!(
+                "drain delay: still accepting for {}ms while /health answers 503",
+                self.budget.drain_delay.as_millis()
+            );
+        }
+    }
+
+    /// Step 3, said once every loop has taken its backlog and closed its copy.
+    fn listener_closed(&self, by: Source, at: Instant) {
+        if !self.budget.drain_delay.is_zero() {
+            match self.last_in_delay {
+                Some(t) => log::info!(
+                    "drain delay over: last new connection arrived {}ms after {}",
+                    t.saturating_duration_since(at).as_millis(),
+                    by.noun()
+                ),
+                None => log::info!("drain delay over: no new connection arrived during it"),
+            }
+        }
+        log::info!("listener closed: new connections are refused");
+    }
+
+    /// Steps 6 and 9, after the last loop: the outcome over the loops, the pool closed,
+    /// `Bye.`, the report.
+    fn finish(&mut self) -> Outcome {
+        let began_at = match self.stage {
+            Stage::Ordered { at, .. } | Stage::Announced { at, .. } | Stage::Closed { at, .. } => {
+                Some(at)
+            }
+            Stage::Serving => None,
+        };
+        let mut outcome = Outcome::Drained;
+        let mut report = Report::default();
+        let mut ended_at = None;
+        for (index, progress) in self.loops.iter().enumerate() {
+            match progress {
+                Progress::Exited(Ok(ended)) => {
+                    outcome = outcome.worst(ended.outcome);
+                    report.add(&ended.report);
+                    ended_at = ended_at.max(Some(ended.at));
+                }
+                Progress::Exited(Err(_)) => outcome = outcome.worst(Outcome::LoopDied { index }),
+                // Not reached: `run` finishes once every loop has exited.
+                Progress::Serving | Progress::Announced | Progress::ListenerClosed => {}
+            }
+        }
+        let now = Instant::now();
+        let ended_at = ended_at.unwrap_or(now);
+        if outcome == Outcome::TimedOut {
+            log::warn!(
+                "Drain timed out — forcing exit ({} connections answered 503 or cut)",
+                report.forced()
+            );
+        }
+        // The pool closes after the last loop: no request can need it any more.
+        let pool_started = Instant::now();
+        if let Some(pool) = self.pool.take() {
+            outcome = outcome.worst(close_pool(pool));
+        }
+        let pool_ms = pool_started.elapsed().as_millis();
+        if let Outcome::LoopDied { index } = outcome {
+            log::error!("event loop {index} died: exit 1 although the others drained");
+        }
+        if outcome == Outcome::Drained {
+            let drain_ms = report
+                .drain_at
+                .map_or(0, |t| ended_at.saturating_duration_since(t).as_millis());
+            log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
+        }
+        report.log(
+            self.loops.len(),
+            outcome,
+            began_at.unwrap_or(ended_at),
+            ended_at,
+            pool_ms,
+        );
+        outcome
+    }
+}
+
+/// Closes the shared pool, once every loop (each holding a share of it) has ended;
+/// `StepFailed` when a worker misses the bound.
+fn close_pool(pool: Arc<Pool>) -> Outcome {
+    let Ok(pool) = Arc::try_unwrap(pool) else {
+        // Not reached: every other share belonged to a loop, and every loop has ended.
+        log::warn!("DB pool still shared after the last loop: left to the process exit");
+        return Outcome::StepFailed;
+    };
+    let closed = pool.close(POOL_CLOSE_BOUND);
+    if closed.joined == closed.workers {
+        log::info!(
+            "DB pool closed: {} workers disconnected and joined",
+            closed.workers
+        );
+        Outcome::Drained
+    } else {
+        log::warn!(
+            "DB pool close timed out: {} of {} workers joined",
+            closed.joined,
+            closed.workers
+        );
+        Outcome::StepFailed
+    }
+}
+
+/// A panic's message, for the log line naming the loop it killed.
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic with no message")
+}
