@@ -229,9 +229,8 @@ fn drain_delay_with_nothing_left_to_drain_exits_when_the_delay_ends() {
 // 3–4. The listener closes; idle connections close; work in progress finishes
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn idle_keepalive_connections_see_eof_at_once_and_the_server_exits_0() {
-    let mut server = Server::start(&[], &[]);
+fn idle_keepalive_connections_see_eof_at_once_and_the_server_exits_0(loops: Loops) {
+    let mut server = Server::start(&[], loops);
     let mut idle: Vec<Reader> = (0..50).map(|_| keepalive_idle(&server)).collect();
     let signalled = signal_taken(&server, "TERM");
     for (i, conn) in idle.iter_mut().enumerate() {
@@ -287,9 +286,8 @@ fn fresh_connection_that_never_sends_is_closed_after_its_grace() {
     );
 }
 
-#[test]
-fn in_flight_requests_finish_with_connection_close_while_new_connects_are_refused() {
-    let mut server = Server::start(&[], &[]);
+fn in_flight_requests_finish_with_connection_close_while_new_connects_are_refused(loops: Loops) {
+    let mut server = Server::start(&[], loops);
     let mut work: Vec<Reader> = (0..5)
         .map(|_| send_keepalive(&server, "/work?ms=2000"))
         .collect();
@@ -601,9 +599,8 @@ fn clean_drain_says_bye_and_ends_with_the_one_line_report() {
 // 7. The deadline
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn deadline_answers_a_pending_request_503_with_retry_after_and_exits_1() {
-    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT_MS", "1000")], &[]);
+fn deadline_answers_a_pending_request_503_with_retry_after_and_exits_1(loops: Loops) {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT_MS", "1000")], loops);
     let mut work = send_keepalive(&server, "/work?ms=5000");
     barrier(&server);
     let signalled = signal_taken(&server, "TERM");
@@ -697,9 +694,8 @@ fn deadline_counts_an_answer_still_being_written_as_cut() {
 // 8. Repeated signals, and SIGHUP
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn repeated_signals_during_the_drain_change_nothing() {
-    let mut server = Server::start(&[], &[]);
+fn repeated_signals_during_the_drain_change_nothing(loops: Loops) {
+    let mut server = Server::start(&[], loops);
     let mut work = send_keepalive(&server, "/work?ms=1500");
     barrier(&server);
     signal_taken(&server, "TERM");
@@ -805,10 +801,9 @@ fn sighup_during_the_drain_is_logged_and_ignored() {
 /// must end in an allowed way: answered in full; its connect refused (the listener is
 /// closed); or — only on a reused keep-alive connection, idle when the signal came — the
 /// connection closed before any byte of a response. Never a response cut short.
-#[test]
-fn sigterm_under_keepalive_load_loses_no_request_that_reached_the_server() {
+fn sigterm_under_keepalive_load_loses_no_request_that_reached_the_server(loops: Loops) {
     const CLIENTS: usize = 32;
-    let mut server = Server::start(&[], &[]);
+    let mut server = Server::start(&[], loops);
     let answered = Arc::new(AtomicUsize::new(0));
     let until = Instant::now() + Duration::from_secs(3);
     let clients: Vec<_> = (0..CLIENTS)
@@ -931,6 +926,89 @@ fn load_client(addr: SocketAddr, answered: &AtomicUsize, until: Instant) -> Tall
         }
     }
     tally
+}
+
+// ---------------------------------------------------------------------------------------
+// The key scenarios with one event loop and with four
+// ---------------------------------------------------------------------------------------
+
+/// The command-line words that choose how many event loops a scenario runs with.
+type Loops = &'static [&'static str];
+
+/// Runs each scenario twice: with one event loop (the default) and with four sharing the
+/// listener (`--workers 4`), where every promise must hold for every loop's connections.
+/// With four loops the [`barrier`] no longer proves that another loop has read what was
+/// sent before it; these scenarios do not need it to, since the drain serves a request
+/// already on the wire (or in the backlog) the same as one already read.
+macro_rules! with_one_and_four_loops {
+    ($($scenario:ident),* $(,)?) => {
+        mod one_loop {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(&[]);
+            })*
+        }
+        mod four_loops {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(&["--workers", "4"]);
+            })*
+        }
+    };
+}
+
+with_one_and_four_loops!(
+    idle_keepalive_connections_see_eof_at_once_and_the_server_exits_0,
+    in_flight_requests_finish_with_connection_close_while_new_connects_are_refused,
+    deadline_answers_a_pending_request_503_with_retry_after_and_exits_1,
+    repeated_signals_during_the_drain_change_nothing,
+    sigterm_under_keepalive_load_loses_no_request_that_reached_the_server,
+);
+
+/// With four loops the kernel spreads clients over them (each loop's share is in its debug
+/// report line), every idle connection of every loop closes at the one signal, and the
+/// steps are said once, with one report summing the loops.
+#[test]
+fn four_loops_share_the_clients_and_shut_down_as_one() {
+    const CLIENTS: usize = 64;
+    let mut server = Server::start(&[], &["--workers", "4"]);
+    let mut idle: Vec<Reader> = (0..CLIENTS).map(|_| keepalive_idle(&server)).collect();
+    signal_taken(&server, "TERM");
+    for (i, conn) in idle.iter_mut().enumerate() {
+        assert!(conn.at_eof(), "idle connection {i} was not closed");
+    }
+    let status = server.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
+    let report = server.wait_for_log("shutdown report");
+    assert!(report.contains("loops=4"), "{report}");
+    assert!(
+        report.contains(&format!("idle_closed={CLIENTS}")),
+        "{report}"
+    );
+    let shares: Vec<u64> = (0..4)
+        .map(|i| {
+            let line = server.wait_for_log(&format!("loop {i} report: accepted="));
+            number_before(&line, "; connections").unwrap_or_else(|| panic!("{line}"))
+        })
+        .collect();
+    assert_eq!(shares.iter().sum::<u64>(), CLIENTS as u64, "{shares:?}");
+    assert!(
+        shares.iter().filter(|&&n| n > 0).count() > 1,
+        "one loop served every client: {shares:?}"
+    );
+    let log = server.log_text();
+    for once in [
+        "starting graceful shutdown",
+        "listener closed",
+        "shutdown report",
+    ] {
+        assert_eq!(
+            log.matches(once).count(),
+            1,
+            "{once:?} not said once; log:\n{log}"
+        );
+    }
+    assert_last_line_is_the_report(&server);
 }
 
 // ---------------------------------------------------------------------------------------
