@@ -39,11 +39,17 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// The binary on `127.0.0.1:0` with debug logs on a piped stderr, a clean configuration
-/// and the given environment on top.
+/// and the given environment on top. `LASTCALL_TEST_WORKERS=N` in the suite's environment
+/// runs every such binary with N event loops (a test's own `--workers` still wins), so a
+/// whole file can be checked with several loops: `LASTCALL_TEST_WORKERS=4 cargo test
+/// --test shutdown`.
 pub fn command(env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastcall"));
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "debug")
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    if let Ok(workers) = std::env::var("LASTCALL_TEST_WORKERS") {
+        cmd.args(["--workers", &workers]);
+    }
+    cmd.env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
