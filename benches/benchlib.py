@@ -331,7 +331,7 @@ class Lastcall:
     name = "lastcall"
     stop_signal = signal.SIGTERM
 
-    def __init__(self, binary, prefix, connections, log_filter="info"):
+    def __init__(self, binary, prefix, connections, log_filter="info", workers=1):
         """`log_filter` is RUST_LOG. The shutdown check needs `info` (the shutdown report);
         a load run wants `warn,lastcall::server=info`: quiet, but still the `Listening on`
         line (logged at info by lastcall::server, which logs per connection only at debug,
@@ -340,6 +340,7 @@ class Lastcall:
         self.prefix = prefix
         self.connections = connections
         self.log_filter = log_filter
+        self.workers = workers  # WORKERS: event loops, one thread each
 
     def start(self, workdir, timeout):
         self.log_path = os.path.join(workdir, "lastcall.log")
@@ -351,6 +352,7 @@ class Lastcall:
             # takes (the default 5 s would close the first connections before the signal).
             MAX_CONNECTIONS=str(min(1_000_000, self.connections + 1024)),
             KEEPALIVE_TIMEOUT_MS="600000",
+            WORKERS=str(self.workers),
         )
         cmd = self.prefix + [self.binary, "--listen", "127.0.0.1:0"]
         with open(self.log_path, "wb") as err:
@@ -378,6 +380,10 @@ class Lastcall:
     def memory_pid(self, proc):
         """The process whose RSS holds the connections."""
         return proc.pid
+
+    def memory_pids(self, proc):
+        """Every process whose RSS holds connections: one, whatever its loops."""
+        return [proc.pid]
 
     def log_problems(self):
         """Log lines at WARN or ERROR: none are expected in a benchmark run."""
@@ -410,10 +416,12 @@ class Nginx:
     name = "nginx"
     stop_signal = signal.SIGQUIT  # graceful quit, as `nginx -s quit`
 
-    def __init__(self, binary, prefix, connections, nofile, master=True):
+    def __init__(self, binary, prefix, connections, nofile, master=True, workers=1):
         """`master=False` runs one process that both listens and serves (nginx's
-        `master_process off`), for a profiler that follows one process."""
+        `master_process off`), for a profiler that follows one process. `workers` is
+        `worker_processes`."""
         self.binary = binary
+        self.workers = workers
         self.master = master
         self.prefix = prefix
         # 20000, or more for more connections; never above the descriptor limit.
@@ -430,7 +438,7 @@ class Nginx:
         # `return`), every other path a 404 as in lastcall.
         with open(conf, "w") as f:
             f.write(f"""\
-worker_processes 1;
+worker_processes {self.workers};
 daemon off;
 master_process {"on" if self.master else "off"};
 pid {temp("nginx.pid")};
@@ -488,22 +496,29 @@ http {{
             time.sleep(0.02)
         raise RuntimeError(f"nginx not answering on port {port} within {timeout}s ({last_error}); see {self.error_log}")
 
-    def worker_pid(self, proc):
+    def worker_pids(self, proc):
         if not self.master:
-            return proc.pid  # the one process both listens and serves
+            return [proc.pid]  # the one process both listens and serves
         workers = children(proc.pid)
-        if len(workers) != 1:
-            raise RuntimeError(f"expected one nginx worker under master {proc.pid}, found {workers}")
-        return workers[0]
+        if len(workers) != self.workers:
+            raise RuntimeError(f"expected {self.workers} nginx worker(s) under master {proc.pid}, found {workers}")
+        return workers
+
+    def worker_pid(self, proc):
+        return self.worker_pids(proc)[0]
 
     def cpu_pids(self, proc):
-        """The master and its worker: the worker serves, the master is counted too (it is
+        """The master and its workers: the workers serve, the master is counted too (it is
         idle while serving, so this costs nginx nothing but keeps the sum honest)."""
-        return [proc.pid, self.worker_pid(proc)]
+        return [proc.pid] + self.worker_pids(proc)
 
     def memory_pid(self, proc):
         """The worker: it holds the connections; the master's RSS does not change with them."""
         return self.worker_pid(proc)
+
+    def memory_pids(self, proc):
+        """Every worker: together they hold the connections."""
+        return self.worker_pids(proc)
 
     def log_problems(self):
         """error.log lines at warn or worse: none are expected in a benchmark run."""
@@ -515,7 +530,7 @@ http {{
             text = f.read()
         codes = re.findall(r"worker process \d+ exited with code (\d+)", text)
         graceful = "gracefully shutting down" in text
-        ok = graceful and codes == ["0"]
+        ok = graceful and codes == ["0"] * self.workers
         note = f"error.log: gracefully shutting down={'yes' if graceful else 'NO'}, worker exit codes={codes or 'none logged'}"
         return ok, note
 

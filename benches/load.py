@@ -3,7 +3,14 @@
 performance targets ("beat nginx on one core").
 
     python3 benches/load.py [--duration S] [--rounds N] [--repeats N] [--warmup S] [--idle N]
-                            [--shutdown-runs R]
+                            [--shutdown-runs R] [--workers N]
+
+--workers N (default 1) runs lastcall with N event loops (WORKERS=N) against nginx with
+`worker_processes N`, under the same pinning discipline: both servers on CPUs 0..N-1, wrk
+with one thread per CPU left over (on CPU N and up), or, when none is left, on CPU N-1,
+sharing it with the servers (said in the output: such figures compare the two servers
+under the same handicap, but cannot show how either scales). The tables go to
+benches/results-workers-N.md and .svg, so the one-core figures stay where they are.
 
 What it does:
  1. checks that wrk and nginx are installed (and says how to install them when not: exit 2),
@@ -200,12 +207,12 @@ def run_wrk(wrk_cmd, timeout):
     return r.stdout, cpu, wall
 
 
-def measure(server, proc, port, w, duration, warmup, wrk_prefix, scripts):
+def measure(server, proc, port, w, duration, warmup, wrk_prefix, scripts, wrk_threads=1):
     """A warm-up, then one measured wrk run of `w` against a running server."""
     script = scripts["pipeline" if w.depth > 1 else "report"]
 
     def wrk_cmd(seconds):
-        cmd = wrk_prefix + ["-t1", f"-c{w.connections}", f"-d{seconds}s", "--latency", "-s", script,
+        cmd = wrk_prefix + [f"-t{wrk_threads}", f"-c{w.connections}", f"-d{seconds}s", "--latency", "-s", script,
                             f"http://127.0.0.1:{port}{w.path}"]
         return cmd + (["--", str(w.depth)] if w.depth > 1 else [])
 
@@ -262,6 +269,23 @@ def measure(server, proc, port, w, duration, warmup, wrk_prefix, scripts):
     return res
 
 
+def taskset_prefix(cpu_set):
+    """`taskset -c LIST` for a set of CPUs, or nothing when taskset is missing."""
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", ",".join(map(str, sorted(cpu_set)))] if taskset else []
+
+
+def pin_workers(n, cpus):
+    """--workers N: the servers on the first N of our CPUs, wrk on the rest. With no CPU
+    left, wrk shares the servers' last one. Returns (server prefix, client CPUs, shared)."""
+    ours = sorted(cpus)
+    servers = ours[:n]
+    rest = set(ours[n:])
+    shared = not rest
+    client = rest or {servers[-1]}
+    return taskset_prefix(servers), client, shared
+
+
 def bound_by(res):
     """Which side ran out of CPU: the server (core 0) or wrk (core 1), or neither."""
     sides = [name for name, util in (("server", res["server_util"]), ("wrk", res["wrk_util"])) if util >= 0.95]
@@ -277,7 +301,7 @@ def memory_and_shutdown(server, n, runs_args, keep_logs):
     rss = {}
 
     def observe(stage, proc):
-        rss[stage] = rss_bytes(server.memory_pid(proc))
+        rss[stage] = sum(rss_bytes(pid) for pid in server.memory_pids(proc))
 
     row = shutdown_bench.one_run(server, runs_args, keep_logs, observe)
     if "started" in rss and "idle" in rss:
@@ -488,6 +512,8 @@ def main():
                    help="idle keep-alive connections for the memory and shutdown figures (default 10000)")
     p.add_argument("--shutdown-runs", type=int, default=1,
                    help="memory+shutdown runs per server, alternating; medians reported (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="lastcall's event loops and nginx's worker_processes, on CPUs 0..N-1 (default 1)")
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and wrk's output")
     args = p.parse_args()
     command = check_args(args, [
@@ -497,22 +523,37 @@ def main():
         ("--repeats", 0, 10),
         ("--idle", 1, 500_000),
         ("--shutdown-runs", 1, 20),
+        ("--workers", 1, 256),
     ])
 
     tools = require_tools(["wrk", "nginx"], "This benchmark drives lastcall and nginx with wrk, so it needs both.")
     binary = build_lastcall()
     nofile = nofile_for(args.idle, "--idle")
 
-    server_prefix = pin_prefix()
-    wrk_prefix = pin_prefix(CLIENT_CPU) + [tools["wrk"]]
     nproc_all = nproc()
     cpus = os.sched_getaffinity(0)
-    if CLIENT_CPU in cpus and len(cpus) > 1:
-        os.sched_setaffinity(0, {CLIENT_CPU})  # after the build, which wants every core
-    head = machine_lines(nproc_all, bool(server_prefix), os.sched_getaffinity(0)) + [
+    if args.workers == 1:
+        server_prefix = pin_prefix()
+        wrk_prefix = pin_prefix(CLIENT_CPU) + [tools["wrk"]]
+        client_cpus, wrk_threads = {CLIENT_CPU}, 1
+    else:
+        server_prefix, client_cpus, shared = pin_workers(args.workers, cpus)
+        wrk_threads = len(client_cpus)
+        wrk_prefix = taskset_prefix(client_cpus) + [tools["wrk"]]
+        if shared:
+            log(f"--workers {args.workers} on {len(cpus)} CPUs: wrk shares CPU {min(client_cpus)} with the "
+                f"servers; the figures compare both servers under that handicap, not how either scales")
+    if client_cpus <= cpus and len(cpus) > 1:
+        os.sched_setaffinity(0, client_cpus)  # after the build, which wants every core
+    pinning = machine_lines(nproc_all, bool(server_prefix), os.sched_getaffinity(0))
+    if args.workers > 1:
+        pinning[1] = (f"pinning: servers on CPUs {server_prefix[-1] if server_prefix else 'any (no taskset)'}, "
+                      f"client on CPU {','.join(map(str, sorted(client_cpus)))}")
+    head = pinning + [
         f"lastcall {git_rev()} ({binary}); {version_of([tools['nginx'], '-v'])} ({tools['nginx']}); "
         f"{version_of([tools['wrk'], '-v'])}",
-        f"wrk: 1 thread on CPU {CLIENT_CPU} ({shlex.join(wrk_prefix)}), {args.duration} s per run after a "
+        f"servers: {args.workers} loop(s) / worker process(es); "
+        f"wrk: {wrk_threads} thread(s) on CPU {','.join(map(str, sorted(client_cpus)))} ({shlex.join(wrk_prefix)}), {args.duration} s per run after a "
         f"{args.warmup} s warm-up, {args.rounds} round(s) (the table: medians), a run disturbed from outside run again up to {args.repeats} time(s); {args.idle} idle connections, {args.shutdown_runs} memory/shutdown run(s) per server",
         f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"command: {command}",
@@ -541,8 +582,9 @@ def main():
     if others > NOISE_LIMIT:
         noise.append(quiet)
     servers = [
-        Lastcall(binary, server_prefix, args.idle, log_filter="warn,lastcall::server=info"),
-        Nginx(tools["nginx"], server_prefix, args.idle, nofile),
+        Lastcall(binary, server_prefix, args.idle, log_filter="warn,lastcall::server=info",
+                 workers=args.workers),
+        Nginx(tools["nginx"], server_prefix, args.idle, nofile, workers=args.workers),
     ]
     running = {}
     try:
@@ -565,7 +607,8 @@ def main():
                     where = f"{server.name} {w.title}" + (f" round {rnd}" if args.rounds > 1 else "")
                     for attempt in range(1, args.repeats + 2):
                         try:
-                            r = measure(server, proc, port, w, args.duration, args.warmup, wrk_prefix, scripts)
+                            r = measure(server, proc, port, w, args.duration, args.warmup, wrk_prefix, scripts,
+                                        wrk_threads)
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
                             problems.append(f"{where}: {e}")
                             log(f"  {w.title:34} {server.name:8} FAILED: {e}")
@@ -605,8 +648,9 @@ def main():
         runs_args = argparse.Namespace(connections=args.idle, window=DEFAULT_WINDOW, setup_timeout=120,
                                        settle=0.5, exit_timeout=30)
         idle_servers = [
-            Lastcall(binary, server_prefix, args.idle),  # RUST_LOG=info: its shutdown report is checked
-            Nginx(tools["nginx"], server_prefix, args.idle, nofile),
+            # RUST_LOG=info: its shutdown report is checked
+            Lastcall(binary, server_prefix, args.idle, workers=args.workers),
+            Nginx(tools["nginx"], server_prefix, args.idle, nofile, workers=args.workers),
         ]
         rows = {s.name: [] for s in idle_servers}
         log(f"memory and shutdown with {args.idle} idle connections:")
@@ -708,13 +752,14 @@ def main():
         md += ["", "Noise (the machine was not quiet during these runs):", ""] + [f"- {line}" for line in noise]
     if problems:
         md += ["", "Problems:", ""] + [f"- {line}" for line in problems]
-    with open(os.path.join(HERE, "results.md"), "w") as f:
+    stem = "results" if args.workers == 1 else f"results-workers-{args.workers}"
+    with open(os.path.join(HERE, f"{stem}.md"), "w") as f:
         f.write("\n".join(md) + "\n")
-    subtitle = f"{machine_lines(nproc_all, bool(server_prefix), {CLIENT_CPU})[0]}; lastcall {git_rev()}; {verdict}"
-    with open(os.path.join(HERE, "results.svg"), "w") as f:
+    subtitle = f"{machine_lines(nproc_all, bool(server_prefix), client_cpus)[0]}; lastcall {git_rev()}; {verdict}"
+    with open(os.path.join(HERE, f"{stem}.svg"), "w") as f:
         f.write(svg_chart(rows, subtitle))
     log()
-    log(f"wrote {os.path.join(HERE, 'results.md')} and {os.path.join(HERE, 'results.svg')}")
+    log(f"wrote {os.path.join(HERE, stem + '.md')} and {os.path.join(HERE, stem + '.svg')}")
 
     if args.keep_logs or problems:
         log(f"server logs and wrk output kept in {workdir}")
