@@ -1,15 +1,17 @@
 //! # lastcall
 //!
-//! A hand-rolled HTTP/1.1 server on a single-threaded mio event loop, whose specialty is
+//! A hand-rolled HTTP/1.1 server on single-threaded mio event loops (one, or `WORKERS` of
+//! them sharing the listener, one per core), whose specialty is
 //! graceful shutdown: on SIGTERM, SIGINT or SIGQUIT (or when the application embedding it
 //! asks) it stops taking new work, finishes the work it took, releases its resources in
 //! order, and exits within a deadline with an exit code that says how it went.
 //!
 //! ## A tour, in the order a request meets the code
 //!
-//! 1. [`server`] — the event loop. Accepts connections, turns readiness events, timers,
-//!    replies and signals into calls on connections, and runs the shutdown phases
-//!    ([`server::Phase`] decides, `server/steps.rs` acts).
+//! 1. [`server`] — the event loops and their coordinator. A loop accepts connections,
+//!    turns readiness events, timers and replies into calls on connections, and runs its
+//!    shutdown phases ([`server::Phase`] decides, `server/steps.rs` acts); the coordinator
+//!    reads the signals and shuts every loop down together.
 //! 2. [`conn`] — one connection: reads into a lent buffer, drives the state machine
 //!    (`conn/state.rs`), calls the handler from the head, writes answers in order with
 //!    back-pressure; testable without a socket through its [`conn::Socket`] seam.
@@ -75,19 +77,18 @@
 //!
 //! ## Invariants
 //!
-//! - One thread runs the loop, and nothing on it blocks except `poll` itself — with one
-//!   exception, bounded: the last shutdown step, once the last connection is gone, closes
-//!   the database pool and waits for its workers to disconnect, at most the pool's bound
-//!   (2 s). There is nothing left to serve by then.
-//! - On the loop's thread only `server` reads the clock; everything below it takes `now`
-//!   as an argument — except `db::Pool::close` in that same last step, which reads it to
-//!   keep its wait within the bound. (Database workers, on threads of their own, time
-//!   their own backoff.)
+//! - One thread runs each loop, and nothing on it blocks except `poll` itself. The one
+//!   bounded wait of a shutdown — closing the database pool, at most its bound (2 s) — is
+//!   the coordinator's, on its own thread, after the last loop has ended.
+//! - On a loop's thread only `server` reads the clock; everything below it takes `now` as
+//!   an argument. (The coordinator and the database workers, on threads of their own,
+//!   read it for their own waits.)
 //! - Tokens are never reused for a new socket while an event or reply may name the old one.
 //! - A quiet keep-alive connection (between requests, nothing read or owed:
 //!   `Conn::is_quiet`) owns no buffers; they are lent per request.
 //! - Every close has a [`conn::CloseReason`].
-//! - A panicking handler costs its request a 500, never the loop.
+//! - A panicking handler costs its request a 500, never the loop; a panic that escapes a
+//!   loop anyway (a bug) ends that loop only: the others drain, and the exit is 1.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

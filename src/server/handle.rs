@@ -79,7 +79,7 @@ impl Server {
     ///
     /// let (handles, started) = mpsc::channel();
     /// let app = thread::spawn(move || {
-    ///     // Bound on the thread that runs it: a `Server` stays where it was made.
+    ///     // Bound and run on a thread of its own; its loops get threads of theirs.
     ///     let signals = server::install_signal_handlers().expect("signal handlers");
     ///     let config = Config::default();
     ///     match Server::bind(&config, lastcall::routes::handle, signals).expect("bind") {

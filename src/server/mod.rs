@@ -281,3 +281,14 @@ fn start_pool(config: &Config) -> Result<Option<Pool>, BindError> {
         Some(Ok(())) | None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A `Server` may be bound on one thread and run on another: what is not `Send` (a
+    /// connection may hold a handler's stream) is built on each loop's own thread.
+    #[test]
+    fn server_is_send() {
+        fn send<T: Send>() {}
+        send::<super::Server>();
+    }
+}
