@@ -1,9 +1,12 @@
 //! The coordinator: one shutdown for every event loop.
 //!
-//! What it is: the thread that called [`Server::run`](super::Server::run), once the loops
-//! run on theirs. It owns what there is one of: the signals, the application's shutdown
-//! requests, the database pool, the report and the outcome. It waits in a `Poll` of its
-//! own for a signal, a request, or a note from a loop ([`Board`]), and
+//! What it is: what there is one of — the signals, the application's shutdown requests,
+//! the database pool, the report and the outcome — on the thread that called
+//! [`Server::run`](super::Server::run). That thread also runs loop 0, so the coordinator's
+//! `Poll` (signals, and the [`Board`]'s waker for requests and loops' notes) is nested in
+//! loop 0's, which calls [`Coordinator::turn`] when it is readable: `WORKERS=1` is one
+//! thread, as a single loop always was. Once loop 0 has ended (or died) the coordinator
+//! waits in its own poll ([`Coordinator::run`]) for the others. Either way it
 //! - on the first stop (a signal, the application's request, or a loop that died) sends
 //!   every loop the same order ([`Orders`]): who asked and *when*, so every loop's drain
 //!   delay and deadline count from the one instant;
@@ -14,8 +17,8 @@
 //!   summing the loops, and returns the worst outcome ([`Outcome::worst`]).
 //!
 //! What it is not: it serves no connection and decides nothing about one; each loop runs
-//! its own phase machine (`shutdown.rs`) on its own connections. It is the only thread
-//! allowed to block on the pool's close, since no connection waits on it.
+//! its own phase machine (`shutdown.rs`) on its own connections. A turn never blocks (it
+//! runs inside loop 0); only `finish`, after every loop has ended, waits on the pool.
 //!
 //! Where the shutdown stands, as the coordinator sees it:
 //!
@@ -31,6 +34,7 @@
 
 use std::any::Any;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -189,6 +193,7 @@ enum Stage {
 /// The coordinator's state; see the module doc.
 pub(super) struct Coordinator {
     poll: Poll,
+    events: Events,
     signals: Signals,
     pub(super) board: Arc<Board>,
     orders: Vec<Arc<Orders>>,
@@ -211,6 +216,7 @@ impl Coordinator {
     ) -> Coordinator {
         Coordinator {
             poll,
+            events: Events::with_capacity(16),
             signals,
             board,
             orders: Vec::new(),
@@ -233,13 +239,37 @@ impl Coordinator {
         self.loops.push(Progress::Serving);
     }
 
-    /// Waits for the loops' shutdown, drives it, and returns the process's outcome once
-    /// every loop has ended and the pool is closed. `threads` are the loops' threads
-    /// (`None` for one that could not start: its `Exited` note is already on the board).
+    /// The coordinator's poll, for loop 0 to nest in its own: readable when a signal, a
+    /// request or a note is waiting.
+    pub(super) fn fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// One look at everything, without blocking: what loop 0 calls when the nested poll
+    /// is readable. `now` is loop 0's clock reading.
+    pub(super) fn turn(&mut self, now: Instant) {
+        // Only to take the events out of the nested poll, so it reports the next ones:
+        // each source is looked at below whichever rang. A failed look changes nothing.
+        let _ = self.poll.poll(&mut self.events, Some(Duration::ZERO));
+        self.take_everything(now);
+    }
+
+    /// Whether every loop has ended.
+    fn all_exited(&self) -> bool {
+        self.loops.iter().all(|p| matches!(p, Progress::Exited(_)))
+    }
+
+    /// Once loop 0 has ended: waits for the others, drives their shutdown, and returns the
+    /// process's outcome once every loop has ended and the pool is closed. `threads` are
+    /// the other loops' threads (`None` for one that could not start: its `Exited` note is
+    /// already on the board).
     pub(super) fn run(mut self, threads: Vec<Option<JoinHandle<()>>>) -> io::Result<Outcome> {
-        let mut events = Events::with_capacity(16);
-        while !self.loops.iter().all(|p| matches!(p, Progress::Exited(_))) {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+        loop {
+            self.take_everything(Instant::now());
+            if self.all_exited() {
+                break;
+            }
+            if let Err(e) = self.poll.poll(&mut self.events, None) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -248,26 +278,28 @@ impl Coordinator {
                 self.stop(Source::Application, Instant::now());
                 return Err(e);
             }
-            // Whichever token rang, look at everything: each look is cheap, and one wake
-            // may stand for several reasons.
-            let now = Instant::now();
-            let signals: Vec<_> = shutdown_signals(self.signals.pending()).collect();
-            for signal in signals {
-                self.stop(Source::Signal(signal), now);
-            }
-            if self.board.requests.take() {
-                self.stop(Source::Application, now);
-            }
-            for note in self.board.take_notes() {
-                self.take_note(note, now);
-            }
-            self.advance();
         }
         for thread in threads.into_iter().flatten() {
             // Each thread left its `Exited` note as its last act; joining is immediate.
             let _ = thread.join();
         }
         Ok(self.finish())
+    }
+
+    /// Whichever source rang, look at every one: each look is cheap, and one wake-up may
+    /// stand for several reasons.
+    fn take_everything(&mut self, now: Instant) {
+        let signals: Vec<_> = shutdown_signals(self.signals.pending()).collect();
+        for signal in signals {
+            self.stop(Source::Signal(signal), now);
+        }
+        if self.board.requests.take() {
+            self.stop(Source::Application, now);
+        }
+        for note in self.board.take_notes() {
+            self.take_note(note, now);
+        }
+        self.advance();
     }
 
     /// The first stop orders every loop; a later one is logged and ignored.

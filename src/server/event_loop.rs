@@ -18,8 +18,8 @@
 //!    measured from the previous turn's `now`;
 //! 2. read the clock once (`now`), and bring the `Date` value up to it;
 //! 3. resume the connections that yielded last turn, then handle events: accept, deliver
-//!    replies and take the coordinator's stop order (both ring the waker), connection
-//!    readiness;
+//!    replies and take the coordinator's stop order (both ring the waker), give the
+//!    coordinator a turn (loop 0 only), connection readiness;
 //! 4. fire due timers;
 //! 5. once a shutdown has begun, let its phase advance (`Empty`, `Tick`, `Empty`).
 //!
@@ -40,7 +40,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::accept::Acceptor;
-use super::coordinator::{Board, Ended, Orders};
+use super::coordinator::{Board, Coordinator, Ended, Orders};
 use super::resume::ResumeList;
 use super::shutdown::{Budget, Event, Phase};
 use super::slab::{FIRST_RESERVED, Slab};
@@ -56,6 +56,8 @@ use crate::http::response::Response;
 pub(super) const LISTENER: Token = Token(FIRST_RESERVED);
 /// The waker's token in every loop's poll.
 pub(super) const WAKER: Token = Token(FIRST_RESERVED + 1);
+/// The coordinator's poll, nested in loop 0's.
+pub(super) const COORDINATOR: Token = Token(FIRST_RESERVED + 2);
 
 /// Timers fired per loop turn at most, so a flood of due timers (thousands of
 /// connections timing out together) cannot hold one turn while sockets wait; the rest
@@ -174,7 +176,9 @@ impl Loop {
 
     /// Runs the loop on this thread until its shutdown is complete, and returns how it
     /// went. An error means the poll itself failed, which leaves nothing to drain with.
-    pub(super) fn run(mut self) -> io::Result<Ended> {
+    /// Loop 0 hosts the coordinator: its poll, nested in this one under `COORDINATOR`,
+    /// gets a turn whenever it is readable.
+    pub(super) fn run(mut self, mut host: Option<&mut Coordinator>) -> io::Result<Ended> {
         let mut events = Events::with_capacity(1024);
         let mut now = Instant::now();
         loop {
@@ -202,6 +206,11 @@ impl Loop {
                     WAKER => {
                         self.deliver_replies(now);
                         self.take_stop_order(now);
+                    }
+                    COORDINATOR => {
+                        if let Some(coordinator) = host.as_deref_mut() {
+                            coordinator.turn(now);
+                        }
                     }
                     token => {
                         let hung_up = event.is_read_closed() || event.is_error();

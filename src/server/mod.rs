@@ -59,6 +59,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
+use mio::unix::SourceFd;
 use mio::{Interest, Poll, Waker};
 
 pub use handle::ShutdownHandle;
@@ -70,8 +71,8 @@ use crate::conn::{Limits, Timeouts};
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
 use accept::Acceptor;
-use coordinator::{BOARD, Board, Coordinator, Note, Orders, SIGNALS, panic_message};
-use event_loop::{LISTENER, Loop, Seed, WAKER};
+use coordinator::{BOARD, Board, Coordinator, Ended, Note, Orders, SIGNALS, panic_message};
+use event_loop::{COORDINATOR, LISTENER, Loop, Seed, WAKER};
 use signals::shutdown_signals;
 
 /// Why [`Server::bind`] failed, by the step that failed. `main` prints it as one line and
@@ -169,6 +170,16 @@ impl Server {
             let copy = accept::share(&listener).map_err(BindError::EventLoop)?;
             let accept = Acceptor::new(copy, max_per_loop, poll.registry(), LISTENER)?;
             let waker = Waker::new(poll.registry(), WAKER).map_err(BindError::EventLoop)?;
+            if index == 0 {
+                // Loop 0 runs on the thread that calls `run`, and hosts the coordinator.
+                poll.registry()
+                    .register(
+                        &mut SourceFd(&coordinator.fd()),
+                        COORDINATOR,
+                        Interest::READABLE,
+                    )
+                    .map_err(BindError::EventLoop)?;
+            }
             let inbox = Arc::new(Inbox::new(waker));
             let orders = Arc::new(Orders::new(Arc::clone(&inbox)));
             coordinator.add_loop(Arc::clone(&orders));
@@ -199,18 +210,38 @@ impl Server {
         self.local_addr
     }
 
-    /// Starts the loops, each on its own thread, and coordinates them on this one until
-    /// the shutdown is complete; returns how it went ([`Outcome::exit_code`] is the code to
-    /// exit with). An error means the coordinator's poll failed, which leaves no way to
-    /// hear a signal: every loop is then told to stop.
+    /// Runs the loops until the shutdown is complete, and returns how it went
+    /// ([`Outcome::exit_code`] is the code to exit with): loop 0 here, hosting the
+    /// coordinator, the others on threads of their own (`lastcall-loop-N`). An error means
+    /// the coordinator's poll failed once loop 0 had ended, which leaves no way to hear a
+    /// signal: every loop is then told to stop.
     pub fn run(self) -> io::Result<Outcome> {
         log::info!("Listening on http://{}", self.local_addr);
         let loops = self.seeds.len();
         if loops > 1 {
             log::info!("{loops} event loops share the listener, one thread each");
         }
-        let threads = self.seeds.into_iter().map(spawn_loop).collect();
-        self.coordinator.run(threads)
+        let mut coordinator = self.coordinator;
+        let mut seeds = self.seeds.into_iter();
+        let first = seeds.next();
+        let threads = seeds.map(spawn_loop).collect();
+        if let Some(seed) = first {
+            let (index, board) = (seed.index, Arc::clone(&seed.board));
+            let ended = run_loop(seed, Some(&mut coordinator));
+            board.note(Note::Exited { index, ended });
+        }
+        coordinator.run(threads)
+    }
+}
+
+/// Runs one loop to its end on this thread: how its shutdown went, or why it ended
+/// without one. The outermost boundary: a panic that escaped the loop (a bug) stops
+/// here, never crossing into the process.
+fn run_loop(seed: Seed, host: Option<&mut Coordinator>) -> Result<Ended, String> {
+    match catch_unwind(AssertUnwindSafe(|| Loop::new(seed).run(host))) {
+        Ok(Ok(ended)) => Ok(ended),
+        Ok(Err(e)) => Err(format!("stopped: its poll failed: {e}")),
+        Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
     }
 }
 
@@ -223,12 +254,7 @@ fn spawn_loop(seed: Seed) -> Option<JoinHandle<()>> {
         .name(format!("lastcall-loop-{index}"))
         .spawn(move || {
             let board = Arc::clone(&seed.board);
-            // The outermost boundary: a panic stops here, never crossing into the process.
-            let ended = match catch_unwind(AssertUnwindSafe(|| Loop::new(seed).run())) {
-                Ok(Ok(ended)) => Ok(ended),
-                Ok(Err(e)) => Err(format!("stopped: its poll failed: {e}")),
-                Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
-            };
+            let ended = run_loop(seed, None);
             board.note(Note::Exited { index, ended });
         });
     match spawned {
