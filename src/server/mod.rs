@@ -3,7 +3,8 @@
 //!
 //! What it is: [`Server::bind`] sets up in the order the shutdown contract needs (signals
 //! first, then the listener, then each loop's poll with its copy of the listener), and
-//! [`Server::run`] starts the loops and coordinates them until the shutdown is over.
+//! [`Server::run`] runs them until the shutdown is over: loop 0 on the calling thread,
+//! hosting the coordinator (so `WORKERS=1` is one thread), the others on their own.
 //!
 //! What it is not: it does not parse HTTP or decide responses (that is `conn` and
 //! `http`), and it does not decide *when* a shutdown moves on (that is `shutdown`): it
@@ -13,7 +14,7 @@
 //!
 //! | file | concern |
 //! | --- | --- |
-//! | `mod.rs` | `bind` and `run`: the loops' seeds, their threads, the coordinator |
+//! | `mod.rs` | `bind` and `run`: the loops' seeds, their threads, loop 0 hosting the coordinator |
 //! | `event_loop.rs` | one loop: the turn, calling a connection and closing it |
 //! | `coordinator.rs` | one shutdown for every loop: signals, orders, notes, the outcome |
 //! | `accept.rs` | the listener: sharing it, accepting, `MAX_CONNECTIONS`, the EMFILE pause |
@@ -34,7 +35,7 @@
 //!
 //! Invariants:
 //! - no loop blocks except in `poll`: the one bounded wait of a shutdown, the pool's
-//!   close, happens on the coordinator's thread after the last loop has ended;
+//!   close, happens after the last loop has ended;
 //! - a loop owns its connections for their life, and a reply reaches the loop that owns
 //!   its connection (each loop has its own inbox; a reply handle carries it);
 //! - a panic that escapes a loop (a bug: handlers' panics are caught per request) ends
