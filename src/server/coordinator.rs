@@ -491,3 +491,125 @@ pub(super) fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a panic with no message")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::signals::Signal;
+
+    /// A coordinator of `n` loops, each represented by its orders (and the poll its
+    /// waker rings, kept alive).
+    fn coordinator(n: usize) -> (Coordinator, Vec<Arc<Orders>>, Vec<Poll>) {
+        let poll = Poll::new().unwrap();
+        let board = Arc::new(Board::new(Waker::new(poll.registry(), BOARD).unwrap()));
+        let signals = Signals::new(Vec::<i32>::new()).unwrap();
+        let budget = Budget {
+            drain_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+        };
+        let mut c = Coordinator::new(poll, signals, board, budget, None);
+        let (mut orders, mut polls) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let loop_poll = Poll::new().unwrap();
+            let waker = Waker::new(loop_poll.registry(), Token(0)).unwrap();
+            let o = Arc::new(Orders::new(Arc::new(Inbox::new(waker))));
+            c.add_loop(Arc::clone(&o));
+            orders.push(o);
+            polls.push(loop_poll);
+        }
+        (c, orders, polls)
+    }
+
+    fn ended(outcome: Outcome, at: Instant) -> Result<Ended, String> {
+        Ok(Ended {
+            outcome,
+            report: Report::default(),
+            at,
+        })
+    }
+
+    #[test]
+    fn coordinator_orders_every_loop_once_with_the_first_request_and_its_instant() {
+        let (mut c, orders, _polls) = coordinator(2);
+        let t0 = Instant::now();
+        let term = Source::Signal(Signal::Term);
+        c.stop(term, t0);
+        c.stop(Source::Application, t0 + Duration::from_millis(5));
+        for o in &orders {
+            assert_eq!(o.take(), Some((term, t0)), "the same order for every loop");
+            assert_eq!(o.take(), None, "taken once; the repeat was not sent");
+        }
+        assert_eq!(c.stage, Stage::Ordered { by: term, at: t0 });
+    }
+
+    #[test]
+    fn coordinator_says_each_step_once_every_loop_has_taken_it() {
+        let (mut c, _orders, _polls) = coordinator(2);
+        let t0 = Instant::now();
+        let by = Source::Application;
+        c.stop(by, t0);
+        c.take_note(Note::Announced(0), t0);
+        c.advance();
+        assert_eq!(c.stage, Stage::Ordered { by, at: t0 }, "loop 1 still serves");
+        // Loop 1's notes in one batch, its end included: every step it took counts.
+        c.take_note(Note::Announced(1), t0);
+        c.take_note(
+            Note::ListenerClosed {
+                index: 1,
+                last_in_delay: None,
+            },
+            t0,
+        );
+        c.take_note(
+            Note::Exited {
+                index: 1,
+                ended: ended(Outcome::Drained, t0),
+            },
+            t0,
+        );
+        c.advance();
+        assert_eq!(c.stage, Stage::Announced { by, at: t0 }, "loop 0's copy is open");
+        c.take_note(
+            Note::ListenerClosed {
+                index: 0,
+                last_in_delay: None,
+            },
+            t0,
+        );
+        c.advance();
+        assert_eq!(c.stage, Stage::Closed { by, at: t0 });
+        assert!(!c.all_exited());
+    }
+
+    #[test]
+    fn coordinator_drains_the_others_when_a_loop_dies_and_names_it_in_the_outcome() {
+        let (mut c, orders, _polls) = coordinator(3);
+        let t0 = Instant::now();
+        let died = Note::Exited {
+            index: 1,
+            ended: Err("panicked: a bug".to_owned()),
+        };
+        c.take_note(died, t0);
+        assert_eq!(orders[0].take(), Some((Source::LoopDied(1), t0)));
+        assert_eq!(orders[2].take(), Some((Source::LoopDied(1), t0)));
+        for index in [0, 2] {
+            let ended = ended(Outcome::Drained, t0);
+            c.take_note(Note::Exited { index, ended }, t0);
+        }
+        assert!(c.all_exited());
+        assert_eq!(c.finish(), Outcome::LoopDied { index: 1 });
+    }
+
+    #[test]
+    fn coordinator_outcome_is_the_worst_of_the_loops() {
+        let (mut c, _orders, _polls) = coordinator(2);
+        let t0 = Instant::now();
+        c.stop(Source::Signal(Signal::Int), t0);
+        let outcomes = [Outcome::Drained, Outcome::TimedOut];
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            let ended = ended(outcome, t0);
+            c.take_note(Note::Exited { index, ended }, t0);
+        }
+        assert_eq!(c.finish(), Outcome::TimedOut);
+    }
+}
