@@ -6,7 +6,8 @@
 //!    feature refuses a `DATABASE_URL` (exit 2) instead of ignoring it;
 //! 2. `--version` and `--help`: printed on stdout, exit 0, help winning over version;
 //! 3. the listening address: `--listen` and `--port` together are a usage error (exit 2),
-//!    and an address already in use fails the start (exit 1) with one line saying so.
+//!    and an address already in use fails the start (exit 1) with one line saying so;
+//! 4. the event loops: a bad `WORKERS` exits 2 naming it; `auto` runs one per CPU.
 
 mod support;
 
@@ -123,3 +124,29 @@ fn port_in_use_exits_1_saying_it_cannot_listen_on_the_address() {
     // The server that holds the address is not disturbed.
     assert_eq!(get(&first, "/live").status, 200);
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. The event loops
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn workers_out_of_range_exits_2_naming_the_setting() {
+    let exited = run_to_exit(&[("WORKERS", "0")], &[]);
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert_eq!(
+        exited.stderr,
+        "lastcall: invalid WORKERS=0: expected a count from 1 to 1024, or auto (one per CPU)\n"
+    );
+}
+
+#[test]
+fn workers_auto_runs_one_loop_per_cpu_the_process_may_use() {
+    // The binary inherits this process's CPU affinity, so it counts what we count.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let server = Server::start(&[], &["--workers", "auto"]);
+    if cpus > 1 {
+        server.wait_for_log(&format!("{cpus} event loops share the listener"));
+    }
+    assert_eq!(get(&server, "/live").status, 200);
+}
+
