@@ -149,4 +149,3 @@ fn workers_auto_runs_one_loop_per_cpu_the_process_may_use() {
     }
     assert_eq!(get(&server, "/live").status, 200);
 }
-

@@ -2,7 +2,8 @@
 //! throwaway cluster per test (`support::pg`), never the machine's own database.
 //!
 //! The tests follow a database's life as the server sees it:
-//! 1. rows: every column type rendered as PostgreSQL renders it, `null`, 400, `/db`;
+//! 1. rows: every column type rendered as PostgreSQL renders it, `null`, 400, `/db`; with
+//!    four event loops, every answer reaching the loop that owns its connection;
 //! 2. no database: down at start-up (503, then 200 once it is up, without restarting
 //!    lastcall), lost mid-run (503, then 200 after it restarts);
 //! 3. shutdown: a query in flight at SIGTERM completes and the pool disconnects; a query
@@ -83,6 +84,54 @@ fn users_id_renders_every_column_type_as_postgresql_does() {
     let psql = pg.psql("SELECT row_to_json(u)::text FROM users u WHERE id = 1");
     assert_eq!(response.body_text(), psql, "lastcall and psql disagree");
     assert_eq!(response.body_text(), ADA);
+}
+
+/// With four event loops, every answer from the pool's worker threads reaches the loop
+/// that owns its connection (each loop's own inbox): sixteen keep-alive clients, spread
+/// over the loops, each get their own rows back, in order.
+#[test]
+fn four_loops_each_get_the_answers_to_their_own_queries() {
+    const CLIENTS: usize = 16;
+    let pg = with_schema();
+    let mut server = lastcall(&pg, &[("WORKERS", "4")]);
+    wait_connected(&server, &pg, 2);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            thread::spawn(move || {
+                let stream = std::net::TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
+                stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                let mut conn = Reader::new(stream);
+                for j in 0..10 {
+                    let (id, row) = [(1, ADA), (3, GRACE), (4, "null")][(i + j) % 3];
+                    conn.send(format!("GET /users/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                    let response = conn.response().expect("an answer");
+                    assert_eq!((response.status, response.body_text().as_str()), (200, row));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("every client got its own rows");
+    }
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(PATIENCE).code(),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+    let served = (0..4)
+        .filter(|i| {
+            let line = server.wait_for_log(&format!("loop {i} report: accepted="));
+            !line.contains("accepted=0;")
+        })
+        .count();
+    assert!(
+        served > 1,
+        "one loop took every client; log:\n{}",
+        server.log_text()
+    );
 }
 
 #[test]

@@ -550,7 +550,11 @@ mod tests {
         c.stop(by, t0);
         c.take_note(Note::Announced(0), t0);
         c.advance();
-        assert_eq!(c.stage, Stage::Ordered { by, at: t0 }, "loop 1 still serves");
+        assert_eq!(
+            c.stage,
+            Stage::Ordered { by, at: t0 },
+            "loop 1 still serves"
+        );
         // Loop 1's notes in one batch, its end included: every step it took counts.
         c.take_note(Note::Announced(1), t0);
         c.take_note(
@@ -568,7 +572,11 @@ mod tests {
             t0,
         );
         c.advance();
-        assert_eq!(c.stage, Stage::Announced { by, at: t0 }, "loop 0's copy is open");
+        assert_eq!(
+            c.stage,
+            Stage::Announced { by, at: t0 },
+            "loop 0's copy is open"
+        );
         c.take_note(
             Note::ListenerClosed {
                 index: 0,
