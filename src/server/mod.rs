@@ -121,8 +121,8 @@ pub enum Started {
 ///
 /// [`Server::bind`] it, take a [`Server::shutdown_handle`] if the application wants to
 /// stop it itself, then [`Server::run`] it; `run` returns the [`Outcome`] once the
-/// shutdown is over. The loops run on threads of their own (`lastcall-loop-N`); the
-/// thread that calls `run` coordinates them.
+/// shutdown is over. The thread that calls `run` runs loop 0 and coordinates the
+/// shutdown; the other loops run on threads of their own (`lastcall-loop-N`).
 pub struct Server {
     coordinator: Coordinator,
     seeds: Vec<Seed>,
