@@ -218,7 +218,7 @@ impl Server {
         let pool = start_pool(config)?;
 
         let services = Services {
-            bufs: BufPool::new(config.max_header_bytes),
+            bufs: BufPool::new(config.max_header_bytes, config.buffer_budget_bytes),
             date: DateCache::new(Instant::now(), SystemTime::now()),
             limits: limits(config),
             handler: Arc::new(handler),
