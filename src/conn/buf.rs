@@ -264,6 +264,7 @@ impl BufPool {
     }
 
     /// Lends an input buffer: a pooled one, or a new one when the pool is empty.
+    #[inline]
     pub fn take_input(&mut self) -> Box<InBuf> {
         let mut buf = self
             .inputs
@@ -276,19 +277,24 @@ impl BufPool {
 
     /// The buffer to read into: `held` itself when it is a full one, else a full one
     /// with a parked buffer's bytes moved into it.
+    #[inline]
     pub fn lend_input(&mut self, held: Option<Box<InBuf>>) -> Box<InBuf> {
         match held {
             Some(buf) if buf.capacity() >= self.size => buf,
-            Some(parked) => {
-                let mut buf = self.take_input();
-                let bytes = parked.bytes();
-                buf.spare(self.size)[..bytes.len()].copy_from_slice(bytes);
-                buf.filled(bytes.len());
-                self.give_input(parked);
-                buf
-            }
+            Some(parked) => self.unpark(parked),
             None => self.take_input(),
         }
+    }
+
+    /// A parked buffer's bytes move back into a full buffer: more of its request came.
+    #[cold]
+    fn unpark(&mut self, parked: Box<InBuf>) -> Box<InBuf> {
+        let mut buf = self.take_input();
+        let bytes = parked.bytes();
+        buf.spare(self.size)[..bytes.len()].copy_from_slice(bytes);
+        buf.filled(bytes.len());
+        self.give_input(parked);
+        buf
     }
 
     /// A connection is about to wait with `buf` holding part of a request: when those

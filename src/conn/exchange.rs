@@ -433,7 +433,7 @@ impl<S: Socket> Conn<S> {
                 self.state.set(State::Waiting(Box::new(waiting)), cx.token);
             }
             Answer::Stream(stream) => {
-                let delivery = Self::delivery(cx, exchange, Length::Streamed);
+                let delivery = Self::delivery(cx, exchange, true);
                 let out = self.out(cx.bufs);
                 response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out);
                 if exchange.head_only {
@@ -460,12 +460,13 @@ impl<S: Socket> Conn<S> {
     }
 
     /// How this response is to be framed: whether the connection persists after it
-    /// (RFC 9112 §9.3), decided here and nowhere else.
-    pub(super) fn delivery(cx: &LoopCx<'_>, exchange: Exchange, length: Length) -> Delivery {
+    /// (RFC 9112 §9.3), decided here and nowhere else. `streamed`: its body goes out in
+    /// chunks, its length unknown.
+    pub(super) fn delivery(cx: &LoopCx<'_>, exchange: Exchange, streamed: bool) -> Delivery {
         let close = exchange.persistence == Persistence::Close
             || cx.stage.shutting_down()
             // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
-            || (length == Length::Streamed && exchange.version == Version::Http10);
+            || (streamed && exchange.version == Version::Http10);
         Delivery {
             version: exchange.version,
             close,
@@ -475,8 +476,7 @@ impl<S: Socket> Conn<S> {
 
     /// Encodes a complete response and moves on to the next request or to closing.
     pub(super) fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
-        let length = Length::Known(response.body.len());
-        let delivery = Self::delivery(cx, exchange, length);
+        let delivery = Self::delivery(cx, exchange, false);
         self.encode(cx, response, delivery);
         self.finish_response(cx, delivery.close);
     }
@@ -523,7 +523,7 @@ impl<S: Socket> Conn<S> {
         if chunked {
             out.vec().extend_from_slice(response::LAST_CHUNK);
         }
-        let close = Self::delivery(cx, s.exchange, Length::Streamed).close;
+        let close = Self::delivery(cx, s.exchange, true).close;
         self.finish_response(cx, close);
     }
 

@@ -321,19 +321,25 @@ pub fn encode(
     date: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<ByReference> {
-    let len = resp.body.len();
+    // One match decides both the length and where the body goes.
+    let (copied, by_reference) = match resp.body {
+        Body::Repeat { unit, .. } => {
+            let len = resp.body.len();
+            (&b""[..], Some(ByReference { unit, len }))
+        }
+        Body::Static(unit) if unit.len() >= BY_REFERENCE_MIN => {
+            let len = unit.len();
+            (&b""[..], Some(ByReference { unit, len }))
+        }
+        ref body => (body.contiguous(), None),
+    };
+    let len = by_reference.map_or(copied.len(), |body| body.len);
     encode_head(resp, delivery, date, Length::Known(len), out);
     if delivery.head_only {
         return None;
     }
-    match resp.body {
-        Body::Repeat { unit, .. } => Some(ByReference { unit, len }),
-        Body::Static(unit) if len >= BY_REFERENCE_MIN => Some(ByReference { unit, len }),
-        ref body => {
-            out.extend_from_slice(body.contiguous());
-            None
-        }
-    }
+    out.extend_from_slice(copied);
+    by_reference
 }
 
 /// The length a response head announces.
