@@ -97,5 +97,7 @@ pub mod conn;
 pub mod db;
 pub mod handler;
 pub mod http;
+pub mod inherit;
+pub mod notify;
 pub mod routes;
 pub mod server;
