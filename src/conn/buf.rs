@@ -287,12 +287,17 @@ impl BufPool {
     }
 
     /// A parked buffer's bytes move back into a full buffer: more of its request came.
+    /// What was reserved on it for a body (its head was parsed from the parked bytes)
+    /// moves with them.
     #[cold]
     fn unpark(&mut self, parked: Box<InBuf>) -> Box<InBuf> {
         let mut buf = self.take_input();
         let bytes = parked.bytes();
         buf.spare(self.size)[..bytes.len()].copy_from_slice(bytes);
         buf.filled(bytes.len());
+        let reserved = parked.counted - parked.capacity();
+        buf.counted += reserved;
+        self.held += reserved;
         self.give_input(parked);
         buf
     }
@@ -423,6 +428,51 @@ mod tests {
         buf.filled(8);
         buf.cut(2, 4);
         assert_eq!(buf.bytes(), b"abXYcd");
+    }
+
+    #[test]
+    fn the_budget_counts_what_is_lent_whatever_becomes_of_it() {
+        let mut pool = BufPool::new(64, 1024);
+        let mut input = pool.take_input();
+        input.spare(64)[..5].copy_from_slice(b"GET /");
+        input.filled(5);
+        assert_eq!(pool.held(), 64);
+        // Parked: its five bytes, not its 64.
+        let mut parked = pool.park_input(input);
+        assert_eq!((pool.held(), parked.bytes()), (5, &b"GET /"[..]));
+        // A body reserved while parked moves with the bytes when they are unparked.
+        assert!(pool.reserve(&mut parked, 100));
+        assert!(!pool.reserve(&mut parked, 1000), "past the budget: refused");
+        assert_eq!(pool.held(), 105);
+        let input = pool.lend_input(Some(parked));
+        assert_eq!((pool.held(), input.bytes()), (164, &b"GET /"[..]));
+        let mut output = pool.take_output();
+        output.vec().extend_from_slice(&[b'x'; 200]);
+        pool.recount(&mut output);
+        assert!(pool.held() >= 164 + 200);
+        pool.give_input(input);
+        pool.give_output(output);
+        assert_eq!(pool.held(), 0);
+    }
+
+    #[test]
+    fn a_shared_body_follows_the_buffer_and_wraps_its_unit() {
+        let mut out = OutBuf::with_capacity(8);
+        out.vec().extend_from_slice(b"head:");
+        out.follow_with(Shared::from(ByReference {
+            unit: b"abc",
+            len: 7,
+        }));
+        assert!(out.has_shared());
+        let mut sent = Vec::new();
+        while !out.is_empty() {
+            // Short writes of two bytes at most, as a full socket takes them.
+            let n = out.pending().len().min(2);
+            sent.extend_from_slice(&out.pending()[..n]);
+            out.advance(n);
+        }
+        assert_eq!(sent, b"head:abcabca");
+        assert!(!out.has_shared());
     }
 
     #[test]
