@@ -96,6 +96,7 @@ pub mod config;
 pub mod conn;
 pub mod db;
 pub mod handler;
+pub mod handover;
 pub mod http;
 pub mod inherit;
 pub mod notify;
