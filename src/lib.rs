@@ -100,6 +100,7 @@ pub mod handler;
 pub mod handover;
 pub mod http;
 pub mod inherit;
+pub mod metrics;
 pub mod notify;
 pub mod routes;
 pub mod server;
