@@ -109,6 +109,12 @@ pub struct Config {
     /// Bytes of request body at most (413 beyond). Default 1 MiB: nginx's
     /// `client_max_body_size`. 0 refuses every body.
     pub max_body_bytes: usize,
+    /// Bytes all connections together may hold in buffers: request heads and bodies
+    /// being read, responses not yet written. Past it, new requests get 503 instead of
+    /// memory, so the worst case is a sum, not a product of per-connection bounds (the
+    /// README's memory formula). Default 64 MiB. At least `MAX_BODY_BYTES` plus two
+    /// buffers of `MAX_HEADER_BYTES`, or the largest body could never be taken.
+    pub buffer_budget_bytes: usize,
     /// Event loops, each on its own thread with its own connections. Default 1: one loop
     /// already serves a core's worth of requests, and a benchmark or a deployment that
     /// pays for more cores asks for them (`auto`: one per CPU the process may use).
@@ -162,6 +168,7 @@ impl Default for Config {
             max_header_bytes: 16_384,
             max_body_bytes: 1_048_576,
             workers: Workers::Count(1),
+            buffer_budget_bytes: 64 << 20,
         }
     }
 }
@@ -199,6 +206,13 @@ pub enum ConfigError {
         /// The final shutdown timeout, from whichever source set it.
         shutdown_timeout_ms: u64,
     },
+    /// `BUFFER_BUDGET_BYTES` must hold the largest body a request may send.
+    BufferBudget {
+        /// The final budget.
+        budget: usize,
+        /// `MAX_BODY_BYTES` plus two buffers of `MAX_HEADER_BYTES`.
+        needed: usize,
+    },
     /// A command-line word we do not know, a flag missing its value, or both `--listen`
     /// and `--port`.
     Usage(String),
@@ -219,6 +233,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "DRAIN_DELAY_MS ({drain_delay_ms}) must be below SHUTDOWN_TIMEOUT_MS \
                  ({shutdown_timeout_ms}): the drain delay has to leave time to drain"
+            ),
+            ConfigError::BufferBudget { budget, needed } => write!(
+                f,
+                "BUFFER_BUDGET_BYTES ({budget}) must be at least {needed}: MAX_BODY_BYTES \
+                 plus two buffers of MAX_HEADER_BYTES, or the largest body is never taken"
             ),
             ConfigError::Usage(message) => f.write_str(message),
         }
@@ -273,6 +292,13 @@ impl Config {
             return Err(ConfigError::Budget {
                 drain_delay_ms: millis(config.drain_delay),
                 shutdown_timeout_ms: millis(config.shutdown_timeout),
+            });
+        }
+        let needed = config.max_body_bytes + 2 * config.max_header_bytes;
+        if config.buffer_budget_bytes < needed {
+            return Err(ConfigError::BufferBudget {
+                budget: config.buffer_budget_bytes,
+                needed,
             });
         }
         Ok(Command::Run(config))
@@ -519,6 +545,7 @@ mod tests {
         assert_eq!(config.max_header_bytes, 16_384);
         assert_eq!(config.max_body_bytes, 1_048_576);
         assert_eq!(config.workers, Workers::Count(1));
+        assert_eq!(config.buffer_budget_bytes, 64 << 20);
     }
 
     /// A fixed environment and a command line, as test tables write them.
@@ -567,14 +594,14 @@ mod tests {
             ("LISTEN_BACKLOG", "511", |c| c.listen_backlog = 511),
             ("MAX_HEADER_BYTES", "256", |c| c.max_header_bytes = 256),
             ("MAX_BODY_BYTES", "0", |c| c.max_body_bytes = 0),
-            ("MAX_BODY_BYTES", "1073741824", |c| {
-                c.max_body_bytes = 1_073_741_824
-            }),
             ("MAX_BODY_BYTES", "007", |c| c.max_body_bytes = 7),
             ("WORKERS", "4", |c| c.workers = Workers::Count(4)),
             ("WORKERS", "1024", |c| c.workers = Workers::Count(1024)),
             ("WORKERS", "auto", |c| c.workers = Workers::Auto),
             ("WORKERS", " AUTO ", |c| c.workers = Workers::Auto),
+            ("BUFFER_BUDGET_BYTES", "1081344", |c| {
+                c.buffer_budget_bytes = 1_081_344
+            }),
         ];
         for (name, value, change) in cases {
             let mut expected = Config::default();
@@ -861,6 +888,26 @@ mod tests {
     }
 
     #[test]
+    fn buffer_budget_must_hold_the_largest_body() {
+        // The largest body alone is refused with the default budget, naming both settings.
+        assert_eq!(
+            parse(&[("MAX_BODY_BYTES", "1073741824")], &[]),
+            Err(ConfigError::BufferBudget {
+                budget: 64 << 20,
+                needed: 1_073_741_824 + 2 * 16_384,
+            })
+        );
+        // A budget raised with it is enough, whichever source sets which.
+        let config = run(
+            &[("MAX_BODY_BYTES", "1073741824")],
+            &["--buffer-budget-bytes", "1073774592"],
+        )
+        .expect("the budget holds the body");
+        assert_eq!(config.max_body_bytes, 1_073_741_824);
+        assert_eq!(config.buffer_budget_bytes, 1_073_774_592);
+    }
+
+    #[test]
     fn unknown_words_and_missing_values_are_usage_errors() {
         let cases: &[(Args, &str)] = &[
             (&["--frob"], "unknown argument '--frob' (see --help)"),
@@ -968,6 +1015,14 @@ mod tests {
                 },
                 "DRAIN_DELAY_MS (5000) must be below SHUTDOWN_TIMEOUT_MS (3000): \
                  the drain delay has to leave time to drain",
+            ),
+            (
+                ConfigError::BufferBudget {
+                    budget: 1_048_576,
+                    needed: 1_081_344,
+                },
+                "BUFFER_BUDGET_BYTES (1048576) must be at least 1081344: MAX_BODY_BYTES \
+                 plus two buffers of MAX_HEADER_BYTES, or the largest body is never taken",
             ),
             (
                 ConfigError::Usage("unknown argument '--frob' (see --help)".to_owned()),

@@ -93,10 +93,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod config;
 pub mod conn;
 pub mod db;
 pub mod handler;
+pub mod handover;
 pub mod http;
+pub mod inherit;
+pub mod metrics;
+pub mod notify;
 pub mod routes;
 pub mod server;

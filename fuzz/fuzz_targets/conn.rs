@@ -190,6 +190,11 @@ fuzz_target!(|input: &[u8]| {
     }
     let end = end.unwrap_or_else(|| rig.finish(&mut conn));
     conn.release(&mut rig.lent.bufs);
+    assert_eq!(
+        rig.lent.bufs.held(),
+        0,
+        "the budget still counts buffers of a released connection"
+    );
 
     let socket = conn.socket_mut();
     let methods = wire::requests(&rig.sent, max_head);

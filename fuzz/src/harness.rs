@@ -115,7 +115,7 @@ impl Lent {
                 max_head,
                 max_body,
             },
-            bufs: BufPool::new(max_head),
+            bufs: BufPool::new(max_head, 64 << 20),
             inbox: Arc::new(Inbox::new(waker)),
             _poll: poll,
         }

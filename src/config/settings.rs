@@ -191,6 +191,16 @@ pub(super) const SETTINGS: &[Setting] = &[
         kind: Kind::Workers { max: 1024 },
         reason: "Event loops, one thread each, sharing the listener; auto: one per CPU we may use.",
     },
+    Setting {
+        env: "BUFFER_BUDGET_BYTES",
+        kind: Kind::Count {
+            min: 1_048_576,
+            max: 1 << 40,
+            expected: "bytes from 1048576 to 1099511627776",
+            field: |c| &mut c.buffer_budget_bytes,
+        },
+        reason: "Buffered request and response bytes, all connections together (503 beyond).",
+    },
 ];
 
 impl Setting {

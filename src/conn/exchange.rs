@@ -169,11 +169,12 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// Output waits for the client beyond the high-water mark: take no new work.
+    /// Output waits for the client beyond the high-water mark, or a shared body is still
+    /// going out (what came next would overtake it): take no new work.
     pub(super) fn backed_up(&self) -> bool {
         self.output
             .as_ref()
-            .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER)
+            .is_some_and(|o| o.len() >= OUTPUT_HIGH_WATER || o.has_shared())
     }
 
     /// A head is complete: call the handler. A request with a body is refused at once when
@@ -181,6 +182,11 @@ impl<S: Socket> Conn<S> {
     /// whether the body is read.
     #[inline(always)] // see `take_head`
     pub(super) fn begin(&mut self, cx: &mut LoopCx<'_>, head: Head, started: Instant) {
+        // Rule: while the loop's buffers are over their budget, a new request is refused
+        // (503) rather than given more memory.
+        if cx.bufs.over_budget() {
+            return self.reject(cx, RequestError::Overloaded);
+        }
         if head.framing == Framing::None {
             let len = head.len;
             return self.dispatch(cx, &head, len..len);
@@ -206,6 +212,21 @@ impl<S: Socket> Conn<S> {
         decoder: BodyDecoder,
         started: Instant,
     ) {
+        // Rule: the body's room is counted against the budget before it is read: its
+        // declared length, or `MAX_BODY_BYTES` when chunked (its length is unknown).
+        let room = match head.framing {
+            Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => cx.limits.max_body,
+        };
+        let reserved = match self.input.as_mut() {
+            Some(input) => cx
+                .bufs
+                .reserve(input, room.saturating_sub(cx.limits.max_head)),
+            None => false,
+        };
+        if !reserved {
+            return self.reject(cx, RequestError::Overloaded);
+        }
         let body_arrived = self.input.as_ref().is_some_and(|i| i.len() > head.len);
         if head.expect_continue && head.version == Version::Http11 && !body_arrived {
             // RFC 9110 §10.1.1: the client waits for this before sending the body. Sent
@@ -412,7 +433,7 @@ impl<S: Socket> Conn<S> {
                 self.state.set(State::Waiting(Box::new(waiting)), cx.token);
             }
             Answer::Stream(stream) => {
-                let delivery = Self::delivery(cx, exchange, Length::Streamed);
+                let delivery = Self::delivery(cx, exchange, true);
                 let out = self.out(cx.bufs);
                 response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out);
                 if exchange.head_only {
@@ -439,12 +460,13 @@ impl<S: Socket> Conn<S> {
     }
 
     /// How this response is to be framed: whether the connection persists after it
-    /// (RFC 9112 §9.3), decided here and nowhere else.
-    pub(super) fn delivery(cx: &LoopCx<'_>, exchange: Exchange, length: Length) -> Delivery {
+    /// (RFC 9112 §9.3), decided here and nowhere else. `streamed`: its body goes out in
+    /// chunks, its length unknown.
+    pub(super) fn delivery(cx: &LoopCx<'_>, exchange: Exchange, streamed: bool) -> Delivery {
         let close = exchange.persistence == Persistence::Close
             || cx.stage.shutting_down()
             // A 1.0 client cannot read chunks: a streamed body ends when the connection does.
-            || (length == Length::Streamed && exchange.version == Version::Http10);
+            || (streamed && exchange.version == Version::Http10);
         Delivery {
             version: exchange.version,
             close,
@@ -454,9 +476,8 @@ impl<S: Socket> Conn<S> {
 
     /// Encodes a complete response and moves on to the next request or to closing.
     pub(super) fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
-        let length = Length::Known(response.body.as_bytes().len());
-        let delivery = Self::delivery(cx, exchange, length);
-        response::encode(response, delivery, cx.date, self.out(cx.bufs));
+        let delivery = Self::delivery(cx, exchange, false);
+        self.encode(cx, response, delivery);
         self.finish_response(cx, delivery.close);
     }
 
@@ -502,7 +523,7 @@ impl<S: Socket> Conn<S> {
         if chunked {
             out.vec().extend_from_slice(response::LAST_CHUNK);
         }
-        let close = Self::delivery(cx, s.exchange, Length::Streamed).close;
+        let close = Self::delivery(cx, s.exchange, true).close;
         self.finish_response(cx, close);
     }
 
@@ -551,7 +572,16 @@ impl<S: Socket> Conn<S> {
             close: true,
             head_only,
         };
-        response::encode(response, delivery, cx.date, self.out(cx.bufs));
+        self.encode(cx, response, delivery);
+    }
+
+    /// Encodes a response into the output buffer; a large static body the encoder left
+    /// out follows it from where it lives.
+    fn encode(&mut self, cx: &mut LoopCx<'_>, response: &Response, delivery: Delivery) {
+        let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
+        if let Some(body) = response::encode(response, delivery, cx.date, out.vec()) {
+            out.follow_with(body.into());
+        }
     }
 
     /// The output buffer, borrowed from the pool when there is none.

@@ -83,7 +83,8 @@ impl<S: Socket> Conn<S> {
             }
             _ => cx.limits.max_head,
         };
-        let input = self.input.get_or_insert_with(|| cx.bufs.take_input());
+        let lent = cx.bufs.lend_input(self.input.take());
+        let input = self.input.insert(lent);
         let mut any = false;
         loop {
             let spare = input.spare(limit);
@@ -124,6 +125,9 @@ impl<S: Socket> Conn<S> {
         let Some(out) = self.output.as_mut() else {
             return Ok(false);
         };
+        // Everything encoded since the last flush is counted before it waits on the
+        // client: the budget sees the buffer at its largest.
+        cx.bufs.recount(out);
         let mut wrote = false;
         while !out.is_empty() {
             match self.socket.write(out.pending()) {

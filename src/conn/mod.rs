@@ -50,6 +50,7 @@ pub use state::{LINGER, LINGER_MAX, Timeouts};
 
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
+use crate::http::error::RequestError;
 use crate::http::response::Response;
 use buf::{InBuf, OutBuf};
 use io::ReadSide;
@@ -330,6 +331,24 @@ impl<S: Socket> Conn<S> {
         }
     }
 
+    /// Nothing more can happen until the client sends more: a partial request keeps its
+    /// bytes, not a whole buffer (see `buf.rs`). A body's buffer stays, counted against
+    /// the budget since the body was accepted. Returns whether the request was refused
+    /// instead: a head still arriving while the loop is over its budget gets 503 — it
+    /// holds memory, and would be refused at its end anyway.
+    fn park(&mut self, cx: &mut LoopCx<'_>) -> bool {
+        if matches!(self.state, State::Head { .. }) && cx.bufs.over_budget() {
+            self.reject(cx, RequestError::Overloaded);
+            return true;
+        }
+        if !matches!(self.state, State::Body(_))
+            && let Some(input) = self.input.take()
+        {
+            self.input = Some(cx.bufs.park_input(input));
+        }
+        false
+    }
+
     /// Reads, handles and writes until nothing more can happen without a new event.
     fn drive(&mut self, cx: &mut LoopCx<'_>) -> Result<(), CloseReason> {
         for _ in 0..ROUNDS_PER_CALL {
@@ -338,6 +357,9 @@ impl<S: Socket> Conn<S> {
             let wrote = self.flush(cx)?;
             self.settle(cx)?;
             if !(read || handled || wrote) {
+                if self.park(cx) {
+                    continue; // refused: the answer goes out in the next round
+                }
                 return Ok(());
             }
         }

@@ -46,6 +46,9 @@ pub enum RequestError {
     BadChunk,
     /// The head or body did not arrive within its timeout.
     Timeout,
+    /// The loop's buffers are over `BUFFER_BUDGET_BYTES`: the request was fine, the
+    /// server has no memory to give it now.
+    Overloaded,
 }
 
 /// The rule of the request-target grammar (RFC 9112 §3.2, RFC 3986) a target broke: the
@@ -95,6 +98,10 @@ impl RequestError {
             AmbiguousFraming => (Status::BAD_REQUEST, "ambiguous message framing"),
             BadChunk => (Status::BAD_REQUEST, "invalid chunked body"),
             Timeout => (Status::REQUEST_TIMEOUT, "request not received in time"),
+            Overloaded => (
+                Status::SERVICE_UNAVAILABLE,
+                "server busy: its buffers are full, retry later",
+            ),
             ExpectationFailed => (Status::EXPECTATION_FAILED, "unsupported expectation"),
             BodyTooLarge => (Status::PAYLOAD_TOO_LARGE, "request body too large"),
             UriTooLong => (Status::URI_TOO_LONG, "request target too long"),

@@ -107,18 +107,64 @@ pub enum Body {
     Inline(Inline),
     /// A body built per request on the heap.
     Bytes(Vec<u8>),
+    /// `len` bytes of `unit` repeated (the last repetition cut short): a large generated
+    /// body that is written from its one static copy as the socket takes it, never
+    /// copied per connection.
+    Repeat {
+        /// The bytes repeated.
+        unit: &'static [u8],
+        /// The length of the body.
+        len: usize,
+    },
 }
 
+/// A static body at least this long is written from where it lives rather than copied
+/// next to its head: below it, one copy costs less than the second write it saves.
+const BY_REFERENCE_MIN: usize = 8 * 1024;
+
 impl Body {
-    /// The bytes of the body.
-    pub fn as_bytes(&self) -> &[u8] {
+    /// The length of the body.
+    pub fn len(&self) -> usize {
         match self {
-            Body::Empty => b"",
+            Body::Repeat { unit, len } if !unit.is_empty() => *len,
+            Body::Repeat { .. } => 0,
+            body => body.contiguous().len(),
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of the body, copied out: for tests, and for a caller that needs them in
+    /// one piece.
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Body::Repeat { unit, .. } => unit.iter().copied().cycle().take(self.len()).collect(),
+            body => body.contiguous().to_vec(),
+        }
+    }
+
+    /// The bytes of a body held in one piece (every kind but `Repeat`).
+    fn contiguous(&self) -> &[u8] {
+        match self {
+            Body::Empty | Body::Repeat { .. } => b"",
             Body::Static(b) => b,
             Body::Inline(b) => b.as_bytes(),
             Body::Bytes(b) => b,
         }
     }
+}
+
+/// A body [`encode`] left out of the output, for the caller to write from its static
+/// memory after the head: `len` bytes of `unit` repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByReference {
+    /// The bytes repeated.
+    pub unit: &'static [u8],
+    /// The length of the body.
+    pub len: usize,
 }
 
 /// Bytes an [`Inline`] body can hold.
@@ -265,13 +311,35 @@ pub struct Delivery {
     pub head_only: bool,
 }
 
-/// Appends a complete response (head and body) for a body known in full.
-pub fn encode(resp: &Response, delivery: Delivery, date: &[u8], out: &mut Vec<u8>) {
-    let body = resp.body.as_bytes();
-    encode_head(resp, delivery, date, Length::Known(body.len()), out);
-    if !delivery.head_only {
-        out.extend_from_slice(body);
+/// Appends a complete response for a body known in full: the head, and the body unless
+/// it is large and in static memory — then it is returned, for the caller to write from
+/// there after the head (and so the answer costs no copy of it per connection).
+#[must_use = "a body left out of the output must be written after it"]
+pub fn encode(
+    resp: &Response,
+    delivery: Delivery,
+    date: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<ByReference> {
+    // One match decides both the length and where the body goes.
+    let (copied, by_reference) = match resp.body {
+        Body::Repeat { unit, .. } => {
+            let len = resp.body.len();
+            (&b""[..], Some(ByReference { unit, len }))
+        }
+        Body::Static(unit) if unit.len() >= BY_REFERENCE_MIN => {
+            let len = unit.len();
+            (&b""[..], Some(ByReference { unit, len }))
+        }
+        ref body => (body.contiguous(), None),
+    };
+    let len = by_reference.map_or(copied.len(), |body| body.len);
+    encode_head(resp, delivery, date, Length::Known(len), out);
+    if delivery.head_only {
+        return None;
     }
+    out.extend_from_slice(copied);
+    by_reference
 }
 
 /// The length a response head announces.
@@ -378,8 +446,48 @@ mod tests {
 
     fn encoded(resp: &Response, delivery: Delivery) -> String {
         let mut out = Vec::new();
-        encode(resp, delivery, DATE, &mut out);
+        let left_out = encode(resp, delivery, DATE, &mut out);
+        assert_eq!(left_out, None, "a small body is copied after its head");
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn large_static_bodies_are_left_out_to_be_written_from_where_they_live() {
+        static LARGE: [u8; BY_REFERENCE_MIN] = [b'x'; BY_REFERENCE_MIN];
+        let d = delivery(Version::Http11, false, false);
+        let cases = [
+            (Body::Static(&LARGE), Some((&LARGE[..], BY_REFERENCE_MIN))),
+            (Body::Static(&LARGE[1..]), None),
+            (
+                Body::Repeat {
+                    unit: b"ab",
+                    len: 5,
+                },
+                Some((&b"ab"[..], 5)),
+            ),
+            (Body::Repeat { unit: b"", len: 5 }, Some((&b""[..], 0))),
+        ];
+        for (body, by_reference) in cases {
+            let resp = Response::new(Status::OK, TEXT, body);
+            let mut out = Vec::new();
+            let left_out = encode(&resp, d, DATE, &mut out);
+            assert_eq!(left_out.map(|b| (b.unit, b.len)), by_reference);
+            let head = String::from_utf8_lossy(&out);
+            let len = format!("Content-Length: {}\r\n", resp.body.len());
+            assert!(head.contains(&len), "{head}");
+            // HEAD: the same length announced, nothing left to write.
+            let mut out = Vec::new();
+            let head_only = delivery(Version::Http11, false, true);
+            assert_eq!(encode(&resp, head_only, DATE, &mut out), None);
+        }
+        assert_eq!(
+            Body::Repeat {
+                unit: b"ab",
+                len: 5
+            }
+            .to_vec(),
+            b"ababa"
+        );
     }
 
     fn delivery(version: Version, close: bool, head_only: bool) -> Delivery {

@@ -216,10 +216,13 @@ fn json() -> Answer {
 const BYTES_MAX: usize = 1 << 20;
 
 /// `n` bytes of a fixed pattern (`abc…xyz` repeated), for harnesses that need a body of a
-/// given size. Up to 64 KiB it is a slice of a pattern compiled into the binary (no
-/// allocation); beyond, the pattern is repeated into a fresh buffer.
+/// given size. The body is a slice of, or the repetition of, one pattern compiled into the
+/// binary: nothing is allocated or copied per request, and a large body is written from
+/// that one copy as the socket takes it — 2,000 clients that ask for 1 MiB and never read
+/// cost a response head each, not 2 GiB.
 fn bytes(raw: &str) -> Answer {
-    const PATTERN_LEN: usize = 64 * 1024;
+    // A whole number of alphabets, so the repetition carries on where the pattern ends.
+    const PATTERN_LEN: usize = 26 * 2520;
     static PATTERN: [u8; PATTERN_LEN] = {
         let mut bytes = [0u8; PATTERN_LEN];
         let mut i = 0;
@@ -236,7 +239,10 @@ fn bytes(raw: &str) -> Answer {
     };
     let body = match PATTERN.get(..n) {
         Some(slice) => Body::Static(slice),
-        None => Body::Bytes((0..n).map(|i| b'a' + (i % 26) as u8).collect()),
+        None => Body::Repeat {
+            unit: &PATTERN,
+            len: n,
+        },
     };
     Answer::Now(Response::new(Status::OK, "application/octet-stream", body))
 }
@@ -398,15 +404,15 @@ mod tests {
         for (path, status, body) in cases {
             let r = now(call(&get(path), false));
             assert_eq!(r.status.0, *status, "{path}");
-            assert_eq!(r.body.as_bytes(), body.as_bytes(), "{path}");
+            assert_eq!(r.body.to_vec(), body.as_bytes(), "{path}");
         }
     }
 
     #[test]
     fn bytes_repeats_the_pattern_past_the_static_slice() {
-        for n in [26, 65_536, 65_537, 1 << 20] {
+        for n in [26, 65_520, 65_521, 65_536, 1 << 20] {
             let r = now(call(&get(&format!("/bytes/{n}")), false));
-            let body = r.body.as_bytes();
+            let body = r.body.to_vec();
             assert_eq!(body.len(), n);
             assert!(
                 body.iter()
@@ -420,7 +426,7 @@ mod tests {
     fn health_says_shutting_down_once_draining() {
         let r = now(call(&get("/health"), true));
         assert_eq!(r.status, Status::SERVICE_UNAVAILABLE);
-        assert_eq!(r.body.as_bytes(), br#"{"status":"shutting_down"}"#);
+        assert_eq!(r.body.to_vec(), br#"{"status":"shutting_down"}"#);
         assert_eq!(now(call(&get("/live"), true)).status, Status::OK);
     }
 
@@ -524,7 +530,7 @@ mod tests {
     fn index_lists_name_version_and_every_route() {
         let r = now(call(&get("/"), false));
         assert_eq!(r.status, Status::OK);
-        let body = String::from_utf8(r.body.as_bytes().to_vec()).unwrap();
+        let body = String::from_utf8(r.body.to_vec().to_vec()).unwrap();
         let version = env!("CARGO_PKG_VERSION");
         assert!(
             body.starts_with(&format!(
@@ -542,7 +548,7 @@ mod tests {
         assert!(matches!(call(raw, false), Answer::ReadBody));
         let r = now(call_with_body(raw, false, Some(b"a,b,c")));
         assert_eq!(r.status, Status::OK);
-        assert_eq!(r.body.as_bytes(), b"a,b,c");
+        assert_eq!(r.body.to_vec(), b"a,b,c");
         assert_eq!(r.content_type, None);
         assert!(
             r.headers
@@ -551,7 +557,7 @@ mod tests {
         );
         // No Content-Type in, octet-stream out; no body is an empty echo.
         let r = now(call("POST /echo HTTP/1.1\r\nHost: t\r\n\r\n", false));
-        assert_eq!(r.body.as_bytes(), b"");
+        assert_eq!(r.body.to_vec(), b"");
         assert!(
             r.headers
                 .iter()

@@ -87,6 +87,8 @@ pub(super) struct Seed {
     pub(super) handler: Arc<dyn Handler>,
     pub(super) pool: Option<Arc<Pool>>,
     pub(super) limits: Limits,
+    /// This loop's share of `BUFFER_BUDGET_BYTES`.
+    pub(super) buffer_budget: usize,
     pub(super) budget: Budget,
 }
 
@@ -159,7 +161,7 @@ impl Loop {
                 resume: ResumeList::default(),
             },
             services: Services {
-                bufs: BufPool::new(seed.limits.max_head),
+                bufs: BufPool::new(seed.limits.max_head, seed.buffer_budget),
                 date: DateCache::new(Instant::now(), SystemTime::now()),
                 limits: seed.limits,
                 handler: seed.handler,

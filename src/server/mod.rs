@@ -161,6 +161,10 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
         };
         let workers = config.workers.count().max(1);
+        // Each loop counts its own buffers (no lock on the request path), so each gets its
+        // share of the budget — but never less than one largest body needs.
+        let buffer_budget = (config.buffer_budget_bytes / workers)
+            .max(config.max_body_bytes + 2 * config.max_header_bytes);
         // The limit is the process's: each loop takes its share, rounded up.
         let max_per_loop = config.max_connections.div_ceil(workers);
         let handler: Arc<dyn Handler> = Arc::new(handler);
@@ -194,6 +198,7 @@ impl Server {
                 handler: Arc::clone(&handler),
                 pool: coordinator.pool(),
                 limits: limits(config),
+                buffer_budget,
                 budget,
             });
         }

@@ -36,6 +36,7 @@ const SETTINGS: &[&str] = &[
     "MAX_HEADER_BYTES",
     "MAX_BODY_BYTES",
     "WORKERS",
+    "BUFFER_BUDGET_BYTES",
 ];
 
 /// The binary on `127.0.0.1:0` with debug logs on a piped stderr, a clean configuration

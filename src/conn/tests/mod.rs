@@ -10,7 +10,7 @@
 //! This file holds the rig and the constructors; read the tests in order: `arrows.rs` (the
 //! arrows of the state diagram in `state.rs`), `drain.rs` (the drain rule in each state),
 //! `deadline.rs` (the deadline rule in each state), `flow.rs` (timers, back-pressure,
-//! yielding).
+//! yielding), `memory.rs` (what a waiting connection holds, and the budget).
 
 use std::collections::VecDeque;
 use std::io;
@@ -139,7 +139,7 @@ impl Rig {
         Rig {
             _poll: poll,
             inbox: Arc::new(Inbox::new(waker)),
-            bufs: BufPool::new(16 * 1024),
+            bufs: BufPool::new(16 * 1024, 64 << 20),
             limits: Limits {
                 timeouts: TIMEOUTS,
                 max_head: 16 * 1024,
@@ -316,3 +316,4 @@ mod arrows;
 mod deadline;
 mod drain;
 mod flow;
+mod memory;

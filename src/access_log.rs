@@ -1,0 +1,426 @@
+//! The access log: one line per request, formatted on the event loop, written off it.
+//!
+//! What it is: an [`AccessLog`] per event loop, which formats each [`Entry`] into the
+//! loop's batch (nginx's `combined` format, or one JSON object a line), and hands the
+//! batch to one writer thread at the end of the loop's turn; and [`Writer`], that thread,
+//! which writes batches to standard output (or any `Write`) in the order they come.
+//!
+//! Why a thread and a bounded queue: writing to standard output can block (a pipe to a
+//! slow log shipper, a full disk, a terminal scrolled back), and the event loop must never
+//! block. So the loop only formats into memory and offers the batch with `try_send`; when
+//! the queue is full, the batch is dropped and its lines counted ([`AccessLog::dropped`]),
+//! never waited for. A request is never slower because its line could not be written.
+//!
+//! Why batches: one hand-over per loop turn, not per request, so a busy loop pays the
+//! queue's synchronisation once for many lines, and the writer makes one `write` call
+//! for them.
+//!
+//! Invariant: lines of one loop reach the output in the order the requests were answered;
+//! lines of different loops interleave only at batch boundaries, never mid-line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::http::response::write_json_string;
+
+/// How each line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// nginx's `combined`: `addr - - [time] "request" status bytes "referer" "agent"`, so
+    /// every tool that reads nginx logs reads these.
+    Combined,
+    /// One JSON object a line, for log pipelines that parse fields by name.
+    Json,
+}
+
+/// What is known of one answered request when its line is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// When it was answered, as the loop's cached `Date` value (IMF-fixdate, one-second
+    /// resolution, as nginx's `$time_local`).
+    pub date: &'a [u8],
+    /// The client's address.
+    pub remote: Option<SocketAddr>,
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The request target, as sent.
+    pub target: &'a str,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: &'a str,
+    /// The status sent.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// From the head's first byte to the answer's encoding.
+    pub duration: Duration,
+    /// The connection's id (`c17`).
+    pub conn: u64,
+    /// `Referer`, when sent (raw bytes: a field may hold any visible byte).
+    pub referer: Option<&'a [u8]>,
+    /// `User-Agent`, when sent.
+    pub user_agent: Option<&'a [u8]>,
+    /// How the connection ended, when this request was its last.
+    pub ended: Option<&'a str>,
+}
+
+/// Batches that may wait for the writer before the next one is dropped: at one batch per
+/// loop turn, a few hundred turns of output.
+const QUEUE: usize = 256;
+
+/// One loop's access log: its current batch, and the queue to the writer.
+#[derive(Debug)]
+pub struct AccessLog {
+    format: Format,
+    batch: Vec<u8>,
+    lines: u64,
+    queue: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The writer thread, and the count of dropped lines every loop adds to.
+#[derive(Debug)]
+pub struct Writer {
+    queue: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the thread that writes batches to `out` until every [`AccessLog`] made from
+    /// it is gone and [`Writer::finish`] is called.
+    pub fn start(out: impl Write + Send + 'static) -> std::io::Result<Writer> {
+        let (queue, batches) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("lastcall-access-log".into())
+            .spawn(move || write_all(batches, out))?;
+        Ok(Writer {
+            queue,
+            dropped: Arc::new(AtomicU64::new(0)),
+            thread,
+        })
+    }
+
+    /// An access log for one loop, writing through this thread.
+    pub fn log(&self, format: Format) -> AccessLog {
+        AccessLog {
+            format,
+            batch: Vec::new(),
+            lines: 0,
+            queue: self.queue.clone(),
+            dropped: Arc::clone(&self.dropped),
+        }
+    }
+
+    /// Lines dropped so far because the output did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every batch queued so far is written (the loops' logs must be gone,
+    /// or flushed, first): the last step of a shutdown. Returns the lines dropped.
+    pub fn finish(self) -> u64 {
+        drop(self.queue);
+        let _ = self.thread.join();
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread's body: one `write_all` per batch. A failing output (closed pipe)
+/// ends the thread; batches offered later are then counted as dropped.
+fn write_all(batches: Receiver<Vec<u8>>, mut out: impl Write) {
+    for batch in batches {
+        if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+impl AccessLog {
+    /// Adds one request's line to the batch.
+    pub fn record(&mut self, entry: &Entry<'_>) {
+        match self.format {
+            Format::Combined => combined(&mut self.batch, entry),
+            Format::Json => json(&mut self.batch, entry),
+        }
+        self.lines += 1;
+    }
+
+    /// Offers the batch to the writer: at the end of each loop turn. Never blocks; a full
+    /// queue (or a writer that is gone) drops the batch and counts its lines.
+    pub fn flush(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match self.queue.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(self.lines, Ordering::Relaxed);
+            }
+        }
+        self.lines = 0;
+    }
+
+    /// Lines dropped so far, by every loop.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// `02/Dec/2026:08:35:18 +0000` from `Wed, 02 Dec 2026 08:35:18 GMT` (both UTC).
+fn clf_time(out: &mut Vec<u8>, date: &[u8]) {
+    match (
+        date.get(5..7),
+        date.get(8..11),
+        date.get(12..16),
+        date.get(17..25),
+    ) {
+        (Some(day), Some(month), Some(year), Some(time)) => {
+            for part in [day, b"/", month, b"/", year, b":", time, b" +0000"] {
+                out.extend_from_slice(part);
+            }
+        }
+        _ => out.extend_from_slice(date),
+    }
+}
+
+/// `2026-12-02T08:35:18Z` from `Wed, 02 Dec 2026 08:35:18 GMT`.
+fn iso_time(out: &mut Vec<u8>, date: &[u8]) {
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let month = date
+        .get(8..11)
+        .and_then(|m| MONTHS.iter().position(|name| *name == m));
+    match (date.get(5..7), month, date.get(12..16), date.get(17..25)) {
+        (Some(day), Some(month), Some(year), Some(time)) => {
+            let month = [b'0' + (month as u8 + 1) / 10, b'0' + (month as u8 + 1) % 10];
+            for part in [year, b"-", &month, b"-", day, b"T", time, b"Z"] {
+                out.extend_from_slice(part);
+            }
+        }
+        _ => out.extend_from_slice(date),
+    }
+}
+
+/// Bytes between quotes in a combined line, escaped as nginx does (`\"`, `\\`, and
+/// `\xHH` for anything not printable ASCII), so a line is always one line.
+fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn combined(out: &mut Vec<u8>, e: &Entry<'_>) {
+    use std::io::Write as _;
+    match e.remote {
+        Some(addr) => {
+            let _ = write!(out, "{}", addr.ip());
+        }
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b" - - [");
+    clf_time(out, e.date);
+    out.extend_from_slice(b"] ");
+    let request = [
+        e.method.as_bytes(),
+        b" ",
+        e.target.as_bytes(),
+        b" ",
+        e.version.as_bytes(),
+    ]
+    .concat();
+    quoted(out, &request);
+    let _ = write!(out, " {} {} ", e.status, e.bytes);
+    quoted(out, e.referer.unwrap_or(b"-"));
+    out.push(b' ');
+    quoted(out, e.user_agent.unwrap_or(b"-"));
+    out.push(b'\n');
+}
+
+fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
+    let mut line = String::with_capacity(256);
+    // Writing into a `String` cannot fail.
+    let _ = json_line(&mut line, e);
+    out.extend_from_slice(line.as_bytes());
+}
+
+fn json_line(line: &mut String, e: &Entry<'_>) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut time = Vec::with_capacity(20);
+    iso_time(&mut time, e.date);
+    line.push_str("{\"time\":");
+    write_json_string(line, &text(&time))?;
+    line.push_str(",\"remote\":");
+    match e.remote {
+        Some(addr) => write_json_string(line, &addr.to_string())?,
+        None => line.push_str("null"),
+    }
+    for (name, value) in [
+        ("method", e.method),
+        ("target", e.target),
+        ("version", e.version),
+    ] {
+        write!(line, ",\"{name}\":")?;
+        write_json_string(line, value)?;
+    }
+    write!(
+        line,
+        ",\"status\":{},\"bytes\":{},\"duration_s\":{:.6},\"conn\":\"c{}\"",
+        e.status,
+        e.bytes,
+        e.duration.as_secs_f64(),
+        e.conn
+    )?;
+    for (name, value) in [("referer", e.referer), ("user_agent", e.user_agent)] {
+        if let Some(value) = value {
+            write!(line, ",\"{name}\":")?;
+            write_json_string(line, &text(value))?;
+        }
+    }
+    if let Some(ended) = e.ended {
+        line.push_str(",\"ended\":");
+        write_json_string(line, ended)?;
+    }
+    line.push_str("}\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    const DATE: &[u8] = b"Wed, 02 Dec 2026 08:35:18 GMT";
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            date: DATE,
+            remote: Some("127.0.0.1:50312".parse().unwrap()),
+            method: "GET",
+            target: "/bytes/5?x=1",
+            version: "HTTP/1.1",
+            status: 200,
+            bytes: 5,
+            duration: Duration::from_micros(1250),
+            conn: 17,
+            referer: None,
+            user_agent: Some(b"curl/8.5 \"quoted\" \xff"),
+            ended: None,
+        }
+    }
+
+    /// An output shared with the test, to read what the writer wrote.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn combined_lines_read_as_nginx_writes_them() {
+        let mut out = Vec::new();
+        combined(&mut out, &entry());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "127.0.0.1 - - [02/Dec/2026:08:35:18 +0000] \"GET /bytes/5?x=1 HTTP/1.1\" 200 5 \
+             \"-\" \"curl/8.5 \\\"quoted\\\" \\xFF\"\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each() {
+        let mut e = entry();
+        e.ended = Some("closed by the client");
+        let mut out = Vec::new();
+        json(&mut out, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(
+            line,
+            "{\"time\":\"2026-12-02T08:35:18Z\",\"remote\":\"127.0.0.1:50312\",\"method\":\"GET\",\
+             \"target\":\"/bytes/5?x=1\",\"version\":\"HTTP/1.1\",\"status\":200,\"bytes\":5,\
+             \"duration_s\":0.001250,\"conn\":\"c17\",\"user_agent\":\"curl/8.5 \\\"quoted\\\" \u{fffd}\",\
+             \"ended\":\"closed by the client\"}\n"
+        );
+    }
+
+    #[test]
+    fn batches_reach_the_output_in_order() {
+        let out = Shared::default();
+        let writer = Writer::start(out.clone()).unwrap();
+        let mut log = writer.log(Format::Combined);
+        for status in [200, 404, 503] {
+            log.record(&Entry { status, ..entry() });
+            log.flush();
+        }
+        drop(log);
+        assert_eq!(writer.finish(), 0);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let statuses: Vec<&str> = text.lines().map(|l| l.split(' ').nth(8).unwrap()).collect();
+        assert_eq!(statuses, ["200", "404", "503"]);
+    }
+
+    /// An output that never takes a byte: a pipe nobody reads.
+    struct Stuck(Arc<Mutex<()>>);
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _held = self.0.lock().unwrap();
+            Ok(0)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_output_drops_and_counts_lines_and_never_blocks_the_loop() {
+        // The writer blocks on its first batch for as long as the test holds the lock.
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let writer = Writer::start(Stuck(Arc::clone(&gate))).unwrap();
+        let mut log = writer.log(Format::Json);
+        let start = std::time::Instant::now();
+        for _ in 0..QUEUE + 10 {
+            log.record(&entry());
+            log.record(&entry());
+            log.flush();
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the loop waited");
+        // One batch taken by the stuck writer, QUEUE waiting: the rest dropped, 2 lines each.
+        assert!(log.dropped() >= 2 * 9, "{} dropped", log.dropped());
+        assert_eq!(log.dropped() % 2, 0);
+        drop(held);
+        drop(log);
+        // `Stuck` writes nothing and reports 0 bytes: write_all fails, the thread ends.
+        writer.finish();
+    }
+}
