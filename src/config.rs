@@ -115,6 +115,11 @@ pub struct Config {
     /// README's memory formula). Default 64 MiB. At least `MAX_BODY_BYTES` plus two
     /// buffers of `MAX_HEADER_BYTES`, or the largest body could never be taken.
     pub buffer_budget_bytes: usize,
+    /// How long a successor started by SIGHUP has to say it is ready before the hand-over
+    /// is given up (it is killed, and this process serves on). Default 10 s: a successor
+    /// starts in milliseconds (it binds nothing and connects to the database in the
+    /// background), so one that needs longer than a whole shutdown budget is broken.
+    pub handover_timeout: Duration,
     /// Event loops, each on its own thread with its own connections. Default 1: one loop
     /// already serves a core's worth of requests, and a benchmark or a deployment that
     /// pays for more cores asks for them (`auto`: one per CPU the process may use).
@@ -169,6 +174,7 @@ impl Default for Config {
             max_body_bytes: 1_048_576,
             workers: Workers::Count(1),
             buffer_budget_bytes: 64 << 20,
+            handover_timeout: Duration::from_millis(10_000),
         }
     }
 }
@@ -546,6 +552,7 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1_048_576);
         assert_eq!(config.workers, Workers::Count(1));
         assert_eq!(config.buffer_budget_bytes, 64 << 20);
+        assert_eq!(config.handover_timeout, ms(10_000));
     }
 
     /// A fixed environment and a command line, as test tables write them.

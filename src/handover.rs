@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 /// The environment variable that tells a successor where its supervisor's notifications
 /// go once it has told its parent it is ready: the parent's own `NOTIFY_SOCKET` (systemd's),
-/// passed on, since the successor's `NOTIFY_SOCKET` is the parent's.
+/// passed on, since the successor's `NOTIFY_SOCKET` is the parent's. Empty when the parent
+/// had no supervisor.
 pub const SUPERVISOR_SOCKET: &str = "LASTCALL_SUPERVISOR_NOTIFY_SOCKET";
 
 /// A successor being started.
@@ -73,10 +74,9 @@ impl Successor {
         command
             .stdin(Stdio::from(listener.as_fd().try_clone_to_owned()?))
             .env("NOTIFY_SOCKET", format!("@{name}"));
-        match supervisor {
-            Some(supervisor) => command.env(SUPERVISOR_SOCKET, supervisor),
-            None => command.env_remove(SUPERVISOR_SOCKET),
-        };
+        // Always set, empty when there is no supervisor: its presence is what tells the
+        // successor that its `NOTIFY_SOCKET` is a parent's, to be left once it is ready.
+        command.env(SUPERVISOR_SOCKET, supervisor.unwrap_or(""));
         let child = command.spawn()?;
         Ok(Successor {
             child,

@@ -147,6 +147,16 @@ pub(super) const SETTINGS: &[Setting] = &[
         reason: "Longest gap without response-write progress before the connection is cut.",
     },
     Setting {
+        env: "HANDOVER_TIMEOUT_MS",
+        kind: Kind::Millis {
+            min: 1,
+            max: 3_600_000,
+            expected: "milliseconds from 1 to 3600000",
+            field: |c| &mut c.handover_timeout,
+        },
+        reason: "How long a successor started by SIGHUP has to be ready; past it, it is killed and we serve on.",
+    },
+    Setting {
         env: "MAX_CONNECTIONS",
         kind: Kind::Count {
             min: 1,

@@ -44,7 +44,8 @@ use mio::{Events, Poll, Token, Waker};
 use super::handle::Requests;
 use super::report::Report;
 use super::shutdown::{Budget, Outcome, Source};
-use super::signals::{Signals, shutdown_signals};
+use super::signals::{Asked, Signals, asked};
+use super::supervise::{Succession, Supervision};
 use crate::db::Pool;
 use crate::handler::Inbox;
 
@@ -52,6 +53,8 @@ use crate::handler::Inbox;
 pub(super) const SIGNALS: Token = Token(0);
 /// The board's waker in the coordinator's poll.
 pub(super) const BOARD: Token = Token(1);
+/// A starting successor's notify socket in the coordinator's poll.
+const SUCCESSOR: Token = Token(2);
 
 /// How long the pool may take to close after the drain (or the deadline). Idle workers
 /// disconnect in milliseconds; this bounds a worker stuck in a query that ignores cancel.
@@ -204,6 +207,8 @@ pub(super) struct Coordinator {
     /// The last client accepted during the drain delay, over every loop: kept apart from
     /// the loops' progress, which a loop's next note may overtake in the same batch.
     last_in_delay: Option<Instant>,
+    /// The supervisor (sd_notify) and a successor (hand-over).
+    supervision: Supervision,
 }
 
 impl Coordinator {
@@ -213,6 +218,7 @@ impl Coordinator {
         board: Arc<Board>,
         budget: Budget,
         pool: Option<Arc<Pool>>,
+        supervision: Supervision,
     ) -> Coordinator {
         Coordinator {
             poll,
@@ -225,7 +231,19 @@ impl Coordinator {
             budget,
             pool,
             last_in_delay: None,
+            supervision,
         }
+    }
+
+    /// The loops run: tell the supervisor (or, for a successor, the parent).
+    pub(super) fn ready(&mut self, status: &str) {
+        self.supervision.ready(status);
+    }
+
+    /// When loop 0 must give the coordinator a turn even if nothing rang: the
+    /// watchdog's next feed, or a starting successor's next check.
+    pub(super) fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        self.supervision.next_wakeup(now)
     }
 
     /// A share of the pool, for a loop.
@@ -251,6 +269,7 @@ impl Coordinator {
         // Only to take the events out of the nested poll, so it reports the next ones:
         // each source is looked at below whichever rang. A failed look changes nothing.
         let _ = self.poll.poll(&mut self.events, Some(Duration::ZERO));
+        self.supervision.feed_watchdog(now);
         self.take_everything(now);
     }
 
@@ -269,7 +288,11 @@ impl Coordinator {
             if self.all_exited() {
                 break;
             }
-            if let Err(e) = self.poll.poll(&mut self.events, None) {
+            let now = Instant::now();
+            let timeout = self
+                .next_wakeup(now)
+                .map(|at| at.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -289,9 +312,15 @@ impl Coordinator {
     /// Whichever source rang, look at every one: each look is cheap, and one wake-up may
     /// stand for several reasons.
     fn take_everything(&mut self, now: Instant) {
-        let signals: Vec<_> = shutdown_signals(self.signals.pending()).collect();
+        let signals: Vec<_> = asked(self.signals.pending()).collect();
         for signal in signals {
-            self.stop(Source::Signal(signal), now);
+            match signal {
+                Asked::Stop(signal) => self.stop(Source::Signal(signal), now),
+                Asked::HandOver => self.hand_over(now),
+            }
+        }
+        if let Succession::Ready(pid) = self.supervision.check_successor(now) {
+            self.stop(Source::HandedOver(pid), now);
         }
         if self.board.requests.take() {
             self.stop(Source::Application, now);
@@ -310,8 +339,35 @@ impl Coordinator {
         }
         log::trace!("coordinator: Serving=>Ordered");
         self.stage = Stage::Ordered { by, at };
+        self.supervision.stopping(&by.to_string());
         for orders in &self.orders {
             orders.stop(by, at);
+        }
+    }
+
+    /// SIGHUP: start a successor, while serving; during a shutdown there is nothing to
+    /// hand over. A successor that cannot even be started leaves us serving.
+    fn hand_over(&mut self, now: Instant) {
+        if self.stage != Stage::Serving {
+            log::info!("SIGHUP received during the shutdown: ignored");
+            return;
+        }
+        if let Err(e) = self.supervision.start_successor(now) {
+            log::warn!("hand-over failed: cannot start a successor: {e}; still serving");
+            return;
+        }
+        if let Some(socket) = self.supervision.successor_socket() {
+            // Its `READY=1` wakes the coordinator; the socket leaves the poll when it is
+            // closed, with the successor's end.
+            let fd = socket.as_raw_fd();
+            let registered = self.poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                SUCCESSOR,
+                mio::Interest::READABLE,
+            );
+            if let Err(e) = registered {
+                log::debug!("successor socket not polled ({e}): checked on a timer only");
+            }
         }
     }
 
@@ -397,7 +453,13 @@ impl Coordinator {
                 None => log::info!("drain delay over: no new connection arrived during it"),
             }
         }
-        log::info!("listener closed: new connections are refused");
+        match by {
+            // The socket lives on in the successor: nothing is refused.
+            Source::HandedOver(pid) => {
+                log::info!("listener left to successor {pid}: it accepts every new connection");
+            }
+            _ => log::info!("listener closed: new connections are refused"),
+        }
     }
 
     /// Steps 6 and 9, after the last loop: the outcome over the loops, the pool closed,
@@ -447,6 +509,8 @@ impl Coordinator {
                 .map_or(0, |t| ended_at.saturating_duration_since(t).as_millis());
             log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
         }
+        self.supervision
+            .status(&format!("stopped: exit {}", outcome.exit_code()));
         report.log(
             self.loops.len(),
             outcome,
@@ -507,7 +571,9 @@ mod tests {
             drain_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         };
-        let mut c = Coordinator::new(poll, signals, board, budget, None);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let supervision = Supervision::new(&listener, Duration::from_secs(1), Instant::now());
+        let mut c = Coordinator::new(poll, signals, board, budget, None, supervision);
         let (mut orders, mut polls) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let loop_poll = Poll::new().unwrap();

@@ -188,7 +188,13 @@ impl Loop {
             // the reading the previous turn used, so a wake-up comes late by at most the
             // time that turn took — microseconds normally, milliseconds after a turn that
             // drains, accepts or times out thousands of connections — and never early.
-            let timeout = self.poll_timeout(now);
+            let mut timeout = self.poll_timeout(now);
+            // Loop 0 also wakes when the coordinator must look without being rung (the
+            // watchdog's feed, a starting successor's check).
+            if let Some(at) = host.as_deref().and_then(|c| c.next_wakeup(now)) {
+                let wait = at.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     // The poll may have slept a while before it was interrupted.
@@ -220,6 +226,11 @@ impl Loop {
                         self.with_conn(token, now, |conn, cx| conn.ready(cx, readable, hung_up));
                     }
                 }
+            }
+            if let Some(coordinator) = host.as_deref_mut()
+                && coordinator.next_wakeup(now).is_some_and(|at| now >= at)
+            {
+                coordinator.turn(now);
             }
             self.fire_timers(now);
             if self.accept.pause_over(now) {

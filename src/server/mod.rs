@@ -51,6 +51,7 @@ mod shutdown;
 mod signals;
 mod slab;
 mod steps;
+mod supervise;
 mod timers;
 
 use std::fmt;
@@ -59,6 +60,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Waker};
@@ -75,6 +77,7 @@ use accept::Acceptor;
 use coordinator::{BOARD, Board, Coordinator, Ended, Note, Orders, SIGNALS, panic_message};
 use event_loop::{COORDINATOR, LISTENER, Loop, Seed, WAKER};
 use signals::shutdown_signals;
+use supervise::Supervision;
 
 /// Why [`Server::bind`] failed, by the step that failed. `main` prints it as one line and
 /// exits 1.
@@ -127,6 +130,8 @@ pub struct Server {
     coordinator: Coordinator,
     seeds: Vec<Seed>,
     local_addr: SocketAddr,
+    /// The listener came on standard input (socket activation, or a hand-over).
+    inherited: bool,
 }
 
 impl Server {
@@ -146,7 +151,18 @@ impl Server {
             addr: config.listen,
             error,
         };
-        let listener = accept::listener(config.listen, config.listen_backlog).map_err(listen)?;
+        // A listener handed to us (systemd's socket, or a parent's in a hand-over) comes
+        // first: its address is whatever its owner bound, and its queue may already hold
+        // clients.
+        let (listener, inherited) = match crate::inherit::stdin_listener() {
+            Ok(Some(listener)) => (listener, true),
+            Ok(None) => (
+                accept::listener(config.listen, config.listen_backlog).map_err(listen)?,
+                false,
+            ),
+            Err(error) => return Err(listen(error)),
+        };
+        listener.set_nonblocking(true).map_err(listen)?;
         let local_addr = listener.local_addr().map_err(listen)?;
         let board = Arc::new(Board::new(
             Waker::new(poll.registry(), BOARD).map_err(BindError::EventLoop)?,
@@ -168,7 +184,9 @@ impl Server {
         // The limit is the process's: each loop takes its share, rounded up.
         let max_per_loop = config.max_connections.div_ceil(workers);
         let handler: Arc<dyn Handler> = Arc::new(handler);
-        let mut coordinator = Coordinator::new(poll, signals, Arc::clone(&board), budget, pool);
+        let supervision = Supervision::new(&listener, config.handover_timeout, Instant::now());
+        let mut coordinator =
+            Coordinator::new(poll, signals, Arc::clone(&board), budget, pool, supervision);
         let mut seeds = Vec::with_capacity(workers);
         for index in 0..workers {
             let poll = Poll::new().map_err(BindError::EventLoop)?;
@@ -207,6 +225,7 @@ impl Server {
             coordinator,
             seeds,
             local_addr,
+            inherited,
         })))
     }
 
@@ -222,7 +241,12 @@ impl Server {
     /// the coordinator's poll failed once loop 0 had ended, which leaves no way to hear a
     /// signal: every loop is then told to stop.
     pub fn run(self) -> io::Result<Outcome> {
-        log::info!("Listening on http://{}", self.local_addr);
+        let from = if self.inherited {
+            " (inherited listener)"
+        } else {
+            ""
+        };
+        log::info!("Listening on http://{}{from}", self.local_addr);
         let loops = self.seeds.len();
         if loops > 1 {
             log::info!("{loops} event loops share the listener, one thread each");
@@ -231,6 +255,11 @@ impl Server {
         let mut seeds = self.seeds.into_iter();
         let first = seeds.next();
         let threads = seeds.map(spawn_loop).collect();
+        // The loops take clients from here on (any that came sooner wait in the queue).
+        coordinator.ready(&format!(
+            "serving on {} with {loops} loops",
+            self.local_addr
+        ));
         if let Some(seed) = first {
             let (index, board) = (seed.index, Arc::clone(&seed.board));
             let ended = run_loop(seed, Some(&mut coordinator));

@@ -13,8 +13,10 @@
 //! ```
 //!
 //! "stop" is a SIGTERM, SIGINT or SIGQUIT, the application's
-//! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown), or another event loop's
-//! death: the same sequence follows either way, and only the log says which ([`Source`]).
+//! [`ShutdownHandle::shutdown`](super::ShutdownHandle::shutdown), another event loop's
+//! death, or a successor ready after a hand-over: the same sequence follows either way,
+//! and only the log says which ([`Source`]) — except that after a hand-over there is no
+//! drain delay and the backlog is left in the queue, which the successor accepts from.
 //!
 //! What it is: [`Phase`] and the one function that advances it, [`Phase::on`], whose
 //! `match (phase, event)` arms are the rules. Each event loop has its own phase, fed with
@@ -44,6 +46,9 @@ pub enum Source {
     /// Event loop number `.0` ended without being asked (a panic escaped it, or its poll
     /// failed): the other loops drain, so the process does not live on half-served.
     LoopDied(usize),
+    /// A successor (process id `.0`) started by a SIGHUP is ready and serves from the
+    /// listener: this process drains without a delay and leaves the accept queue to it.
+    HandedOver(u32),
 }
 
 impl Source {
@@ -53,6 +58,7 @@ impl Source {
             Source::Signal(_) => "the signal",
             Source::Application => "the request",
             Source::LoopDied(_) => "the loop died",
+            Source::HandedOver(_) => "the hand-over",
         }
     }
 }
@@ -65,6 +71,7 @@ impl fmt::Display for Source {
             Source::Signal(signal) => write!(f, "{} received", signal.name()),
             Source::Application => f.write_str("shutdown requested by the application"),
             Source::LoopDied(index) => write!(f, "event loop {index} died"),
+            Source::HandedOver(pid) => write!(f, "successor {pid} ready"),
         }
     }
 }
@@ -216,6 +223,17 @@ impl Phase {
         matches!(self, Phase::Draining { .. } | Phase::Done { .. })
     }
 
+    /// True when a successor took over the listener: the backlog is not ours to accept.
+    pub fn handed_over(&self) -> bool {
+        matches!(
+            self,
+            Phase::Draining {
+                by: Source::HandedOver(_),
+                ..
+            }
+        )
+    }
+
     /// What the phase means for a connection.
     pub fn stage(&self) -> Stage {
         match self {
@@ -282,15 +300,20 @@ impl Phase {
         // the whole machine reads on a screen or two; the length is the phases' fields.
         let (next, step) = match (*self, event) {
             // Rule: the first request (a signal or the application's) starts the
-            // shutdown; the deadline counts from here.
-            (Phase::Serving, Event::Stop(by, now)) if budget.drain_delay.is_zero() => (
-                Phase::Draining {
-                    by,
-                    at: now,
-                    deadline: now + budget.shutdown_timeout,
-                },
-                Step::Announce { drain_now: true },
-            ),
+            // shutdown; the deadline counts from here. A hand-over has no drain delay:
+            // the successor accepts from the same queue, so no client needs the warning.
+            (Phase::Serving, Event::Stop(by, now))
+                if budget.drain_delay.is_zero() || matches!(by, Source::HandedOver(_)) =>
+            {
+                (
+                    Phase::Draining {
+                        by,
+                        at: now,
+                        deadline: now + budget.shutdown_timeout,
+                    },
+                    Step::Announce { drain_now: true },
+                )
+            }
             (Phase::Serving, Event::Stop(by, now)) => (
                 Phase::Delaying {
                     by,
@@ -368,6 +391,20 @@ mod tests {
             drain_delay: Duration::from_millis(delay_ms),
             shutdown_timeout: Duration::from_millis(1000),
         }
+    }
+
+    #[test]
+    fn a_hand_over_drains_at_once_whatever_the_delay_and_leaves_the_backlog() {
+        let t0 = Instant::now();
+        let mut phase = Phase::Serving;
+        assert_eq!(
+            phase.on(Event::Stop(Source::HandedOver(42), t0), budget(5000)),
+            Step::Announce { drain_now: true }
+        );
+        assert!(phase.handed_over());
+        let mut signalled = Phase::Serving;
+        signalled.on(Event::Stop(Source::Signal(Signal::Term), t0), budget(0));
+        assert!(!signalled.handed_over());
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl Signal {
 /// returns them to hand to [`Server::bind`](super::Server::bind). From here on those
 /// signals no longer kill the process; they queue up until the loop reads them, so `main`
 /// calls this before anything else. SIGTERM, SIGINT and SIGQUIT start the graceful
-/// shutdown; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored. (SIGPIPE is ignored by
+/// shutdown; SIGHUP starts a hand-over to a successor; SIGUSR1 and SIGUSR2 are logged
+/// and ignored. (SIGPIPE is ignored by
 /// the Rust runtime itself: a write to a closed socket is an error, never a kill.)
 pub fn install_signal_handlers() -> io::Result<Signals> {
     Signals::new(Received::HANDLED)
@@ -58,12 +59,13 @@ pub fn install_signal_handlers() -> io::Result<Signals> {
 enum Received {
     /// SIGTERM, SIGINT or SIGQUIT: start the graceful shutdown (or, during one, a repeat).
     Shutdown(Signal),
+    /// SIGHUP: hand the listener over to a successor started from the binary now at our
+    /// path, then drain (systemd's `ExecReload`, nginx's "reload" habit).
+    HandOver,
     /// A signal whose default action would kill the process on the spot, with no drain,
-    /// so it is caught, and that means nothing here yet: logged and otherwise ignored, in
-    /// any phase. SIGHUP: daemons use it for "reload" (nginx) and systemd's `ExecReload`
-    /// often sends it, but lastcall has nothing to reload (the signal is kept for handing
-    /// the listener to a new process one day). SIGUSR1, SIGUSR2: nginx reopens its logs
-    /// and upgrades its binary with them; lastcall writes no log file and has no upgrade.
+    /// so it is caught, and that means nothing here: logged and otherwise ignored, in any
+    /// phase. SIGUSR1, SIGUSR2: nginx reopens its logs and upgrades its binary with them;
+    /// lastcall writes no log file, and its upgrade is the hand-over, on SIGHUP.
     Ignored(&'static str),
 }
 
@@ -76,7 +78,7 @@ impl Received {
             SIGTERM => Some(Received::Shutdown(Signal::Term)),
             SIGINT => Some(Received::Shutdown(Signal::Int)),
             SIGQUIT => Some(Received::Shutdown(Signal::Quit)),
-            SIGHUP => Some(Received::Ignored("SIGHUP")),
+            SIGHUP => Some(Received::HandOver),
             SIGUSR1 => Some(Received::Ignored("SIGUSR1")),
             SIGUSR2 => Some(Received::Ignored("SIGUSR2")),
             _ => None,
@@ -84,14 +86,36 @@ impl Received {
     }
 }
 
-/// The shutdown signals among `raw` (as `Signals::pending` reads them), in order; each
-/// ignored one is logged on the way and goes no further, so neither start-up nor the
-/// phase machine counts it as a reason to stop.
-pub(super) fn shutdown_signals(raw: impl Iterator<Item = i32>) -> impl Iterator<Item = Signal> {
+/// What the operator asked for with one signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// Stop, gracefully.
+    Stop(Signal),
+    /// Hand over to a successor.
+    HandOver,
+}
+
+/// What the signals among `raw` (as `Signals::pending` reads them) ask, in order; each
+/// ignored one is logged on the way and goes no further, so nothing counts it as a reason
+/// to stop.
+pub(super) fn asked(raw: impl Iterator<Item = i32>) -> impl Iterator<Item = Asked> {
     raw.filter_map(|raw| match Received::of(raw)? {
-        Received::Shutdown(signal) => Some(signal),
+        Received::Shutdown(signal) => Some(Asked::Stop(signal)),
+        Received::HandOver => Some(Asked::HandOver),
         Received::Ignored(name) => {
             log::info!("{name} received: ignored (no meaning here; SIGTERM stops gracefully)");
+            None
+        }
+    })
+}
+
+/// The shutdown signals among `raw`, for start-up: a SIGHUP before the server serves has
+/// nothing to hand over, and is logged and dropped.
+pub(super) fn shutdown_signals(raw: impl Iterator<Item = i32>) -> impl Iterator<Item = Signal> {
+    asked(raw).filter_map(|asked| match asked {
+        Asked::Stop(signal) => Some(signal),
+        Asked::HandOver => {
+            log::info!("SIGHUP received while starting: ignored (nothing to hand over yet)");
             None
         }
     })
@@ -119,5 +143,14 @@ mod tests {
         assert_eq!(read, [Signal::Term, Signal::Int, Signal::Quit]);
         // What `bind` asks during start-up: a SIGHUP alone is no reason to stop.
         assert_eq!(shutdown_signals([SIGHUP].into_iter()).next(), None);
+    }
+
+    #[test]
+    fn asked_keeps_hand_overs_and_stops_in_order() {
+        let read: Vec<Asked> = asked([SIGUSR1, SIGHUP, SIGTERM, SIGHUP].into_iter()).collect();
+        assert_eq!(
+            read,
+            [Asked::HandOver, Asked::Stop(Signal::Term), Asked::HandOver]
+        );
     }
 }

@@ -11,7 +11,8 @@
 //!    coordinator, which logs who asked once every loop has;
 //! 2. the drain delay, if set: keep accepting and serving that long;
 //! 3. accept what the listen backlog holds, then close this loop's copy of the listener
-//!    (the socket closes with the last copy; the coordinator logs it then);
+//!    (the socket closes with the last copy; the coordinator logs it then) — after a
+//!    hand-over, close it without taking the backlog, which is the successor's;
 //! 4. close idle connections; active ones finish their request, then close;
 //! 5. each close is a lingering close (the connection's own, in `conn`);
 //! 6. no connection left: the loop ends; after the last loop the coordinator closes the
@@ -87,9 +88,12 @@ impl Loop {
     pub(super) fn start_drain(&mut self, now: Instant) {
         self.shutdown.report.drain_at = Some(now);
         // Clients in the backlog completed their handshake before we stopped: they are
-        // ours to serve. Take them regardless of the connection limit (`accept_all`).
-        self.accept.reopen();
-        self.accept_all(now);
+        // ours to serve. Take them regardless of the connection limit (`accept_all`) —
+        // unless a successor holds the listener now: the queue is its to accept from.
+        if !self.shutdown.phase.handed_over() {
+            self.accept.reopen();
+            self.accept_all(now);
+        }
         self.accept.close(self.poll.registry());
         log::debug!("loop {}: listener copy closed", self.index);
         self.board.note(Note::ListenerClosed {

@@ -37,6 +37,11 @@ const SETTINGS: &[&str] = &[
     "MAX_BODY_BYTES",
     "WORKERS",
     "BUFFER_BUDGET_BYTES",
+    "HANDOVER_TIMEOUT_MS",
+    "NOTIFY_SOCKET",
+    "LASTCALL_SUPERVISOR_NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
 ];
 
 /// The binary on `127.0.0.1:0` with debug logs on a piped stderr, a clean configuration
