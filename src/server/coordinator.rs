@@ -200,7 +200,8 @@ pub(super) struct Coordinator {
     loops: Vec<Progress>,
     stage: Stage,
     budget: Budget,
-    pool: Option<Arc<Pool>>,
+    /// The database pool every loop shares; `Server::bind` puts it here last.
+    pub(super) pool: Option<Arc<Pool>>,
     /// The last client accepted during the drain delay, over every loop: kept apart from
     /// the loops' progress, which a loop's next note may overtake in the same batch.
     last_in_delay: Option<Instant>,
@@ -212,7 +213,6 @@ impl Coordinator {
         signals: Signals,
         board: Arc<Board>,
         budget: Budget,
-        pool: Option<Arc<Pool>>,
     ) -> Coordinator {
         Coordinator {
             poll,
@@ -223,14 +223,9 @@ impl Coordinator {
             loops: Vec::new(),
             stage: Stage::Serving,
             budget,
-            pool,
+            pool: None,
             last_in_delay: None,
         }
-    }
-
-    /// A share of the pool, for a loop.
-    pub(super) fn pool(&self) -> Option<Arc<Pool>> {
-        self.pool.clone()
     }
 
     /// Adds a loop's orders; loops are numbered in the order they are added.
@@ -507,7 +502,7 @@ mod tests {
             drain_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         };
-        let mut c = Coordinator::new(poll, signals, board, budget, None);
+        let mut c = Coordinator::new(poll, signals, board, budget);
         let (mut orders, mut polls) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let loop_poll = Poll::new().unwrap();

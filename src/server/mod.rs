@@ -155,7 +155,6 @@ impl Server {
         if let Some(signal) = shutdown_signals(signals.pending()).next() {
             return Ok(Started::Signalled(signal));
         }
-        let pool = start_pool(config)?.map(Arc::new);
         let budget = Budget {
             drain_delay: config.drain_delay,
             shutdown_timeout: config.shutdown_timeout,
@@ -164,7 +163,7 @@ impl Server {
         // The limit is the process's: each loop takes its share, rounded up.
         let max_per_loop = config.max_connections.div_ceil(workers);
         let handler: Arc<dyn Handler> = Arc::new(handler);
-        let mut coordinator = Coordinator::new(poll, signals, Arc::clone(&board), budget, pool);
+        let mut coordinator = Coordinator::new(poll, signals, Arc::clone(&board), budget);
         let mut seeds = Vec::with_capacity(workers);
         for index in 0..workers {
             let poll = Poll::new().map_err(BindError::EventLoop)?;
@@ -192,11 +191,18 @@ impl Server {
                 orders,
                 board: Arc::clone(&board),
                 handler: Arc::clone(&handler),
-                pool: coordinator.pool(),
+                pool: None,
                 limits: limits(config),
                 budget,
             });
         }
+        // Last, as the one step that starts threads: nothing after it can fail and leave
+        // them behind.
+        let pool = start_pool(config)?.map(Arc::new);
+        for seed in &mut seeds {
+            seed.pool.clone_from(&pool);
+        }
+        coordinator.pool = pool;
         // `listener` itself closes here: the loops' copies hold the socket open.
         Ok(Started::Ready(Box::new(Server {
             coordinator,
