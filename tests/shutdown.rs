@@ -141,9 +141,8 @@ fn sighup_during_startup_is_no_reason_to_stop() {
 // 1–2. The signal and the drain delay
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn drain_delay_keeps_serving_with_health_503_then_closes_the_listener() {
-    let mut server = Server::start(&[("DRAIN_DELAY_MS", "800")], &[]);
+fn drain_delay_keeps_serving_with_health_503_then_closes_the_listener(loops: Loops) {
+    let mut server = Server::start(&[("DRAIN_DELAY_MS", "800")], loops);
     let mut kept = keepalive_idle(&server);
     let signalled = signal_taken(&server, "TERM");
     server.wait_for_log("drain delay: still accepting");
@@ -960,6 +959,7 @@ macro_rules! with_one_and_four_loops {
 }
 
 with_one_and_four_loops!(
+    drain_delay_keeps_serving_with_health_503_then_closes_the_listener,
     idle_keepalive_connections_see_eof_at_once_and_the_server_exits_0,
     in_flight_requests_finish_with_connection_close_while_new_connects_are_refused,
     deadline_answers_a_pending_request_503_with_retry_after_and_exits_1,

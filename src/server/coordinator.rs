@@ -203,7 +203,8 @@ pub(super) struct Coordinator {
     loops: Vec<Progress>,
     stage: Stage,
     budget: Budget,
-    pool: Option<Arc<Pool>>,
+    /// The database pool every loop shares; `Server::bind` puts it here last.
+    pub(super) pool: Option<Arc<Pool>>,
     /// The last client accepted during the drain delay, over every loop: kept apart from
     /// the loops' progress, which a loop's next note may overtake in the same batch.
     last_in_delay: Option<Instant>,
@@ -217,7 +218,6 @@ impl Coordinator {
         signals: Signals,
         board: Arc<Board>,
         budget: Budget,
-        pool: Option<Arc<Pool>>,
         supervision: Supervision,
     ) -> Coordinator {
         Coordinator {
@@ -229,7 +229,7 @@ impl Coordinator {
             loops: Vec::new(),
             stage: Stage::Serving,
             budget,
-            pool,
+            pool: None,
             last_in_delay: None,
             supervision,
         }
@@ -244,11 +244,6 @@ impl Coordinator {
     /// watchdog's next feed, or a starting successor's next check.
     pub(super) fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         self.supervision.next_wakeup(now)
-    }
-
-    /// A share of the pool, for a loop.
-    pub(super) fn pool(&self) -> Option<Arc<Pool>> {
-        self.pool.clone()
     }
 
     /// Adds a loop's orders; loops are numbered in the order they are added.
@@ -573,7 +568,7 @@ mod tests {
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let supervision = Supervision::new(&listener, Duration::from_secs(1), Instant::now());
-        let mut c = Coordinator::new(poll, signals, board, budget, None, supervision);
+        let mut c = Coordinator::new(poll, signals, board, budget, supervision);
         let (mut orders, mut polls) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let loop_poll = Poll::new().unwrap();

@@ -171,7 +171,6 @@ impl Server {
         if let Some(signal) = shutdown_signals(signals.pending()).next() {
             return Ok(Started::Signalled(signal));
         }
-        let pool = start_pool(config)?.map(Arc::new);
         let budget = Budget {
             drain_delay: config.drain_delay,
             shutdown_timeout: config.shutdown_timeout,
@@ -186,7 +185,7 @@ impl Server {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let supervision = Supervision::new(&listener, config.handover_timeout, Instant::now());
         let mut coordinator =
-            Coordinator::new(poll, signals, Arc::clone(&board), budget, pool, supervision);
+            Coordinator::new(poll, signals, Arc::clone(&board), budget, supervision);
         let mut seeds = Vec::with_capacity(workers);
         for index in 0..workers {
             let poll = Poll::new().map_err(BindError::EventLoop)?;
@@ -214,12 +213,19 @@ impl Server {
                 orders,
                 board: Arc::clone(&board),
                 handler: Arc::clone(&handler),
-                pool: coordinator.pool(),
+                pool: None,
                 limits: limits(config),
                 buffer_budget,
                 budget,
             });
         }
+        // Last, as the one step that starts threads: nothing after it can fail and leave
+        // them behind.
+        let pool = start_pool(config)?.map(Arc::new);
+        for seed in &mut seeds {
+            seed.pool.clone_from(&pool);
+        }
+        coordinator.pool = pool;
         // `listener` itself closes here: the loops' copies hold the socket open.
         Ok(Started::Ready(Box::new(Server {
             coordinator,
