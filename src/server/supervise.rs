@@ -180,7 +180,7 @@ impl Supervision {
             }
             Progress::Failed(reason) => {
                 log::warn!(
-                    "hand-over failed: successor {} {reason}; still serving",
+                    "hand-over failed: the successor ({}) {reason}; still serving",
                     successor.pid()
                 );
                 self.successor = None;
