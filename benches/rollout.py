@@ -595,6 +595,22 @@ def failure_detail(result):
     return ", ".join(f"{n} {o} ({k}{'' if s is None else ', ' + str(s)})" for (o, k, s), n in sorted(by.items())) or "none"
 
 
+def slowest(result, n=3):
+    """The `n` slowest ok requests: latency, kind, and when they started relative to the
+    nearest roll's signal, so an outlier can be placed in the roll it belongs to."""
+    signals = [roll["t_sig"] for roll in result["rolls"]]
+    recs = sorted((rec for rec in result["records"] if rec[3] == "ok"), key=lambda rec: rec[0] - rec[1])[:n]
+    out = []
+    for t0, t1, kind, _, _ in recs:
+        if signals:
+            i = min(range(len(signals)), key=lambda k: abs(t0 - signals[k]))
+            where = f"{(t0 - signals[i]) * 1000:+.0f} ms from roll {i + 1}'s signal"
+        else:
+            where = "no roll"
+        out.append(f"{(t1 - t0) * 1000:.0f} ms ({kind}, {where})")
+    return ", ".join(out) or "none"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -663,7 +679,8 @@ def main():
             f"{'retry-on conn-failure' if r['retry'] else 'retries 0'}): "
             f"{len(r['rolls'])} rolls in {r['seconds']:.1f} s, exit codes {codes}; "
             f"signal->DOWN in the balancer {min(downs, default=0):.0f}-{max(downs, default=0):.0f} ms, "
-            f"restart->UP {min(ups, default=0):.0f}-{max(ups, default=0):.0f} ms; failures: {failure_detail(r)}"
+            f"restart->UP {min(ups, default=0):.0f}-{max(ups, default=0):.0f} ms; failures: {failure_detail(r)}; "
+            f"slowest ok: {slowest(r)}"
             + (f"; PROBLEMS: {'; '.join(r['problems'])}" if r["problems"] else ""))
 
     log()
