@@ -260,6 +260,22 @@ backend lastcall
     def statuses(self):
         """{server name: status} from `show stat` ("UP", "DOWN", "UP 1/2", ...), or None
         when the socket does not answer."""
+        rows = self.stat_rows()
+        if rows is None:
+            return None
+        return {row["svname"]: row["status"] for row in rows
+                if row["pxname"] == "lastcall" and row["svname"] not in ("BACKEND", "FRONTEND")}
+
+    def counters(self):
+        """The backend's totals from `show stat`: connection retries (`wretr`),
+        redispatches (`wredis`), connection errors (`econ`), response errors (`eresp`)."""
+        for row in self.stat_rows() or []:
+            if row["pxname"] == "lastcall" and row["svname"] == "BACKEND":
+                return {k: int(row[k] or 0) for k in ("wretr", "wredis", "econ", "eresp")}
+        return None
+
+    def stat_rows(self):
+        """`show stat` as a list of {column: value}, or None when the socket does not answer."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(1)
@@ -277,13 +293,7 @@ backend lastcall
         if not lines or not lines[0].startswith("# "):
             return None
         header = lines[0][2:].split(",")
-        col_px, col_sv, col_status = header.index("pxname"), header.index("svname"), header.index("status")
-        out = {}
-        for line in lines[1:]:
-            fields = line.split(",")
-            if len(fields) > col_status and fields[col_px] == "lastcall" and fields[col_sv] not in ("BACKEND", "FRONTEND"):
-                out[fields[col_sv]] = fields[col_status]
-        return out
+        return [dict(zip(header, line.split(","))) for line in lines[1:] if line.count(",") >= len(header) - 1]
 
     def wait_status(self, name, wanted, timeout):
         """Polls until server `name` is exactly `wanted` ("UP"/"DOWN"); the time it was
@@ -454,6 +464,7 @@ def one_run(name, binary, haproxy, args):
     load = None
     rolls = []
     problems = []
+    counters = None
     try:
         for inst in instances:
             inst.start()
@@ -486,6 +497,7 @@ def one_run(name, binary, haproxy, args):
         time.sleep(args.settle)
         left = load.finish(args.client_timeout + 2)
         t_end = time.monotonic()
+        counters = balancer.counters()
         if left:
             problems.append(f"{left} client threads did not stop")
     except RuntimeError as e:
@@ -505,6 +517,7 @@ def one_run(name, binary, haproxy, args):
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"name": name, "records": records, "rolls": rolls, "problems": problems, "retry": retry_connects,
+            "counters": counters,
             "seconds": t_end - t_load, "drain_delay_ms": drain_delay_ms, "timeout_ms": timeout_ms}
 
 
@@ -595,6 +608,13 @@ def failure_detail(result):
     return ", ".join(f"{n} {o} ({k}{'' if s is None else ', ' + str(s)})" for (o, k, s), n in sorted(by.items())) or "none"
 
 
+def fmt_counters(c):
+    if c is None:
+        return "counters not read"
+    return (f"{c['wretr']} connect retries, {c['wredis']} redispatches, {c['econ']} connection errors, "
+            f"{c['eresp']} response errors")
+
+
 def slowest(result, n=3):
     """The `n` slowest ok requests: latency, kind, and when they started relative to the
     nearest roll's signal, so an outlier can be placed in the roll it belongs to."""
@@ -680,7 +700,7 @@ def main():
             f"{len(r['rolls'])} rolls in {r['seconds']:.1f} s, exit codes {codes}; "
             f"signal->DOWN in the balancer {min(downs, default=0):.0f}-{max(downs, default=0):.0f} ms, "
             f"restart->UP {min(ups, default=0):.0f}-{max(ups, default=0):.0f} ms; failures: {failure_detail(r)}; "
-            f"slowest ok: {slowest(r)}"
+            f"slowest ok: {slowest(r)}; haproxy's backend: {fmt_counters(r['counters'])}"
             + (f"; PROBLEMS: {'; '.join(r['problems'])}" if r["problems"] else ""))
 
     log()
