@@ -4,11 +4,12 @@
 //! fail. This is the short version of `benches/rollout.py` (three instances, ten rolls,
 //! and the runs that show what each setting protects against).
 //!
-//! The balancer's timing is the one the README's "Deploying" section works through:
-//! `/health` checked every 200 ms, two failures to take an instance out (0.2 to 0.4 s after
-//! it starts answering 503, plus a check's own time), so `DRAIN_DELAY_MS` is 1500, far
-//! above that; a refused connect is retried on the other instance (`retry-on
-//! conn-failure`: the request never reached a server), nothing else is retried.
+//! The timing follows the arithmetic of the README's "Deploying" section, scaled down to
+//! keep the test short: `/health` checked every 200 ms, two failures to take an instance
+//! out (0.2 to 0.4 s after it starts answering 503, plus a check's own time), so
+//! `DRAIN_DELAY_MS` is 1500, far above that; a refused connect is retried on the other
+//! instance (`retry-on conn-failure`: the request never reached a server), nothing else is
+//! retried.
 //!
 //! Needs `haproxy` (Debian package `haproxy`; `.ci/run` installs it): without it the test
 //! fails and says so, because a rolling deploy that was not tried is no evidence. The
