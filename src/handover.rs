@@ -103,7 +103,13 @@ impl Successor {
     /// Reads what the successor said, and whether it is still alive and in time. Never
     /// blocks. After `Ready` or `Failed`, the successor is the caller's no more.
     pub fn check(&mut self, now: Instant) -> Progress {
-        // The time limit first: a `READY=1` read after it is late, whenever it was sent
+        // An exit first: it is the reason, whenever we look.
+        match self.child.try_wait() {
+            Ok(Some(status)) => return Progress::Failed(format!("exited ({status})")),
+            Ok(None) => {}
+            Err(e) => return self.fail(format!("could not be waited for: {e}")),
+        }
+        // Then the time limit: a `READY=1` read after it is late, whenever it was sent
         // (a parent too busy to look is no reason to stretch the limit).
         if now >= self.deadline {
             return self.fail("was not ready in time".to_owned());
@@ -128,11 +134,7 @@ impl Successor {
                 Err(e) => return self.fail(format!("could not be heard: {e}")),
             }
         }
-        match self.child.try_wait() {
-            Ok(Some(status)) => Progress::Failed(format!("exited ({status})")),
-            Ok(None) => Progress::Starting,
-            Err(e) => self.fail(format!("could not be waited for: {e}")),
-        }
+        Progress::Starting
     }
 
     /// Gives up on the successor: kills it if it still runs, and reaps it.

@@ -53,6 +53,8 @@ pub(super) struct Supervision {
     args: Vec<OsString>,
     timeout: Duration,
     successor: Option<Successor>,
+    /// When a starting successor is next looked at, besides when its socket rings.
+    check_at: Option<Instant>,
 }
 
 /// What a successor's check came to.
@@ -86,6 +88,7 @@ impl Supervision {
             args: std::env::args_os().skip(1).collect(),
             timeout,
             successor: None,
+            check_at: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl Supervision {
             successor.pid()
         ));
         self.successor = Some(successor);
+        self.check_at = Some(now + SUCCESSOR_CHECK);
         Ok(())
     }
 
@@ -167,6 +171,7 @@ impl Supervision {
         let Some(successor) = self.successor.as_mut() else {
             return Succession::Pending;
         };
+        self.check_at = Some(now + SUCCESSOR_CHECK);
         match successor.check(now) {
             Progress::Starting => Succession::Pending,
             Progress::Ready => {
@@ -196,10 +201,10 @@ impl Supervision {
     /// successor's next check.
     pub(super) fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let watchdog = self.watchdog.map(|(_, due)| due);
-        let successor = self
-            .successor
-            .as_ref()
-            .map(|s| s.deadline().min(now + SUCCESSOR_CHECK));
+        let successor = self.successor.as_ref().map(|s| {
+            let check_at = self.check_at.unwrap_or(now);
+            s.deadline().min(check_at)
+        });
         watchdog.into_iter().chain(successor).min()
     }
 

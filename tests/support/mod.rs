@@ -10,6 +10,7 @@
 pub mod pg;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -50,7 +51,12 @@ const SETTINGS: &[&str] = &[
 /// whole file can be checked with several loops: `LASTCALL_TEST_WORKERS=4 cargo test
 /// --test shutdown`.
 pub fn command(env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastcall"));
+    command_for(Path::new(env!("CARGO_BIN_EXE_lastcall")), env)
+}
+
+/// [`command`] for the binary at `program`: a copy, for a test that replaces it.
+pub fn command_for(program: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(["--listen", "127.0.0.1:0"]);
     if let Ok(workers) = std::env::var("LASTCALL_TEST_WORKERS") {
         cmd.args(["--workers", &workers]);
@@ -78,7 +84,12 @@ pub struct Server {
 impl Server {
     /// Starts the binary with extra environment variables and arguments.
     pub fn start(env: &[(&str, &str)], args: &[&str]) -> Server {
-        let mut child = command(env).args(args).spawn().expect("spawn lastcall");
+        Server::start_command(command(env).args(args))
+    }
+
+    /// Starts a command made by [`command`] or [`command_for`].
+    pub fn start_command(cmd: &mut Command) -> Server {
+        let mut child = cmd.spawn().expect("spawn lastcall");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&log);
@@ -227,6 +238,12 @@ impl Reader {
 
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
+    }
+
+    /// Sends, reporting a failed write instead of panicking: for clients under load,
+    /// whose server may close an idle connection just as they write.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
     }
 
     /// Reads one response to a request with method `method` (HEAD has no body).
