@@ -305,7 +305,7 @@ fn sigterm_to_a_successor_drains_like_a_first_generation() {
     assert!(response.closes());
     wait_gone(successor);
     let log = server.log_text();
-    let last = log.lines().filter(|l| l.contains("shutdown report")).last();
+    let last = log.lines().rfind(|l| l.contains("shutdown report"));
     assert!(
         last.is_some_and(|r| r.contains("drained=1") && r.ends_with("exit 0")),
         "{log}"
