@@ -353,24 +353,20 @@ impl Supervisor {
     }
 }
 
-/// Socket activation with systemd's own tool, `--inetd` (the listener on standard input,
-/// as `StandardInput=socket`), and `NOTIFY_SOCKET`: serves from the inherited socket, and
-/// the notifications arrive in order with their content, the watchdog fed in between.
-#[test]
-fn socket_activated_with_notify_and_watchdog() {
-    let port = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let supervisor = Supervisor::new("activate");
-    let mut child: Child = Command::new("systemd-socket-activate")
-        .args(["--inetd", "-l", &format!("127.0.0.1:{port}")])
-        .args(["-E", &format!("NOTIFY_SOCKET={}", supervisor.name)])
-        .args(["-E", "WATCHDOG_USEC=200000", "-E", "RUST_LOG=info"])
+/// lastcall started by `systemd-socket-activate --inetd` (the listener on standard input,
+/// as `StandardInput=socket` gives it) on the first connect to `port`, with `env` added;
+/// returns the tool's process (lastcall, once it has exec'd) and a client that was served.
+fn socket_activated(port: u16, env: &[String]) -> (Child, Reader) {
+    let mut tool = Command::new("systemd-socket-activate");
+    tool.args(["--inetd", "-l", &format!("127.0.0.1:{port}")]);
+    for pair in env {
+        tool.args(["-E", pair]);
+    }
+    let child = tool
         .arg(env!("CARGO_BIN_EXE_lastcall"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("systemd-socket-activate (Debian: apt-get install systemd)");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -387,7 +383,37 @@ fn socket_activated_with_notify_and_watchdog() {
     let mut reader = Reader::new(stream);
     reader.send(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(reader.response().unwrap().body_text(), "Hello, World!");
+    (child, reader)
+}
 
+/// A free loopback port (free when asked; nothing else here binds it meanwhile).
+fn free_port() -> u16 {
+    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// The exit status and standard error of a socket-activated lastcall after its SIGTERM.
+fn stop_activated(mut child: Child) -> (Option<i32>, String) {
+    signal(child.id(), "TERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (child.wait().unwrap().code(), stderr)
+}
+
+/// Socket activation with systemd's own tool and `NOTIFY_SOCKET`: serves from the
+/// inherited socket, and the notifications arrive in order with their content, the
+/// watchdog fed in between. The tool keeps no copy of the socket, so the shutdown serves
+/// the queue and closes it.
+#[test]
+fn socket_activated_with_notify_and_watchdog() {
+    let port = free_port();
+    let supervisor = Supervisor::new("activate");
+    let env = [
+        format!("NOTIFY_SOCKET={}", supervisor.name),
+        "WATCHDOG_USEC=200000".to_owned(),
+        "RUST_LOG=info".to_owned(),
+    ];
+    let (child, _served) = socket_activated(port, &env);
     let ready = supervisor.next("READY=1");
     assert_eq!(
         ready,
@@ -395,13 +421,33 @@ fn socket_activated_with_notify_and_watchdog() {
     );
     assert_eq!(supervisor.next("WATCHDOG=1"), "WATCHDOG=1");
     // The tool execs lastcall in its own place: the child is lastcall now.
-    signal(child.id(), "TERM");
+    let (code, log) = stop_activated(child);
     assert_eq!(
         supervisor.until("STOPPING=1"),
         "STOPPING=1\nSTATUS=draining: SIGTERM received"
     );
     assert_eq!(supervisor.until("STATUS=stopped"), "STATUS=stopped: exit 0");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("(inherited listener)"), "{log}");
+    assert!(
+        log.contains("listener closed: new connections are refused"),
+        "{log}"
+    );
+}
+
+/// Under a systemd service (`INVOCATION_ID` set), a socket on standard input comes from a
+/// socket unit, which keeps it: the shutdown leaves the queue for the next start.
+#[test]
+fn a_socket_kept_by_systemd_keeps_its_queue_at_the_shutdown() {
+    let env = ["INVOCATION_ID=5f0c".to_owned(), "RUST_LOG=info".to_owned()];
+    let (child, _served) = socket_activated(free_port(), &env);
+    thread::sleep(Duration::from_millis(100));
+    let (code, log) = stop_activated(child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("listener left to the socket's keeper (systemd's socket unit)"),
+        "{log}"
+    );
 }
 
 /// A hand-over under a supervisor: it hears the reload begin, the successor's process id

@@ -453,6 +453,9 @@ impl Coordinator {
             Source::HandedOver(pid) => {
                 log::info!("listener left to successor {pid}: it accepts every new connection");
             }
+            _ if self.supervision.listener_kept() => log::info!(
+                "listener left to the socket's keeper (systemd's socket unit): new connections wait for the next start"
+            ),
             _ => log::info!("listener closed: new connections are refused"),
         }
     }
@@ -567,7 +570,8 @@ mod tests {
             shutdown_timeout: Duration::from_secs(10),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let supervision = Supervision::new(&listener, Duration::from_secs(1), Instant::now());
+        let supervision =
+            Supervision::new(&listener, false, Duration::from_secs(1), Instant::now());
         let mut c = Coordinator::new(poll, signals, board, budget, supervision);
         let (mut orders, mut polls) = (Vec::new(), Vec::new());
         for _ in 0..n {

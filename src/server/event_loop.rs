@@ -89,6 +89,9 @@ pub(super) struct Seed {
     pub(super) limits: Limits,
     /// This loop's share of `BUFFER_BUDGET_BYTES`.
     pub(super) buffer_budget: usize,
+    /// Another holder keeps the listening socket (systemd's socket unit): a shutdown
+    /// leaves the accept queue to the next instance instead of serving it.
+    pub(super) queue_kept: bool,
     pub(super) budget: Budget,
 }
 
@@ -105,6 +108,8 @@ pub(super) struct Loop {
     /// Connections accepted over the loop's life: the debug report shows how the kernel
     /// spread clients over the loops.
     pub(super) accepted: u64,
+    /// See [`Seed::queue_kept`].
+    pub(super) queue_kept: bool,
 }
 
 /// Every open connection, and when the loop must call each one again: at a time
@@ -173,6 +178,7 @@ impl Loop {
             orders: seed.orders,
             board: seed.board,
             accepted: 0,
+            queue_kept: seed.queue_kept,
         }
     }
 

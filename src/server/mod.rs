@@ -163,6 +163,7 @@ impl Server {
             Err(error) => return Err(listen(error)),
         };
         listener.set_nonblocking(true).map_err(listen)?;
+        let kept = inherited && crate::inherit::kept_elsewhere(|key| std::env::var(key).ok());
         let local_addr = listener.local_addr().map_err(listen)?;
         let board = Arc::new(Board::new(
             Waker::new(poll.registry(), BOARD).map_err(BindError::EventLoop)?,
@@ -183,7 +184,8 @@ impl Server {
         // The limit is the process's: each loop takes its share, rounded up.
         let max_per_loop = config.max_connections.div_ceil(workers);
         let handler: Arc<dyn Handler> = Arc::new(handler);
-        let supervision = Supervision::new(&listener, config.handover_timeout, Instant::now());
+        let supervision =
+            Supervision::new(&listener, kept, config.handover_timeout, Instant::now());
         let mut coordinator =
             Coordinator::new(poll, signals, Arc::clone(&board), budget, supervision);
         let mut seeds = Vec::with_capacity(workers);
@@ -216,6 +218,7 @@ impl Server {
                 pool: None,
                 limits: limits(config),
                 buffer_budget,
+                queue_kept: kept,
                 budget,
             });
         }

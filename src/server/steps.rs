@@ -89,8 +89,9 @@ impl Loop {
         self.shutdown.report.drain_at = Some(now);
         // Clients in the backlog completed their handshake before we stopped: they are
         // ours to serve. Take them regardless of the connection limit (`accept_all`) —
-        // unless a successor holds the listener now: the queue is its to accept from.
-        if !self.shutdown.phase.handed_over() {
+        // unless the socket outlives us (a successor holds it now, or systemd's socket
+        // unit keeps it for the next start): then the queue is theirs to accept from.
+        if !self.shutdown.phase.handed_over() && !self.queue_kept {
             self.accept.reopen();
             self.accept_all(now);
         }

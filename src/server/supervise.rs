@@ -29,6 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::handover::{Progress, SUPERVISOR_SOCKET, Successor};
+use crate::inherit::KEPT_ELSEWHERE;
 use crate::notify::{Notifier, watchdog_interval};
 
 /// How often a successor is looked at besides its socket: often enough to see an early
@@ -49,6 +50,9 @@ pub(super) struct Supervision {
     watchdog: Option<(Duration, Instant)>,
     /// A copy of the listener while serving, for a successor's standard input.
     listener: Option<TcpListener>,
+    /// Another holder keeps the listener (see `inherit::kept_elsewhere`); a successor is
+    /// told, so that it knows too.
+    kept: bool,
     exe: PathBuf,
     args: Vec<OsString>,
     timeout: Duration,
@@ -70,7 +74,12 @@ impl Supervision {
     /// From the process environment: `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID`, and
     /// the path and arguments this process was started with (read now, at start-up: once
     /// a new build replaces the file, `/proc/self/exe` names a deleted one).
-    pub(super) fn new(listener: &TcpListener, timeout: Duration, now: Instant) -> Supervision {
+    pub(super) fn new(
+        listener: &TcpListener,
+        kept: bool,
+        timeout: Duration,
+        now: Instant,
+    ) -> Supervision {
         let env = |key: &str| std::env::var(key).ok();
         let notifier = Notifier::from_env(env).unwrap_or_else(|e| {
             log::warn!("NOTIFY_SOCKET unusable: {e}; no notifications");
@@ -84,6 +93,7 @@ impl Supervision {
             supervisor_after: env(SUPERVISOR_SOCKET),
             watchdog,
             listener: listener.try_clone().ok(),
+            kept,
             exe,
             args: std::env::args_os().skip(1).collect(),
             timeout,
@@ -118,6 +128,11 @@ impl Supervision {
         self.notify(&format!("STOPPING=1\nSTATUS=draining: {why}"));
     }
 
+    /// Whether another holder keeps the listening socket after us.
+    pub(super) fn listener_kept(&self) -> bool {
+        self.kept
+    }
+
     /// A line for `systemctl status`.
     pub(super) fn status(&self, status: &str) {
         self.notify(&format!("STATUS={status}"));
@@ -137,7 +152,9 @@ impl Supervision {
             return Err(io::Error::other("no listener to hand over"));
         };
         let mut command = Command::new(&self.exe);
-        command.args(&self.args);
+        command
+            .args(&self.args)
+            .env(KEPT_ELSEWHERE, if self.kept { "1" } else { "0" });
         let successor = Successor::start(
             command,
             listener,
