@@ -96,10 +96,21 @@ fn four_loops_each_get_the_answers_to_their_own_queries() {
     let mut server = lastcall(&pg, &[("WORKERS", "4")]);
     wait_connected(&server, &pg, 2);
     let addr = server.addr;
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
+    // Connected one by one, a few milliseconds apart: a burst of connects can land on
+    // whichever loop is on a CPU at that instant (see the README on the shared listener),
+    // and this test needs clients on several loops.
+    let streams: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
+            thread::sleep(std::time::Duration::from_millis(5));
+            stream
+        })
+        .collect();
+    let clients: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| {
             thread::spawn(move || {
-                let stream = std::net::TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
                 stream.set_read_timeout(Some(PATIENCE)).unwrap();
                 let mut conn = Reader::new(stream);
                 for j in 0..10 {

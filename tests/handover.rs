@@ -256,9 +256,8 @@ fn replace_with_script(path: &Path, script: &str) {
 #[test]
 fn a_failed_successor_leaves_the_old_process_serving() {
     let path = binary_copy("failing");
-    let mut server = Server::start_command(
-        command_for(&path, &[("HANDOVER_TIMEOUT_MS", "500")]).args(["--listen", "127.0.0.1:0"]),
-    );
+    let mut server =
+        Server::start_command(&mut command_for(&path, &[("HANDOVER_TIMEOUT_MS", "500")]));
     let successors = Successors(&server);
     let mut kept = Reader::new(server.connect());
     let ask = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n";

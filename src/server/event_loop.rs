@@ -40,6 +40,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::accept::Acceptor;
+use super::balance::Balance;
 use super::coordinator::{Board, Coordinator, Ended, Orders};
 use super::resume::ResumeList;
 use super::shutdown::{Budget, Event, Phase};
@@ -92,6 +93,8 @@ pub(super) struct Seed {
     /// Another holder keeps the listening socket (systemd's socket unit): a shutdown
     /// leaves the accept queue to the next instance instead of serving it.
     pub(super) queue_kept: bool,
+    /// This loop's view of every loop's connection count.
+    pub(super) balance: Balance,
     pub(super) budget: Budget,
 }
 
@@ -110,6 +113,7 @@ pub(super) struct Loop {
     pub(super) accepted: u64,
     /// See [`Seed::queue_kept`].
     pub(super) queue_kept: bool,
+    balance: Balance,
 }
 
 /// Every open connection, and when the loop must call each one again: at a time
@@ -179,6 +183,7 @@ impl Loop {
             board: seed.board,
             accepted: 0,
             queue_kept: seed.queue_kept,
+            balance: seed.balance,
         }
     }
 
@@ -274,7 +279,15 @@ impl Loop {
         // backlog (its clients connected before we stopped), and the listener closes
         // right after.
         let limited = !self.shutdown.phase.draining();
-        while let Some(socket) = self.accept.next(now, self.conns.slab.len(), limited) {
+        loop {
+            let open = self.conns.slab.len();
+            // Another loop, well behind, was woken for the same clients: leave them to it.
+            if limited && self.balance.ahead(open) {
+                return;
+            }
+            let Some(socket) = self.accept.next(now, open, limited) else {
+                return;
+            };
             self.add_conn(socket, now);
         }
     }
@@ -283,6 +296,7 @@ impl Loop {
         // Responses are written whole; Nagle would only delay the last segment.
         let _ = socket.set_nodelay(true);
         let token = self.conns.slab.insert(Conn::new(socket, now));
+        self.balance.set_open(self.conns.slab.len());
         let Some(conn) = self.conns.slab.get_mut(token) else {
             return;
         };
@@ -296,6 +310,7 @@ impl Loop {
         {
             log::warn!("cannot register a new connection: {e}");
             self.conns.slab.remove(token);
+            self.balance.set_open(self.conns.slab.len());
             return;
         }
         self.accepted += 1;
@@ -341,6 +356,7 @@ impl Loop {
         conn.release(&mut self.services.bufs);
         let _ = self.poll.registry().deregister(conn.socket_mut());
         drop(conn);
+        self.balance.set_open(self.conns.slab.len());
         if reason.is_routine() {
             log::debug!("loop {} conn {}: closed ({reason})", self.index, token.0);
         } else {

@@ -18,6 +18,7 @@
 //! | `event_loop.rs` | one loop: the turn, calling a connection and closing it |
 //! | `coordinator.rs` | one shutdown for every loop: signals, orders, notes, the outcome |
 //! | `accept.rs` | the listener: sharing it, accepting, `MAX_CONNECTIONS`, the EMFILE pause |
+//! | `balance.rs` | spreading new clients over the loops |
 //! | `resume.rs` | connections that yielded, resumed next turn |
 //! | `timers.rs` | connections' wake-ups |
 //! | `slab.rs` | connections by token, tokens never reused |
@@ -42,6 +43,7 @@
 //!   that loop only; the coordinator drains the others and exits 1 naming it.
 
 mod accept;
+mod balance;
 mod coordinator;
 mod event_loop;
 mod handle;
@@ -74,6 +76,7 @@ use crate::conn::{Limits, Timeouts};
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
 use accept::Acceptor;
+use balance::Balance;
 use coordinator::{BOARD, Board, Coordinator, Ended, Note, Orders, SIGNALS, panic_message};
 use event_loop::{COORDINATOR, LISTENER, Loop, Seed, WAKER};
 use signals::shutdown_signals;
@@ -189,6 +192,7 @@ impl Server {
         let mut coordinator =
             Coordinator::new(poll, signals, Arc::clone(&board), budget, supervision);
         let mut seeds = Vec::with_capacity(workers);
+        let mut balances = Balance::new(workers, max_per_loop).into_iter();
         for index in 0..workers {
             let poll = Poll::new().map_err(BindError::EventLoop)?;
             let copy = accept::share(&listener).map_err(BindError::EventLoop)?;
@@ -219,6 +223,7 @@ impl Server {
                 limits: limits(config),
                 buffer_budget,
                 queue_kept: kept,
+                balance: balances.next().expect("one view per loop"),
                 budget,
             });
         }
