@@ -135,7 +135,7 @@ impl<S: Socket> Conn<S> {
             *seen = input.len();
             return false;
         }
-        match request::parse_head(input.bytes(), cx.limits.max_head) {
+        match request::parse_request(input.bytes(), cx.limits.max_head) {
             // Rule: a partial head starts the header timer at its first byte.
             Ok(None) => {
                 let seen = input.len();
@@ -152,7 +152,20 @@ impl<S: Socket> Conn<S> {
                 }
                 false
             }
-            Ok(Some(head)) => {
+            // The common request, without a body: answered here, while the head's bytes
+            // are still borrowed, so the handler's path is the `&str` the parse already
+            // validated (see `Request::parsed`). `begin` does the same for the rest.
+            Ok(Some(parsed)) if parsed.head.framing == Framing::None && !cx.bufs.over_budget() => {
+                let request = Request::parsed(&parsed, input.bytes(), Some(&[]));
+                let answer = Self::call_handler(&mut self.seq, cx, &request);
+                let head = parsed.head;
+                // The handler has taken what it needs: the request's bytes can go.
+                input.consume(head.len);
+                self.act(cx, Exchange::of(&head), answer);
+                true
+            }
+            Ok(Some(parsed)) => {
+                let head = parsed.head;
                 // The request timer runs from the head's first byte.
                 let started = match self.state {
                     State::Head { since, .. } => since,
@@ -344,25 +357,36 @@ impl<S: Socket> Conn<S> {
         head: &Head,
         body: Option<Range<usize>>,
     ) -> Answer {
-        // Every call gets its own number, so a reply promised by an earlier call (one that
-        // then asked for the body after all) is recognised as stale and dropped.
-        self.seq = self.seq.wrapping_add(1);
-        let id = ReplyId {
-            token: cx.token,
-            seq: self.seq,
-        };
         let Some(input) = self.input.as_ref() else {
             return Answer::Now(Response::internal_error()); // a head always comes from the input
         };
         let bytes = input.bytes();
         let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
+        Self::call_handler(&mut self.seq, cx, &request)
+    }
+
+    /// Calls the handler with `request`, under the connection's next request number
+    /// (`seq`: a field of its own, so a caller may hold the input buffer meanwhile).
+    #[inline(always)] // see `call`
+    pub(super) fn call_handler(
+        seq: &mut u32,
+        cx: &mut LoopCx<'_>,
+        request: &Request<'_>,
+    ) -> Answer {
+        // Every call gets its own number, so a reply promised by an earlier call (one that
+        // then asked for the body after all) is recognised as stale and dropped.
+        *seq = seq.wrapping_add(1);
+        let id = ReplyId {
+            token: cx.token,
+            seq: *seq,
+        };
         let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db);
         // A panicking handler costs its request a 500, never the loop.
-        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(&request, &mut ctx))).unwrap_or_else(
+        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(request, &mut ctx))).unwrap_or_else(
             |_| {
                 log::error!(
                     "handler panicked on {} {}",
-                    head.method.as_str(),
+                    request.method.as_str(),
                     request.path
                 );
                 Answer::Now(Response::internal_error())
