@@ -58,7 +58,7 @@ pub(super) fn judge_fields(
     // HTAB in field values (NUL and DEL included; the tests pin this down).
     for h in headers {
         let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
+        if is_host_name(name.as_bytes()) {
             hosts += 1;
             if !is_host(h.value) {
                 return Err(RequestError::BadHost);
@@ -216,12 +216,28 @@ fn is_host(value: &[u8]) -> bool {
         }
         next
     };
-    let end = value.iter().fold(u16::from(START) * 256, |row, &b| {
-        NEXT[usize::from(row + u16::from(b)) & (8 * 256 - 1)]
-    });
+    let step = |row: u16, b: u8| NEXT[usize::from(row + u16::from(b)) & (8 * 256 - 1)];
+    // Four steps a turn: the loop's own count and branch then come once per four bytes
+    // (a Host is typically 10 to 20 bytes, and every request has one).
+    let mut quads = value.chunks_exact(4);
+    let mut row = u16::from(START) * 256;
+    for q in &mut quads {
+        row = step(step(step(step(row, q[0]), q[1]), q[2]), q[3]);
+    }
+    let end = quads.remainder().iter().fold(row, |row, &b| step(row, b));
     [HOST, PORT, CLOSED]
         .map(|state| u16::from(state) * 256)
         .contains(&end)
+}
+
+/// Whether a field name is `Host`, in any case (RFC 9110 §5.1: names are
+/// case-insensitive). Every request has one, so it is compared as one 4-byte word rather
+/// than byte by byte: setting bit 5 (0x20) turns an ASCII capital into its small letter,
+/// and the only bytes it turns into a small letter are that letter and its capital, so
+/// for a name of letters the word compare is exactly `eq_ignore_ascii_case`.
+fn is_host_name(name: &[u8]) -> bool {
+    <[u8; 4]>::try_from(name)
+        .is_ok_and(|word| u32::from_le_bytes(word) | 0x2020_2020 == u32::from_le_bytes(*b"host"))
 }
 
 /// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed of optional
