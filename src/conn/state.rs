@@ -55,6 +55,10 @@ use crate::http::response::Response;
 
 use super::close::CloseReason;
 
+// An explicit tag byte. Without it the compiler keeps the variant in a spare bit
+// pattern of an `Instant`'s nanoseconds, and every match on the state (several per
+// request) and every replacement (its drop) must decode that first.
+#[repr(u8)]
 pub enum State {
     Idle {
         since: Instant,
