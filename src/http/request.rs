@@ -21,6 +21,7 @@ use std::ops::Range;
 use super::body::Framing;
 use super::error::RequestError;
 use super::fields::judge_fields;
+use super::plain::{self, Plain};
 use super::uri::{T_OK, T_QUERY, check_target_bytes, split_target, target_classes};
 
 /// At most this many header fields in one request; more is 431 (nginx and Go cap similarly).
@@ -58,7 +59,7 @@ pub enum Method {
 impl Method {
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
     #[inline(always)] // the hot path's method check: one compare of a few bytes
-    fn from_token(token: &[u8]) -> Option<Method> {
+    pub(super) fn from_token(token: &[u8]) -> Option<Method> {
         Some(match token {
             b"GET" => Method::Get,
             b"HEAD" => Method::Head,
@@ -182,6 +183,19 @@ pub struct Parsed<'a> {
 /// [`parse_head`], keeping the target `&str` httparse produced: what the connection
 /// calls, so the path a handler reads is validated once per request, not twice.
 pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<Parsed<'_>>, RequestError> {
+    // The common head first, read without httparse; anything it does not vouch for goes
+    // the general way below (see `plain.rs`).
+    if let Some(plain) = plain::read(buf) {
+        return plain_head(buf, plain, max_head).map(Some);
+    }
+    parse_general(buf, max_head)
+}
+
+/// Any head, by httparse and then the rules httparse leaves to us.
+pub(super) fn parse_general(
+    buf: &[u8],
+    max_head: usize,
+) -> Result<Option<Parsed<'_>>, RequestError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
@@ -231,6 +245,35 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<Parsed<'_>>, 
         head,
         target: Some(target),
     }))
+}
+
+/// A complete plain head, judged in [`parse_head`]'s order: its method and target bytes
+/// are fine by construction, then come the limits, the target's form and the fields.
+pub(super) fn plain_head<'a>(
+    buf: &'a [u8],
+    plain: Plain<'a>,
+    max_head: usize,
+) -> Result<Parsed<'a>, RequestError> {
+    check_limits(buf, plain.len, max_head)?;
+    let (path, query) = split_target(plain.start, plain.target, plain.method, plain.has_query)?;
+    if let Some(e) = plain.field_error {
+        return Err(e);
+    }
+    let fields = plain.judge.finish(plain.version)?;
+    let head = Head {
+        method: plain.method,
+        version: plain.version,
+        path,
+        query,
+        framing: fields.framing,
+        persistence: fields.persistence(plain.version),
+        expect_continue: fields.expect_continue,
+        len: plain.len,
+    };
+    Ok(Parsed {
+        head,
+        target: Some(plain.target),
+    })
 }
 
 /// "Not enough bytes yet", within bounds: what has arrived of the request line breaks no
