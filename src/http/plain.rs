@@ -181,7 +181,13 @@ fn field_line(buf: &[u8], at: usize) -> Option<(&[u8], &[u8], usize)> {
         i += 1;
     }
     let value_start = i;
-    while FIELD_BYTE[usize::from(*buf.get(i)?)] != OTHER {
+    loop {
+        i += visible_run(buf.get(i..)?);
+        // The run stops at a byte outside 0x20..=0x7E: HTAB carries on, anything
+        // else ends the value (CR, we hope).
+        if *buf.get(i)? != b'\t' {
+            break;
+        }
         i += 1;
     }
     if buf[i] != b'\r' || *buf.get(i + 1)? != b'\n' {
@@ -189,6 +195,34 @@ fn field_line(buf: &[u8], at: usize) -> Option<(&[u8], &[u8], usize)> {
     }
     let value = buf[value_start..i].trim_ascii_end();
     Some((name, value, i + 2))
+}
+
+/// How many bytes at the front of `bytes` are visible ASCII or SP (0x20..=0x7E).
+///
+/// Eight bytes a turn, as one `u64` ("SWAR"), since a field value is mostly such bytes and
+/// a byte-by-byte loop costs some seven instructions a byte. In each byte's top bit:
+/// `w - 0x20` (and not `w`) is set for a byte below 0x20, `w + 1` for 0x7F, and `w` for
+/// 0x80 and up. A borrow or carry between bytes only runs upward from a byte that is
+/// itself flagged, so the lowest flag is exact: that is where the run ends.
+fn visible_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let mut run = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(eight) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(eight);
+        let flags = ((w.wrapping_sub(ONES * 0x20) & !w) | w.wrapping_add(ONES) | w) & TOPS;
+        if flags != 0 {
+            return run + flags.trailing_zeros() as usize / 8;
+        }
+        run += 8;
+    }
+    run + bytes[run..]
+        .iter()
+        .position(|&b| !(0x20..=0x7e).contains(&b))
+        .unwrap_or(bytes.len() - run)
 }
 
 #[cfg(test)]
@@ -225,6 +259,10 @@ mod tests {
             b"GET /a HTTP/1.2\r\nHost: h\r\n\r\n",
             b"GET /%41 HTTP/1.1\r\nHost: h\r\n\r\n",
             b"GET /a HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: h\r\nX-Long: a value\tlonger than eight\x7f\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: h\r\nX-Long: a value\tlonger than eight \t\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: h\r\nX-Nul: abcdefgh\x00ij\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: a/1 (b; c)\r\n\r\n",
             b"GET  /a HTTP/1.1\r\nHost: h\r\n\r\n",
             b"get /a HTTP/1.1\r\nHost: h\r\n\r\n",
             b"\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -243,6 +281,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn visible_run_stops_at_the_first_byte_outside_visible_ascii() {
+        for len in 0..20 {
+            for at in 0..=len {
+                for odd in [0x00, b'\t', b'\r', 0x1f, 0x7f, 0x80, 0xff] {
+                    let mut bytes = vec![b'a'; len];
+                    if at < len {
+                        bytes[at] = odd;
+                        // What follows the odd byte must not matter, whatever it is.
+                        for b in &mut bytes[at + 1..] {
+                            *b = 0xff;
+                        }
+                    }
+                    assert_eq!(visible_run(&bytes), at, "{bytes:?}");
+                }
+            }
+        }
+        let all: Vec<u8> = (0x20..=0x7e).collect();
+        assert_eq!(visible_run(&all), all.len());
     }
 
     #[test]
