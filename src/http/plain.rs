@@ -74,9 +74,15 @@ const FIELD_BYTE: [u8; 256] = {
 
 /// Reads a plain head from the front of `buf`, or says `None`: not plain, or not complete.
 pub(super) fn read(buf: &[u8]) -> Option<Plain<'_>> {
-    // The method: one we implement, then a single space.
-    let space = buf.iter().take(8).position(|&b| b == b' ')?;
-    let method = Method::from_token(&buf[..space])?;
+    // The method: one we implement, then a single space (`GET` tried first, in one
+    // compare of four bytes: nearly every request is one).
+    let (method, space) = match buf.get(..4)? {
+        b"GET " => (Method::Get, 3),
+        _ => {
+            let space = buf.iter().take(8).position(|&b| b == b' ')?;
+            (Method::from_token(&buf[..space])?, space)
+        }
+    };
 
     // The target: plain bytes up to the next space, their kinds folded as they pass.
     let start = space + 1;
