@@ -121,6 +121,15 @@ pub fn body_deadline(since: Instant, started: Instant, t: &Timeouts) -> Instant 
     (since + t.body).min(started + t.request)
 }
 
+/// The furthest a handler's timer may reach. `Instant + Duration` panics on overflow,
+/// and a handler that asks for longer than this has asked for "never": a year is as good.
+const MAX_HANDLER_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// When a wait a handler asked for ends.
+pub fn after(now: Instant, wait: Duration) -> Instant {
+    now + wait.min(MAX_HANDLER_WAIT)
+}
+
 /// What the connection remembers of a request once its handler has been called: enough
 /// to frame the response, nothing that borrows the input buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
