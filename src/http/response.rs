@@ -283,19 +283,32 @@ impl Response {
 }
 
 /// Writes `s` as a JSON string literal (RFC 8259 §7), quotes included.
+///
+/// Walked byte by byte, and the runs between escapes written whole: one `write_str` per
+/// run rather than one `write_char` per character. Every byte that needs an escape is
+/// ASCII, and no byte of a multi-byte UTF-8 character is, so the runs end at character
+/// boundaries and pass through unchanged.
 pub fn write_json_string(out: &mut impl Write, s: &str) -> fmt::Result {
     out.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => out.write_str("\\\"")?,
-            '\\' => out.write_str("\\\\")?,
-            '\n' => out.write_str("\\n")?,
-            '\r' => out.write_str("\\r")?,
-            '\t' => out.write_str("\\t")?,
-            c if u32::from(c) < 0x20 => write!(out, "\\u{:04x}", u32::from(c))?,
-            c => out.write_char(c)?,
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None, // `\u00XX` below
+            _ => continue,
+        };
+        out.write_str(&s[run..i])?;
+        match escape {
+            Some(escape) => out.write_str(escape)?,
+            None => write!(out, "\\u{b:04x}")?,
         }
+        run = i + 1;
     }
+    out.write_str(&s[run..])?;
     out.write_char('"')
 }
 
@@ -618,5 +631,15 @@ mod tests {
         let mut s = String::new();
         write_json_string(&mut s, "a\"b\\c\n\u{1}").unwrap();
         assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\"");
+        for (raw, json) in [
+            ("", "\"\""),
+            ("Hello, World!", "\"Hello, World!\""),
+            ("\u{1f}é\"ü\t", "\"\\u001fé\\\"ü\\t\""),
+            ("\r\n\\", "\"\\r\\n\\\\\""),
+        ] {
+            let mut s = String::new();
+            write_json_string(&mut s, raw).unwrap();
+            assert_eq!(s, json, "{raw:?}");
+        }
     }
 }
