@@ -532,11 +532,16 @@ impl<'a> Request<'a> {
         // it at ASCII bytes (`?`, `/`), so the slicing never fails.
         let at = offset_of(raw, target);
         let text = |r: &Range<usize>| target.get(r.start - at..r.end - at).unwrap_or("");
+        // Mostly the path is the whole target (origin-form, no query): no cutting then.
+        let (path, query) = match &head.query {
+            None if head.path.len() == target.len() => (target, None),
+            query => (text(&head.path), query.as_ref().map(text)),
+        };
         Request {
             method: head.method,
             version: head.version,
-            path: text(&head.path),
-            query: head.query.as_ref().map(text),
+            path,
+            query,
             body,
             head: &raw[..head.len],
         }
