@@ -1,5 +1,6 @@
 //! The request head: request line and header fields, parsed by `httparse` and then judged
-//! against the rules of RFC 9110/9112 that `httparse` leaves to us.
+//! against the rules of RFC 9110/9112 that `httparse` leaves to us. A head of the common
+//! shape is read by `plain.rs` instead, in one pass, to the same verdict.
 //!
 //! What it is: a pure function, [`parse_head`], from bytes to one of three outcomes —
 //! a complete [`Head`], "not enough bytes yet" (`Ok(None)`), or a [`RequestError`] — and
