@@ -261,7 +261,7 @@ fn is_host(value: &[u8]) -> bool {
 /// than byte by byte: setting bit 5 (0x20) turns an ASCII capital into its small letter,
 /// and the only bytes it turns into a small letter are that letter and its capital, so
 /// for a name of letters the word compare is exactly `eq_ignore_ascii_case`.
-fn is_host_name(name: &[u8]) -> bool {
+pub(super) fn is_host_name(name: &[u8]) -> bool {
     <[u8; 4]>::try_from(name)
         .is_ok_and(|word| u32::from_le_bytes(word) | 0x2020_2020 == u32::from_le_bytes(*b"host"))
 }
