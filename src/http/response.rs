@@ -444,16 +444,35 @@ pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Appends `n` in decimal without going through `fmt` (which is slow and allocation-prone
-/// on the hot path).
+/// on the hot path): two digits a turn, from a table of the pairs `00` to `99`, so half as
+/// many divisions as one digit a turn.
 pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0u8; 200];
+        let mut i = 0;
+        while i < 100 {
+            pairs[2 * i] = b'0' + (i / 10) as u8;
+            pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        pairs
+    };
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    while {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        n > 0
-    } {}
+        digits[i] = b'0' + n as u8;
+    }
     // Pushed one by one: a length is a few digits, and a copy of a length not known at
     // compile time is a call to `memcpy`, which costs more than pushing them.
     for &digit in &digits[i..] {
@@ -623,7 +642,19 @@ mod tests {
 
     #[test]
     fn push_decimal_and_json_strings() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
+        for n in [
+            0u64,
+            7,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            100_000,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
