@@ -13,10 +13,10 @@
 
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::io::ReadSide;
-use super::state::{BodyState, Discarding, Exchange, State, Streaming, Waiting};
+use super::state::{BodyState, Discarding, Exchange, State, Streaming, Waiting, after};
 use super::{BufPool, CloseReason, Conn, LoopCx, Socket};
 use crate::handler::{Answer, Ctx, ReplyId};
 use crate::http::body::{BodyDecoder, Framing};
@@ -34,15 +34,6 @@ pub(super) const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// that only gets thrown away. Go's net/http draws the same line at 256 KiB
 /// (`maxPostHandlerReadBytes`).
 const DISCARD_MAX: u64 = 256 * 1024;
-
-/// The furthest a handler's timer may reach. `Instant + Duration` panics on overflow,
-/// and a handler that asks for longer than this has asked for "never": a year is as good.
-const MAX_HANDLER_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-
-/// When a wait a handler asked for ends.
-fn after(now: Instant, wait: Duration) -> Instant {
-    now + wait.min(MAX_HANDLER_WAIT)
-}
 
 impl<S: Socket> Conn<S> {
     /// Turns buffered input into requests and answers, in order, until input runs out,
@@ -135,7 +126,7 @@ impl<S: Socket> Conn<S> {
             *seen = input.len();
             return false;
         }
-        match request::parse_head(input.bytes(), cx.limits.max_head) {
+        match request::parse_request(input.bytes(), cx.limits.max_head) {
             // Rule: a partial head starts the header timer at its first byte.
             Ok(None) => {
                 let seen = input.len();
@@ -152,7 +143,19 @@ impl<S: Socket> Conn<S> {
                 }
                 false
             }
-            Ok(Some(head)) => {
+            // The common request, without a body, answered while its head is still borrowed:
+            // the handler's path is the `&str` the parse checked (`begin` serves the rest).
+            Ok(Some(parsed)) if parsed.head.framing == Framing::None && !cx.bufs.over_budget() => {
+                let request = Request::parsed(&parsed, input.bytes(), Some(&[]));
+                let answer = Self::call_handler(&mut self.seq, cx, &request);
+                let head = parsed.head;
+                // The handler has taken what it needs: the request's bytes can go.
+                input.consume(head.len);
+                self.act(cx, Exchange::of(&head), answer);
+                true
+            }
+            Ok(Some(parsed)) => {
+                let head = parsed.head;
                 // The request timer runs from the head's first byte.
                 let started = match self.state {
                     State::Head { since, .. } => since,
@@ -344,30 +347,30 @@ impl<S: Socket> Conn<S> {
         head: &Head,
         body: Option<Range<usize>>,
     ) -> Answer {
-        // Every call gets its own number, so a reply promised by an earlier call (one that
-        // then asked for the body after all) is recognised as stale and dropped.
-        self.seq = self.seq.wrapping_add(1);
-        let id = ReplyId {
-            token: cx.token,
-            seq: self.seq,
-        };
         let Some(input) = self.input.as_ref() else {
             return Answer::Now(Response::internal_error()); // a head always comes from the input
         };
         let bytes = input.bytes();
         let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
+        Self::call_handler(&mut self.seq, cx, &request)
+    }
+
+    /// Calls the handler under the next request number (`seq` alone: the input may be held).
+    #[inline(always)] // see `call`
+    pub(super) fn call_handler(seq: &mut u32, cx: &mut LoopCx<'_>, req: &Request<'_>) -> Answer {
+        // Every call gets its own number, so a reply promised by an earlier call (one that
+        // then asked for the body after all) is recognised as stale and dropped.
+        *seq = seq.wrapping_add(1);
+        let id = ReplyId {
+            token: cx.token,
+            seq: *seq,
+        };
         let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db);
         // A panicking handler costs its request a 500, never the loop.
-        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(&request, &mut ctx))).unwrap_or_else(
-            |_| {
-                log::error!(
-                    "handler panicked on {} {}",
-                    head.method.as_str(),
-                    request.path
-                );
-                Answer::Now(Response::internal_error())
-            },
-        )
+        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(req, &mut ctx))).unwrap_or_else(|_| {
+            log::error!("handler panicked on {} {}", req.method.as_str(), req.path);
+            Answer::Now(Response::internal_error())
+        })
     }
 
     /// Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers before

@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | `request.rs` | request line + header fields → [`request::Head`] (RFC 9112 §2–§3) |
 //! | `uri.rs` | the request target's bytes and form (RFC 3986, RFC 9112 §3.2) |
+//! | `plain.rs` | the common head read in one pass; anything else goes the general way |
 //! | `fields.rs` | the header fields: `Host`, framing, persistence, `Expect` (RFC 9112 §6.3, §9.3) |
 //! | `body.rs` | Content-Length and chunked body decoding (RFC 9112 §6.3, §7.1) |
 //! | `response.rs` | [`response::Response`] and its encoding, chunks included |
@@ -19,6 +20,7 @@ pub mod body;
 pub mod date;
 pub mod error;
 mod fields;
+mod plain;
 pub mod request;
 pub mod response;
 mod uri;

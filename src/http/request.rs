@@ -1,5 +1,6 @@
 //! The request head: request line and header fields, parsed by `httparse` and then judged
-//! against the rules of RFC 9110/9112 that `httparse` leaves to us.
+//! against the rules of RFC 9110/9112 that `httparse` leaves to us. A head of the common
+//! shape is read by `plain.rs` instead, in one pass, to the same verdict.
 //!
 //! What it is: a pure function, [`parse_head`], from bytes to one of three outcomes —
 //! a complete [`Head`], "not enough bytes yet" (`Ok(None)`), or a [`RequestError`] — and
@@ -21,6 +22,7 @@ use std::ops::Range;
 use super::body::Framing;
 use super::error::RequestError;
 use super::fields::judge_fields;
+use super::plain::{self, Plain};
 use super::uri::{T_OK, T_QUERY, check_target_bytes, split_target, target_classes};
 
 /// At most this many header fields in one request; more is 431 (nginx and Go cap similarly).
@@ -58,7 +60,7 @@ pub enum Method {
 impl Method {
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
     #[inline(always)] // the hot path's method check: one compare of a few bytes
-    fn from_token(token: &[u8]) -> Option<Method> {
+    pub(super) fn from_token(token: &[u8]) -> Option<Method> {
         Some(match token {
             b"GET" => Method::Get,
             b"HEAD" => Method::Head,
@@ -165,12 +167,45 @@ const MAX_METHOD: usize = 7;
 /// target, then the limits (414, 431), then the version, the target's form and the
 /// header fields.
 pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestError> {
+    Ok(parse_request(buf, max_head)?.map(|parsed| parsed.head))
+}
+
+/// A complete head, and its request target as httparse handed it out: already checked
+/// to be UTF-8, so a [`Request`] can borrow its path from it without checking the bytes
+/// a second time (see [`Request::parsed`]).
+pub struct Parsed<'a> {
+    /// The head, with offsets into the bytes it was parsed from.
+    pub head: Head,
+    /// The whole target, path and query, as a slice of those bytes; `None` for the rare
+    /// head parsed from a copy (a `HTTP/1.2` served as 1.1), whose target is elsewhere.
+    pub target: Option<&'a str>,
+}
+
+/// [`parse_head`], keeping the target `&str` httparse produced: what the connection
+/// calls, so the path a handler reads is validated once per request, not twice.
+pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<Parsed<'_>>, RequestError> {
+    // The common head first, read without httparse; anything it does not vouch for goes
+    // the general way below (see `plain.rs`).
+    if let Some(plain) = plain::read(buf) {
+        return plain_head(buf, plain, max_head).map(Some);
+    }
+    parse_general(buf, max_head)
+}
+
+/// Any head, by httparse and then the rules httparse leaves to us.
+pub(super) fn parse_general(
+    buf: &[u8],
+    max_head: usize,
+) -> Result<Option<Parsed<'_>>, RequestError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return partial(buf, max_head),
-        Err(error) => return refused(buf, error, max_head),
+        Ok(httparse::Status::Partial) => return partial(buf, max_head).map(|_| None),
+        Err(error) => {
+            let head = refused(buf, error, max_head)?;
+            return Ok(head.map(|head| Parsed { head, target: None }));
+        }
     };
 
     // httparse returns Complete only with all three request-line parts present.
@@ -197,7 +232,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
     let (path, query) = split_target(start, target, method, classes & T_QUERY != 0)?;
 
     let fields = judge_fields(req.headers, version)?;
-    Ok(Some(Head {
+    let head = Head {
         method,
         version,
         path,
@@ -206,7 +241,40 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, RequestEr
         persistence: fields.persistence(version),
         expect_continue: fields.expect_continue,
         len,
+    };
+    Ok(Some(Parsed {
+        head,
+        target: Some(target),
     }))
+}
+
+/// A complete plain head, judged in [`parse_head`]'s order: its method and target bytes
+/// are fine by construction, then come the limits, the target's form and the fields.
+pub(super) fn plain_head<'a>(
+    buf: &'a [u8],
+    plain: Plain<'a>,
+    max_head: usize,
+) -> Result<Parsed<'a>, RequestError> {
+    check_limits(buf, plain.len, max_head)?;
+    let (path, query) = split_target(plain.start, plain.target, plain.method, plain.has_query)?;
+    if let Some(e) = plain.field_error {
+        return Err(e);
+    }
+    let fields = plain.judge.finish(plain.version)?;
+    let head = Head {
+        method: plain.method,
+        version: plain.version,
+        path,
+        query,
+        framing: fields.framing,
+        persistence: fields.persistence(plain.version),
+        expect_continue: fields.expect_continue,
+        len: plain.len,
+    };
+    Ok(Parsed {
+        head,
+        target: Some(plain.target),
+    })
 }
 
 /// "Not enough bytes yet", within bounds: what has arrived of the request line breaks no
@@ -447,6 +515,34 @@ impl<'a> Request<'a> {
             version: head.version,
             path: text(&head.path),
             query: head.query.as_ref().map(text),
+            body,
+            head: &raw[..head.len],
+        }
+    }
+
+    /// Builds the view from a fresh parse of `raw`: the path and query are cut out of the
+    /// target `&str` httparse already validated, instead of being checked again as
+    /// [`Request::new`] must (~100 instructions a request). Falls back to `new` when the
+    /// head came from a copy.
+    pub fn parsed(parsed: &Parsed<'a>, raw: &'a [u8], body: Option<&'a [u8]>) -> Request<'a> {
+        let head = &parsed.head;
+        let Some(target) = parsed.target else {
+            return Request::new(head, raw, body);
+        };
+        // The ranges index `raw`; the target is a slice of it, starting at `at`. They cut
+        // it at ASCII bytes (`?`, `/`), so the slicing never fails.
+        let at = offset_of(raw, target);
+        let text = |r: &Range<usize>| target.get(r.start - at..r.end - at).unwrap_or("");
+        // Mostly the path is the whole target (origin-form, no query): no cutting then.
+        let (path, query) = match &head.query {
+            None if head.path.len() == target.len() => (target, None),
+            query => (text(&head.path), query.as_ref().map(text)),
+        };
+        Request {
+            method: head.method,
+            version: head.version,
+            path,
+            query,
             body,
             head: &raw[..head.len],
         }

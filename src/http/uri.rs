@@ -77,6 +77,12 @@ pub(super) const fn byte_table(default: u8, entries: &[(&[u8], u8)]) -> [u8; 256
     table
 }
 
+/// What one byte may be in a request target (`T_OK`, `T_QUERY`, or a rule to look at).
+#[inline(always)] // one table lookup, in the plain reader's loop
+pub(super) fn target_class(b: u8) -> u8 {
+    TARGET_CLASS[usize::from(b)]
+}
+
 /// Every class found among the target's bytes, folded into one value without a branch
 /// per byte.
 pub(super) fn target_classes(target: &[u8]) -> u8 {
