@@ -15,8 +15,9 @@
 //! 2. [`conn`] — one connection: reads into a lent buffer, drives the state machine
 //!    (`conn/state.rs`), calls the handler from the head, writes answers in order with
 //!    back-pressure; testable without a socket through its [`conn::Socket`] seam.
-//! 3. [`http`] — sans-IO HTTP/1.1: request heads (`httparse` plus the RFC 9112 rules it
-//!    leaves to us), body decoding, response encoding, the `Date` cache.
+//! 3. [`http`] — sans-IO HTTP/1.1: request heads (a one-pass reader for the common shape,
+//!    `httparse` for the rest, and the RFC 9112 rules on top of both), body decoding,
+//!    response encoding, the `Date` cache.
 //! 4. [`handler`] — what a handler gets and how it answers: now, after a loop timer,
 //!    later through a reply handle from another thread, or as a stream.
 //! 5. [`routes`] — the reference application, one `match` on (method, path).

@@ -467,20 +467,28 @@ fn a_hand_over_tells_the_supervisor_the_new_main_process() {
         supervisor.next("RELOADING=1"),
         format!("RELOADING=1\nSTATUS=handing over to {successor}")
     );
-    let mut told = vec![supervisor.next("MAINPID"), supervisor.next("MAINPID")];
-    told.sort();
-    assert!(
-        told[0].starts_with(&format!("MAINPID={successor}\nREADY=1\n")),
-        "{told:?}"
-    );
-    assert!(
-        told[1].starts_with(&format!("MAINPID={successor}\nREADY=1\n")),
-        "{told:?}"
-    );
-    assert_eq!(
-        supervisor.until("STOPPING=1"),
-        format!("STOPPING=1\nSTATUS=draining: successor {successor} ready")
-    );
+    // Then, from two processes, so interleaved any way: the parent's new main process and
+    // its own drain (and, later, its last status), and the successor's own word.
+    let own = format!("MAINPID={successor}\nREADY=1\nSTATUS=serving on");
+    let mut told: Vec<String> = Vec::new();
+    while told.len() < 4 && !told.iter().any(|m| m.starts_with(&own))
+        || !told.iter().any(|m| m.starts_with("STOPPING=1"))
+    {
+        told.push(supervisor.next("MAINPID or STOPPING"));
+    }
+    let at = |wanted: &str| {
+        told.iter()
+            .position(|m| m == wanted)
+            .unwrap_or_else(|| panic!("no {wanted:?} in {told:?}"))
+    };
+    let handed = at(&format!(
+        "MAINPID={successor}\nREADY=1\nSTATUS=handed over to {successor}; draining"
+    ));
+    let stopping = at(&format!(
+        "STOPPING=1\nSTATUS=draining: successor {successor} ready"
+    ));
+    assert!(handed < stopping, "{told:?}");
+    assert!(told.iter().any(|m| m.starts_with(&own)), "{told:?}");
     wait_gone(server.pid());
     signal(successor, "TERM");
     assert_eq!(

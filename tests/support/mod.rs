@@ -74,6 +74,22 @@ pub fn command_for(program: &Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Spawns `cmd`, retrying while its program is "busy": a binary a test has just copied can
+/// still be open for writing in a child another test thread forked meanwhile, until that
+/// child's `exec` closes it (ETXTBSY).
+pub fn spawn(cmd: &mut Command) -> Child {
+    let start = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy && start.elapsed() < PATIENCE => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("spawn lastcall: {e}"),
+        }
+    }
+}
+
 /// A running `lastcall` process. Killed on drop if still running.
 pub struct Server {
     child: Child,
@@ -89,7 +105,7 @@ impl Server {
 
     /// Starts a command made by [`command`] or [`command_for`].
     pub fn start_command(cmd: &mut Command) -> Server {
-        let mut child = cmd.spawn().expect("spawn lastcall");
+        let mut child = spawn(cmd);
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&log);
