@@ -10,7 +10,7 @@ use lastcall::server::{self, Server, Started};
 
 fn main() -> ExitCode {
     // First of all: from here on a SIGTERM, SIGINT or SIGQUIT during start-up is a clean
-    // exit, and a SIGHUP, SIGUSR1 or SIGUSR2 is ignored, not a kill.
+    // exit, and a SIGHUP (a hand-over, once serving), SIGUSR1 or SIGUSR2 is no kill.
     let signals = match server::install_signal_handlers() {
         Ok(signals) => signals,
         Err(e) => {

@@ -7,9 +7,11 @@
 //! loop 0's, which calls [`Coordinator::turn`] when it is readable: `WORKERS=1` is one
 //! thread, as a single loop always was. Once loop 0 has ended (or died) the coordinator
 //! waits in its own poll ([`Coordinator::run`]) for the others. Either way it
-//! - on the first stop (a signal, the application's request, or a loop that died) sends
-//!   every loop the same order ([`Orders`]): who asked and *when*, so every loop's drain
-//!   delay and deadline count from the one instant;
+//! - on a SIGHUP while serving, starts a successor and keeps serving until it is ready or
+//!   has failed (`supervise.rs`, which also speaks to systemd);
+//! - on the first stop (a signal, the application's request, a loop that died, or a
+//!   successor ready) sends every loop the same order ([`Orders`]): who asked and *when*,
+//!   so every loop's drain delay and deadline count from the one instant;
 //! - says each step once, when every loop has taken it: `starting graceful shutdown` when
 //!   every loop has flipped its readiness, `listener closed` when every copy of the
 //!   listener is closed (the socket is closed only then);
