@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, ReadError, Reader, Server, command_for, get};
+use support::{PATIENCE, ReadError, Reader, Server, command_for, get, signal};
 
 /// Stops the successors a test's server started, when the test ends however it ends.
 struct Successors<'a>(&'a Server);
@@ -76,15 +76,6 @@ fn pids_after(text: &str, marker: &str) -> Vec<u32> {
 fn alive(pid: u32) -> bool {
     // A zombie is gone for our purposes: it serves nothing.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 fn wait_gone(pid: u32) {

@@ -43,7 +43,6 @@ mod support;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -1208,7 +1207,7 @@ fn signalled_during_startup(signals: &[&str]) -> (usize, Vec<String>) {
         // follows still ends the one process this test watches.
         let mut run = Run::start(&mut support::command(&[("HANDOVER_TIMEOUT_MS", "1")]));
         for name in signals {
-            kill(run.pid(), name);
+            support::signal(run.pid(), name);
         }
         let exited = run.wait(PATIENCE);
         let (status, log) = (exited.status, exited.stderr);
@@ -1221,14 +1220,4 @@ fn signalled_during_startup(signals: &[&str]) -> (usize, Vec<String>) {
         }
     }
     (before_handlers, logs)
-}
-
-/// Sends a signal to a process by id with kill(1).
-fn kill(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
 }

@@ -103,33 +103,13 @@ pub(super) fn read(buf: &[u8]) -> Option<Plain<'_>> {
     let target = std::str::from_utf8(&buf[start..end]).ok()?;
 
     // The version, and the line's end.
+    // As arrays, not slices: an array pattern compiles to a few word compares, a byte
+    // string pattern on a slice to a length check and a `memcmp` call.
+    const HTTP11: [u8; 11] = *b" HTTP/1.1\r\n";
+    const HTTP10: [u8; 11] = *b" HTTP/1.0\r\n";
     let version = match <[u8; 11]>::try_from(buf.get(end..end + 11)?).ok()? {
-        [
-            b' ',
-            b'H',
-            b'T',
-            b'T',
-            b'P',
-            b'/',
-            b'1',
-            b'.',
-            b'1',
-            b'\r',
-            b'\n',
-        ] => Version::Http11,
-        [
-            b' ',
-            b'H',
-            b'T',
-            b'T',
-            b'P',
-            b'/',
-            b'1',
-            b'.',
-            b'0',
-            b'\r',
-            b'\n',
-        ] => Version::Http10,
+        HTTP11 => Version::Http11,
+        HTTP10 => Version::Http10,
         _ => return None,
     };
 

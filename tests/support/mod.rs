@@ -90,6 +90,16 @@ pub fn spawn(cmd: &mut Command) -> Child {
     }
 }
 
+/// Sends a signal by name to a process by id with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
 /// A running `lastcall` process. Killed on drop if still running.
 pub struct Server {
     child: Child,
@@ -144,12 +154,7 @@ impl Server {
 
     /// Sends a signal by name (`TERM`, `INT`) with kill(1): no libc needed.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        signal(self.pid(), name);
     }
 
     /// Waits for the process to exit, at most `limit`.
