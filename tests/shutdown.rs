@@ -1201,11 +1201,19 @@ fn is_reset(kind: ErrorKind) -> bool {
 fn signalled_during_startup(signals: &[&str]) -> (usize, Vec<String>) {
     let mut before_handlers = 0;
     let mut logs = Vec::new();
-    for _ in 0..10 {
-        // A SIGHUP that lands once the server serves starts a hand-over: with a 1 ms
-        // limit the successor is killed before it can be ready, so the SIGTERM that
-        // follows still ends the one process this test watches.
-        let mut run = Run::start(&mut support::command(&[("HANDOVER_TIMEOUT_MS", "1")]));
+    for i in 0..10 {
+        // A SIGHUP that lands once the server serves starts a hand-over. So the server runs
+        // from a link to the binary, removed once it runs: a successor cannot even start,
+        // and the SIGTERM that follows ends the one process this test watches.
+        let link = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "startup-{}-{i}-{}",
+            std::process::id(),
+            signals.join("-")
+        ));
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(env!("CARGO_BIN_EXE_lastcall"), &link).unwrap();
+        let mut run = Run::start(&mut support::command_for(&link, &[]));
+        std::fs::remove_file(&link).unwrap();
         for name in signals {
             support::signal(run.pid(), name);
         }

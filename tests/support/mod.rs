@@ -409,11 +409,7 @@ pub struct Exited {
 impl Run {
     /// Spawns `cmd` (usually from [`command`]) with stdout and stderr piped.
     pub fn start(cmd: &mut Command) -> Run {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lastcall");
+        let mut child = spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
         let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
         let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
         Run {
