@@ -188,6 +188,10 @@ impl Supervision {
         let Some(successor) = self.successor.as_mut() else {
             return Succession::Pending;
         };
+        // The clock itself, not the turn's reading: the turn that started the successor
+        // spent the spawn's milliseconds since, and a `READY=1` that came after the limit
+        // must not pass for one that came in time.
+        let now = now.max(Instant::now());
         self.check_at = Some(now + SUCCESSOR_CHECK);
         match successor.check(now) {
             Progress::Starting => Succession::Pending,
