@@ -376,9 +376,15 @@ pub fn encode_head(
     out: &mut Vec<u8>,
 ) {
     let status = resp.status.sendable();
-    out.extend_from_slice(&status.line_start());
-    out.extend_from_slice(status.reason().as_bytes());
-    out.extend_from_slice(b"\r\nServer: lastcall\r\nDate: ");
+    if status == Status::OK {
+        // Most answers are 200: their status line and the constant field before the date
+        // in one copy rather than three (the bytes are the same as below).
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: lastcall\r\nDate: ");
+    } else {
+        out.extend_from_slice(&status.line_start());
+        out.extend_from_slice(status.reason().as_bytes());
+        out.extend_from_slice(b"\r\nServer: lastcall\r\nDate: ");
+    }
     // The loop's date is always `DATE_LEN` bytes: as an array, its copy has a length known
     // at compile time, a few moves instead of a call to `memcpy`.
     match <&[u8; DATE_LEN]>::try_from(date) {
@@ -491,6 +497,27 @@ mod tests {
         let left_out = encode(resp, delivery, DATE, &mut out);
         assert_eq!(left_out, None, "a small body is copied after its head");
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_200_head_is_the_general_head_for_200() {
+        let ok = Response::new(Status::OK, TEXT, Body::Empty);
+        let mut fast = Vec::new();
+        encode_head(
+            &ok,
+            delivery(Version::Http11, false, false),
+            DATE,
+            Length::Known(0),
+            &mut fast,
+        );
+        let mut general = Status::OK.line_start().to_vec();
+        general.extend_from_slice(Status::OK.reason().as_bytes());
+        general.extend_from_slice(b"\r\nServer: lastcall\r\nDate: ");
+        assert!(
+            fast.starts_with(&general),
+            "{}",
+            String::from_utf8_lossy(&fast)
+        );
     }
 
     #[test]
