@@ -25,6 +25,8 @@ use std::time::Duration;
 pub struct Notifier {
     socket: UnixDatagram,
     to: SocketAddr,
+    /// The socket's name as given, to pass on (to a successor, for one).
+    name: String,
 }
 
 impl Notifier {
@@ -46,7 +48,16 @@ impl Notifier {
         };
         let socket = UnixDatagram::unbound()?;
         socket.set_nonblocking(true)?;
-        Ok(Notifier { socket, to })
+        Ok(Notifier {
+            socket,
+            to,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The socket's name, as `NOTIFY_SOCKET` spells it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Sends one message (one or more `KEY=value` lines). Returns whether it went out;

@@ -40,10 +40,9 @@ const SUCCESSOR_CHECK: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(super) struct Supervision {
     /// Where notifications go now: `NOTIFY_SOCKET`, then (a successor, once it has told
-    /// its parent) the supervisor's socket it was given.
+    /// its parent) the supervisor's socket it was given. Its name is what a successor of
+    /// ours is told to speak to after us.
     notifier: Option<Notifier>,
-    /// `NOTIFY_SOCKET` as given to us, for a successor to speak to after us.
-    notify_name: Option<String>,
     /// Set when we are a successor: the supervisor's socket (empty: none), used once the
     /// parent knows we are ready.
     supervisor_after: Option<String>,
@@ -89,7 +88,6 @@ impl Supervision {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         Supervision {
             notifier,
-            notify_name: env("NOTIFY_SOCKET").filter(|name| !name.is_empty()),
             supervisor_after: env(SUPERVISOR_SOCKET),
             watchdog,
             listener: listener.try_clone().ok(),
@@ -107,9 +105,9 @@ impl Supervision {
     pub(super) fn ready(&mut self, status: &str) {
         self.notify(&format!("READY=1\nSTATUS={status}"));
         if let Some(name) = self.supervisor_after.take() {
-            let name = Some(name).filter(|name| !name.is_empty());
-            self.notifier = name.as_deref().and_then(|name| Notifier::to(name).ok());
-            self.notify_name = name;
+            self.notifier = Some(name)
+                .filter(|name| !name.is_empty())
+                .and_then(|name| Notifier::to(&name).ok());
             self.notify(&format!(
                 "MAINPID={}\nREADY=1\nSTATUS={status}",
                 std::process::id()
@@ -158,7 +156,7 @@ impl Supervision {
         let successor = Successor::start(
             command,
             listener,
-            self.notify_name.as_deref(),
+            self.notifier.as_ref().map(Notifier::name),
             now,
             self.timeout,
         )?;
