@@ -456,14 +456,17 @@ fn a_hand_over_tells_the_supervisor_the_new_main_process() {
     let successor = successors.ready(1);
     assert_eq!(
         supervisor.next("RELOADING=1"),
-        format!("RELOADING=1\nSTATUS=handing over to {successor}")
+        "RELOADING=1\nSTATUS=starting a successor"
     );
     // Then, from two processes, so interleaved any way: the parent's new main process and
     // its own drain (and, later, its last status), and the successor's own word.
     let own = format!("MAINPID={successor}\nREADY=1\nSTATUS=serving on");
     let mut told: Vec<String> = Vec::new();
-    while told.len() < 4 && !told.iter().any(|m| m.starts_with(&own))
-        || !told.iter().any(|m| m.starts_with("STOPPING=1"))
+    // Until both the successor's word and the parent's drain have come; each read is
+    // bounded by the socket's timeout, and the count by the messages there can be.
+    while told.len() < 10
+        && !(told.iter().any(|m| m.starts_with(&own))
+            && told.iter().any(|m| m.starts_with("STOPPING=1")))
     {
         told.push(supervisor.next("MAINPID or STOPPING"));
     }
@@ -478,7 +481,8 @@ fn a_hand_over_tells_the_supervisor_the_new_main_process() {
     let stopping = at(&format!(
         "STOPPING=1\nSTATUS=draining: successor {successor} ready"
     ));
-    assert!(handed < stopping, "{told:?}");
+    let handing = at(&format!("STATUS=handing over to {successor}"));
+    assert!(handing < handed && handed < stopping, "{told:?}");
     assert!(told.iter().any(|m| m.starts_with(&own)), "{told:?}");
     wait_gone(server.pid());
     signal(successor, "TERM");

@@ -153,23 +153,30 @@ impl Supervision {
         command
             .args(&self.args)
             .env(KEPT_ELSEWHERE, if self.kept { "1" } else { "0" });
-        let successor = Successor::start(
+        // Said before the start: a fast successor may speak to the supervisor (its
+        // `MAINPID=`) before this process is scheduled again.
+        self.notify("RELOADING=1\nSTATUS=starting a successor");
+        let started = Successor::start(
             command,
             listener,
             self.notifier.as_ref().map(Notifier::name),
             now,
             self.timeout,
-        )?;
+        );
+        let successor = match started {
+            Ok(successor) => successor,
+            Err(e) => {
+                self.notify(&format!("READY=1\nSTATUS=serving (hand-over failed: {e})"));
+                return Err(e);
+            }
+        };
         log::info!(
             "SIGHUP received: started successor {} from {}; serving until it is ready (max {}ms)",
             successor.pid(),
             self.exe.display(),
             self.timeout.as_millis()
         );
-        self.notify(&format!(
-            "RELOADING=1\nSTATUS=handing over to {}",
-            successor.pid()
-        ));
+        self.notify(&format!("STATUS=handing over to {}", successor.pid()));
         self.successor = Some(successor);
         self.check_at = Some(now + SUCCESSOR_CHECK);
         Ok(())
