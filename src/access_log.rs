@@ -121,11 +121,24 @@ impl Writer {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The count of dropped lines itself, for `/metrics` to read.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
     /// Waits until every batch queued so far is written (the loops' logs must be gone,
-    /// or flushed, first): the last step of a shutdown. Returns the lines dropped.
-    pub fn finish(self) -> u64 {
+    /// or flushed, first), for at most `bound`: the last step of a shutdown. An output
+    /// that does not take the lines by then (a stalled pipe) loses them rather than hold
+    /// the exit; the thread is left to the process's end. Returns the lines dropped.
+    pub fn finish(self, bound: Duration) -> u64 {
         drop(self.queue);
-        let _ = self.thread.join();
+        let until = std::time::Instant::now() + bound;
+        while !self.thread.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        }
         self.dropped.load(Ordering::Relaxed)
     }
 }
@@ -382,7 +395,7 @@ mod tests {
             log.flush();
         }
         drop(log);
-        assert_eq!(writer.finish(), 0);
+        assert_eq!(writer.finish(Duration::from_secs(5)), 0);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let statuses: Vec<&str> = text.lines().map(|l| l.split(' ').nth(8).unwrap()).collect();
         assert_eq!(statuses, ["200", "404", "503"]);
@@ -421,6 +434,6 @@ mod tests {
         drop(held);
         drop(log);
         // `Stuck` writes nothing and reports 0 bytes: write_all fails, the thread ends.
-        writer.finish();
+        writer.finish(Duration::from_secs(5));
     }
 }

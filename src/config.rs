@@ -124,6 +124,15 @@ pub struct Config {
     /// already serves a core's worth of requests, and a benchmark or a deployment that
     /// pays for more cores asks for them (`auto`: one per CPU the process may use).
     pub workers: Workers,
+    /// A second address that serves `GET /metrics` alone, so the public port need not
+    /// expose it (then the main port answers `/metrics` 404). Default unset: the main
+    /// port serves `/metrics`, as most exporters do. It stays open through a shutdown,
+    /// until the process exits, so a drain can be watched.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The access log: one line per request on standard output, written off the event
+    /// loop. Default off: a benchmark pays nothing for it, and nginx's `access_log off`
+    /// is the first line of every tuning guide.
+    pub access_log: Option<crate::access_log::Format>,
 }
 
 /// `WORKERS`: how many event loops to run.
@@ -175,6 +184,8 @@ impl Default for Config {
             workers: Workers::Count(1),
             buffer_budget_bytes: 64 << 20,
             handover_timeout: Duration::from_millis(10_000),
+            metrics_listen: None,
+            access_log: None,
         }
     }
 }
@@ -469,13 +480,18 @@ enum AddressFlag {
 const BOTH_ADDRESS_FLAGS: &str =
     "--listen and --port both set the listening address: give one (see --help)";
 
-const LISTEN_EXPECTED: &str = "a socket address such as 127.0.0.1:8080 or [::1]:8080";
+pub(crate) const LISTEN_EXPECTED: &str = "a socket address such as 127.0.0.1:8080 or [::1]:8080";
 
 /// `--listen ADDR`: a full socket address, IPv6 in brackets. Host names are refused: the
 /// address is bound before anything could resolve them, and "localhost" may mean two.
 fn parse_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
+    parse_address(raw, "--listen")
+}
+
+/// A socket address for the setting `setting`, or [`ConfigError::Invalid`] naming it.
+fn parse_address(raw: &str, setting: &'static str) -> Result<SocketAddr, ConfigError> {
     raw.trim().parse().map_err(|_| ConfigError::Invalid {
-        setting: "--listen",
+        setting,
         value: raw.to_owned(),
         expected: LISTEN_EXPECTED,
     })
@@ -1131,7 +1147,7 @@ mod tests {
                         setting.env
                     );
                 }
-                Kind::Port | Kind::Url => {}
+                Kind::Port | Kind::Url | Kind::MetricsListen | Kind::AccessLog => {}
             }
         }
     }
@@ -1145,6 +1161,8 @@ mod tests {
             let value = match setting.kind {
                 Kind::Port => "1".to_owned(),
                 Kind::Url => "postgres://x".to_owned(),
+                Kind::MetricsListen => "127.0.0.1:9090".to_owned(),
+                Kind::AccessLog => "json".to_owned(),
                 Kind::Millis { max, .. } | Kind::Count { max, .. } | Kind::Workers { max } => {
                     max.to_string()
                 }

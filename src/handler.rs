@@ -26,13 +26,14 @@
 //!   is recognised by its [`ReplyId`] and dropped by the loop.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Token, Waker};
 
 use crate::db::Pool;
 use crate::http::request::Request;
-use crate::http::response::{Response, Status};
+use crate::http::response::{Body, Response, Status};
+use crate::stats::{ROUTE_OTHER, Stats};
 
 /// What answers requests: the reference routes, or an embedder's application.
 ///
@@ -131,6 +132,9 @@ pub struct Ctx<'a> {
     inbox: &'a Arc<Inbox>,
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     db: Option<&'a Pool>,
+    stats: &'a Stats,
+    now: Instant,
+    route: &'static str,
 }
 
 impl<'a> Ctx<'a> {
@@ -139,13 +143,40 @@ impl<'a> Ctx<'a> {
         id: ReplyId,
         inbox: &'a Arc<Inbox>,
         db: Option<&'a Pool>,
+        stats: &'a Stats,
+        now: Instant,
     ) -> Ctx<'a> {
         Ctx {
             shutting_down,
             id,
             inbox,
             db,
+            stats,
+            now,
+            route: ROUTE_OTHER,
         }
+    }
+
+    /// Names the route this request matched, for `/metrics`: a template such as
+    /// `/users/:id`, never the path as sent (each name is a series of its own, so one per
+    /// route). A request whose handler names none is counted as `other`.
+    pub fn route(&mut self, name: &'static str) {
+        self.route = name;
+    }
+
+    /// The route the handler named.
+    pub(crate) fn route_name(&self) -> &'static str {
+        self.route
+    }
+
+    /// `GET /metrics`: every loop's numbers in Prometheus' text format — or 404 when
+    /// `METRICS_LISTEN` serves them on an address of their own, so the public port does
+    /// not expose them.
+    pub fn metrics(&self) -> Response {
+        if !self.stats.on_main_port() {
+            return Response::error(Status::NOT_FOUND, "not found");
+        }
+        metrics_response(self.stats, self.now)
     }
 
     /// True once the server has begun its graceful shutdown (readiness says 503).
@@ -183,6 +214,15 @@ impl Ctx<'_> {
         Answer::Now(Response::error(Status::SERVICE_UNAVAILABLE, reason))
     }
 }
+
+/// The `/metrics` answer: Prometheus' text exposition format, version 0.0.4.
+pub(crate) fn metrics_response(stats: &Stats, now: Instant) -> Response {
+    let body = stats.render(now).into_bytes();
+    Response::new(Status::OK, METRICS_TYPE, Body::Bytes(body))
+}
+
+/// The content type Prometheus asks text scrapes to carry.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The answer of every database route when `DATABASE_URL` is unset.
 pub fn not_configured() -> Response {

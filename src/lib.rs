@@ -106,3 +106,4 @@ pub mod metrics;
 pub mod notify;
 pub mod routes;
 pub mod server;
+pub mod stats;

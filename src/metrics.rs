@@ -48,12 +48,29 @@ pub const BUCKETS_US: [u64; 14] = [
     2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// A histogram of durations: a count per bucket (not cumulative: one add per
-/// observation; the exposition sums them), the number of observations and their sum.
+/// A value its own loop sets, read by anyone: a gauge.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets it. The owning loop only.
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    /// The value now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram of durations: a count per bucket, the last one past every bound (`+Inf`
+/// alone), and the sum. Not cumulative, and no count of its own: one add per observation
+/// and one to the sum; the exposition sums buckets into what the format asks.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [Counter; BUCKETS_US.len()],
-    count: Counter,
+    buckets: [Counter; BUCKETS_US.len() + 1],
     sum_us: Counter,
 }
 
@@ -62,12 +79,24 @@ impl Histogram {
     #[inline]
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        // Past the last bound it is counted in `+Inf` only (the count).
-        if let Some(i) = BUCKETS_US.iter().position(|&bound| us <= bound) {
-            self.buckets[i].add(1);
-        }
-        self.count.add(1);
+        let i = BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[i].add(1);
         self.sum_us.add(us);
+    }
+
+    /// Records a duration of zero: a request answered in the loop turn it arrived in,
+    /// which is most of them. The first bucket, without measuring anything.
+    #[inline]
+    pub fn observe_zero(&self) {
+        self.buckets[0].add(1);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(Counter::get).sum()
     }
 }
 
@@ -78,6 +107,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Buckets, a sum and a count ([`Exposition::histogram`] writes them).
+    Histogram,
 }
 
 /// A scrape's text, family by family.
@@ -92,6 +123,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         // HELP text escapes `\` and newlines (the format's rule for docstrings).
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
@@ -107,10 +139,19 @@ impl Exposition {
         self
     }
 
+    /// One sample of a duration in seconds (microsecond precision), of the family just
+    /// started.
+    pub fn seconds(&mut self, name: &str, labels: &[(&str, &str)], value: Duration) -> &mut Self {
+        self.text.push_str(name);
+        self.labels(labels, None);
+        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        let _ = writeln!(self.text, " {}", seconds(us));
+        self
+    }
+
     /// A histogram family of durations in seconds, summed over `cells` (one per loop).
     pub fn histogram(&mut self, name: &str, help: &str, cells: &[&Histogram]) -> &mut Self {
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.family(name, Kind::Histogram, help);
         let mut cumulative = 0;
         for (i, bound) in BUCKETS_US.iter().enumerate() {
             cumulative += cells.iter().map(|h| h.buckets[i].get()).sum::<u64>();
@@ -119,7 +160,7 @@ impl Exposition {
             self.labels(&[], Some(&le));
             let _ = writeln!(self.text, " {cumulative}");
         }
-        let count: u64 = cells.iter().map(|h| h.count.get()).sum();
+        let count: u64 = cells.iter().map(|h| h.count()).sum();
         let sum_us: u64 = cells.iter().map(|h| h.sum_us.get()).sum();
         let _ = writeln!(self.text, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(self.text, "{name}_sum {}", seconds(sum_us));

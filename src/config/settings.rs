@@ -14,7 +14,8 @@
 
 use std::time::Duration;
 
-use super::{Config, ConfigError, Workers, any_host};
+use super::{Config, ConfigError, LISTEN_EXPECTED, Workers, any_host, parse_address};
+use crate::access_log::Format;
 
 /// One setting: where it is read from, what it accepts, and why you would change it.
 pub(super) struct Setting {
@@ -41,6 +42,10 @@ pub(super) enum Kind {
     },
     /// `WORKERS`: a count of event loops in `1..=max`, or `auto` (one per CPU).
     Workers { max: u64 },
+    /// `METRICS_LISTEN`: a socket address, or empty for none.
+    MetricsListen,
+    /// `ACCESS_LOG`: `off`, `combined` or `json`.
+    AccessLog,
     /// A count in `min..=max`.
     Count {
         min: u64,
@@ -51,6 +56,8 @@ pub(super) enum Kind {
 }
 
 pub(super) const PORT_EXPECTED: &str = "a port from 0 to 65535 (0 picks any free port)";
+
+pub(super) const ACCESS_LOG_EXPECTED: &str = "off, combined (nginx's format) or json";
 
 pub(super) const WORKERS_EXPECTED: &str = "a count from 1 to 1024, or auto (one per CPU)";
 
@@ -211,6 +218,16 @@ pub(super) const SETTINGS: &[Setting] = &[
         },
         reason: "Buffered request and response bytes, all connections together (503 beyond).",
     },
+    Setting {
+        env: "METRICS_LISTEN",
+        kind: Kind::MetricsListen,
+        reason: "Serve GET /metrics on this address alone (e.g. 127.0.0.1:9090) instead of the main port.",
+    },
+    Setting {
+        env: "ACCESS_LOG",
+        kind: Kind::AccessLog,
+        reason: "One line per request on stdout: combined (nginx's format) or json; off costs nothing.",
+    },
 ];
 
 impl Setting {
@@ -240,6 +257,22 @@ impl Setting {
             Kind::Url => {
                 let url = raw.trim();
                 config.database_url = (!url.is_empty()).then(|| url.to_owned());
+            }
+            Kind::MetricsListen => {
+                let raw = raw.trim();
+                config.metrics_listen = match raw {
+                    "" => None,
+                    _ => Some(parse_address(raw, self.env)?),
+                };
+            }
+            // Names in any case, as `auto` below.
+            Kind::AccessLog => {
+                config.access_log = match raw.trim().to_ascii_lowercase().as_str() {
+                    "" | "off" => None,
+                    "combined" => Some(Format::Combined),
+                    "json" => Some(Format::Json),
+                    _ => return Err(self.invalid(raw, ACCESS_LOG_EXPECTED)),
+                };
             }
             // `auto` in any case, as nginx's `worker_processes auto`.
             Kind::Workers { max } => {
@@ -300,7 +333,8 @@ impl Setting {
         let mut defaults = Config::default();
         match self.kind {
             Kind::Port => defaults.listen.port().to_string(),
-            Kind::Url => "unset".to_owned(),
+            Kind::Url | Kind::MetricsListen => "unset".to_owned(),
+            Kind::AccessLog => "off".to_owned(),
             Kind::Workers { .. } => defaults.workers.to_string(),
             Kind::Millis { field, .. } => field(&mut defaults).as_millis().to_string(),
             Kind::Count { field, .. } => field(&mut defaults).to_string(),
@@ -314,6 +348,8 @@ impl Kind {
         match self {
             Kind::Port | Kind::Count { .. } | Kind::Workers { .. } => "N",
             Kind::Url => "URL",
+            Kind::MetricsListen => "ADDR",
+            Kind::AccessLog => "FORMAT",
             Kind::Millis { .. } => "MS",
         }
     }
@@ -324,6 +360,8 @@ impl Kind {
             Kind::Port => Some(PORT_EXPECTED),
             Kind::Workers { .. } => Some(WORKERS_EXPECTED),
             Kind::Url => None,
+            Kind::MetricsListen => Some(LISTEN_EXPECTED),
+            Kind::AccessLog => Some(ACCESS_LOG_EXPECTED),
             Kind::Millis { expected, .. } | Kind::Count { expected, .. } => Some(expected),
         }
     }

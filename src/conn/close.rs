@@ -4,6 +4,9 @@
 //! logged, counted in the shutdown report, and asserted on in tests; it is never inferred
 //! after the fact from flags.
 //!
+//! [`Heading`]: under which heading of the shutdown report (and of `/metrics`) a close
+//! during a shutdown is counted.
+//!
 //! What it is not: it decides nothing. The connection picks the reason where the close is
 //! decided; the loop logs it (ordinary client behaviour at debug) and counts it.
 
@@ -47,6 +50,47 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of their cells in `/metrics`.
+    pub const ALL: [CloseReason; 13] = [
+        CloseReason::PeerClosed,
+        CloseReason::PeerClosedMidRequest,
+        CloseReason::PeerReset,
+        CloseReason::Done,
+        CloseReason::Rejected,
+        CloseReason::UnreadBody,
+        CloseReason::IdleTimeout,
+        CloseReason::RequestTimeout,
+        CloseReason::WriteTimeout,
+        CloseReason::IdleOnShutdown,
+        CloseReason::AnsweredUnavailable,
+        CloseReason::CutAtDeadline,
+        CloseReason::StreamFailed,
+    ];
+
+    /// Where this reason is in [`CloseReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason as a Prometheus label value: `snake_case`, stable.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerClosedMidRequest => "peer_closed_mid_request",
+            CloseReason::PeerReset => "peer_reset",
+            CloseReason::Done => "done",
+            CloseReason::Rejected => "rejected",
+            CloseReason::UnreadBody => "unread_body",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::RequestTimeout => "request_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::IdleOnShutdown => "idle_on_shutdown",
+            CloseReason::AnsweredUnavailable => "answered_503",
+            CloseReason::CutAtDeadline => "cut_at_deadline",
+            CloseReason::StreamFailed => "stream_failed",
+        }
+    }
+
     /// An ordinary event in a client's life, logged at debug rather than info/warn.
     pub fn is_routine(self) -> bool {
         !matches!(
@@ -76,5 +120,74 @@ impl fmt::Display for CloseReason {
             CloseReason::StreamFailed => "stream panicked: cut",
         };
         f.write_str(text)
+    }
+}
+
+/// The report's headings: every connection closed during a shutdown is counted under
+/// exactly one, in the report and in `/metrics` alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heading {
+    /// Idle keep-alive connections closed at once.
+    IdleClosed,
+    /// Finished their request and closed, or the client closed them.
+    Drained,
+    /// Ended by the client's fault during the drain: a reset, a timeout, a request left
+    /// half-sent.
+    Failed,
+    /// The deadline passed before their response started: answered 503.
+    Answered503,
+    /// The deadline passed while their response was being sent: cut short.
+    Cut,
+}
+
+impl Heading {
+    /// Every heading, in the order of their cells in `/metrics`.
+    pub const ALL: [Heading; 5] = [
+        Heading::IdleClosed,
+        Heading::Drained,
+        Heading::Failed,
+        Heading::Answered503,
+        Heading::Cut,
+    ];
+
+    /// The heading a close during the shutdown is counted under.
+    pub fn of(reason: CloseReason) -> Heading {
+        match reason {
+            CloseReason::IdleOnShutdown => Heading::IdleClosed,
+            CloseReason::AnsweredUnavailable => Heading::Answered503,
+            CloseReason::CutAtDeadline => Heading::Cut,
+            CloseReason::Done | CloseReason::PeerClosed => Heading::Drained,
+            CloseReason::PeerReset
+            | CloseReason::Rejected
+            | CloseReason::PeerClosedMidRequest
+            | CloseReason::UnreadBody
+            | CloseReason::IdleTimeout
+            | CloseReason::RequestTimeout
+            | CloseReason::WriteTimeout
+            | CloseReason::StreamFailed => Heading::Failed,
+        }
+    }
+
+    /// The heading as the report line and the `/metrics` label write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Heading::IdleClosed => "idle_closed",
+            Heading::Drained => "drained",
+            Heading::Failed => "failed",
+            Heading::Answered503 => "answered_503",
+            Heading::Cut => "cut",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_at_its_index() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+use super::account::{Answered, Detail};
 use super::io::ReadSide;
 use super::state::{BodyState, Discarding, Exchange, State, Streaming, Waiting, after};
 use super::{BufPool, CloseReason, Conn, LoopCx, Socket};
@@ -23,6 +24,7 @@ use crate::http::body::{BodyDecoder, Framing};
 use crate::http::error::RequestError;
 use crate::http::request::{self, Head, Persistence, Request, Version};
 use crate::http::response::{self, Delivery, Length, Response};
+use crate::stats::ROUTE_NONE;
 
 /// Stop taking new requests off the input while this much output waits for the client:
 /// a client that pipelines without reading cannot make us buffer without bound.
@@ -89,7 +91,7 @@ impl<S: Socket> Conn<S> {
             // begun after all. Idle again, counted from the CR.
             State::Head { since, .. } if input.is_empty() => {
                 let idle = State::Idle { since: *since };
-                self.state.set(idle, cx.token);
+                self.state.set(idle, cx.id);
             }
             State::Head { seen, .. } => *seen = seen.saturating_sub(empty),
             _ => {}
@@ -137,7 +139,7 @@ impl<S: Socket> Conn<S> {
                             since: cx.now,
                             seen,
                         };
-                        self.state.set(head, cx.token);
+                        self.state.set(head, cx.id);
                         *changed = true;
                     }
                 }
@@ -147,20 +149,19 @@ impl<S: Socket> Conn<S> {
             // the handler's path is the `&str` the parse checked (`begin` serves the rest).
             Ok(Some(parsed)) if parsed.head.framing == Framing::None && !cx.bufs.over_budget() => {
                 let request = Request::parsed(&parsed, input.bytes(), Some(&[]));
-                let answer = Self::call_handler(&mut self.seq, cx, &request);
+                let (answer, route) =
+                    Self::call_handler(&mut self.seq, &mut self.detail, cx, &request);
                 let head = parsed.head;
                 // The handler has taken what it needs: the request's bytes can go.
                 input.consume(head.len);
-                self.act(cx, Exchange::of(&head), answer);
+                let started = self.state.request_started(cx.now);
+                self.act(cx, Exchange::of(&head, route, started), answer);
                 true
             }
             Ok(Some(parsed)) => {
                 let head = parsed.head;
                 // The request timer runs from the head's first byte.
-                let started = match self.state {
-                    State::Head { since, .. } => since,
-                    _ => cx.now,
-                };
+                let started = self.state.request_started(cx.now);
                 self.begin(cx, head, started);
                 true
             }
@@ -192,7 +193,7 @@ impl<S: Socket> Conn<S> {
         }
         if head.framing == Framing::None {
             let len = head.len;
-            return self.dispatch(cx, &head, len..len);
+            return self.dispatch(cx, &head, len..len, started);
         }
         let decoder = match BodyDecoder::new(head.framing, cx.limits.max_body as u64) {
             Ok(decoder) => decoder,
@@ -202,8 +203,11 @@ impl<S: Socket> Conn<S> {
         match self.call(cx, &head, None) {
             // Rule: the handler needs the body: read it, then call the handler again. The
             // head stays in the buffer for that call.
-            Answer::ReadBody => self.read_body(cx, head, decoder, started),
-            answer => self.answered_before_body(cx, &head, answer, started),
+            (Answer::ReadBody, _) => self.read_body(cx, head, decoder, started),
+            (answer, route) => {
+                let exchange = Exchange::of(&head, route, started);
+                self.answered_before_body(cx, &head, exchange, answer);
+            }
         }
     }
 
@@ -245,7 +249,7 @@ impl<S: Socket> Conn<S> {
             since: cx.now,
             started,
         };
-        self.state.set(State::Body(Box::new(body)), cx.token);
+        self.state.set(State::Body(Box::new(body)), cx.id);
     }
 
     /// Decodes as much body as is buffered. Returns whether progress was made; a
@@ -279,8 +283,8 @@ impl<S: Socket> Conn<S> {
                 // next pipelined request follows it directly.
                 let body_end = b.head.len + b.decoded;
                 input.cut(body_end, b.raw);
-                let (head, range) = (b.head.clone(), b.head.len..body_end);
-                self.dispatch(cx, &head, range);
+                let (head, range, started) = (b.head.clone(), b.head.len..body_end, b.started);
+                self.dispatch(cx, &head, range, started);
                 return true;
             }
         }
@@ -320,44 +324,61 @@ impl<S: Socket> Conn<S> {
             }
         };
         match next {
-            Some(next) => self.state.set(next, cx.token),
+            Some(next) => self.state.set(next, cx.id),
             None if progressed => d.since = cx.now,
             None => {}
         }
         progressed
     }
 
-    /// Calls the handler with a complete request (its body, if any, in `body`), then acts
-    /// on its answer.
-    pub(super) fn dispatch(&mut self, cx: &mut LoopCx<'_>, head: &Head, body: Range<usize>) {
-        let answer = self.call(cx, head, Some(body.clone()));
+    /// Calls the handler with a complete request (its body, if any, in `body`), begun at
+    /// `started`, then acts on its answer.
+    pub(super) fn dispatch(
+        &mut self,
+        cx: &mut LoopCx<'_>,
+        head: &Head,
+        body: Range<usize>,
+        started: Instant,
+    ) {
+        let (answer, route) = self.call(cx, head, Some(body.clone()));
         // The handler has taken what it needs: the request's bytes can go.
         if let Some(input) = self.input.as_mut() {
             input.consume(body.end);
         }
-        self.act(cx, Exchange::of(head), answer);
+        self.act(cx, Exchange::of(head, route, started), answer);
     }
 
     /// Calls the handler with the request in the input buffer: its body at `body`, or
-    /// `None` while the body has not been read.
+    /// `None` while the body has not been read. Returns its answer and the route it named.
     #[inline(always)] // on the hot path: the answer it returns is then matched in place
     pub(super) fn call(
         &mut self,
         cx: &mut LoopCx<'_>,
         head: &Head,
         body: Option<Range<usize>>,
-    ) -> Answer {
+    ) -> (Answer, &'static str) {
         let Some(input) = self.input.as_ref() else {
-            return Answer::Now(Response::internal_error()); // a head always comes from the input
+            // A head always comes from the input.
+            return (Answer::Now(Response::internal_error()), ROUTE_NONE);
         };
         let bytes = input.bytes();
         let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
-        Self::call_handler(&mut self.seq, cx, &request)
+        Self::call_handler(&mut self.seq, &mut self.detail, cx, &request)
     }
 
-    /// Calls the handler under the next request number (`seq` alone: the input may be held).
+    /// Calls the handler under the next request number, and keeps the request's details
+    /// for its log lines when they are read (`seq` and `detail` alone: the input may be
+    /// held). Returns the answer and the route the handler named.
     #[inline(always)] // see `call`
-    pub(super) fn call_handler(seq: &mut u32, cx: &mut LoopCx<'_>, req: &Request<'_>) -> Answer {
+    pub(super) fn call_handler(
+        seq: &mut u32,
+        detail: &mut Option<Box<Detail>>,
+        cx: &mut LoopCx<'_>,
+        req: &Request<'_>,
+    ) -> (Answer, &'static str) {
+        if cx.details {
+            detail.get_or_insert_with(Box::default).capture(req);
+        }
         // Every call gets its own number, so a reply promised by an earlier call (one that
         // then asked for the body after all) is recognised as stale and dropped.
         *seq = seq.wrapping_add(1);
@@ -365,12 +386,14 @@ impl<S: Socket> Conn<S> {
             token: cx.token,
             seq: *seq,
         };
-        let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db);
+        let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db, cx.stats, cx.now);
         // A panicking handler costs its request a 500, never the loop.
-        catch_unwind(AssertUnwindSafe(|| cx.handler.handle(req, &mut ctx))).unwrap_or_else(|_| {
-            log::error!("handler panicked on {} {}", req.method.as_str(), req.path);
-            Answer::Now(Response::internal_error())
-        })
+        let answer = catch_unwind(AssertUnwindSafe(|| cx.handler.handle(req, &mut ctx)))
+            .unwrap_or_else(|_| {
+                log::error!("handler panicked on {} {}", req.method.as_str(), req.path);
+                Answer::Now(Response::internal_error())
+            });
+        (answer, ctx.route_name())
     }
 
     /// Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers before
@@ -384,13 +407,13 @@ impl<S: Socket> Conn<S> {
         &mut self,
         cx: &mut LoopCx<'_>,
         head: &Head,
+        mut exchange: Exchange,
         answer: Answer,
-        started: Instant,
     ) {
         if let Some(input) = self.input.as_mut() {
             input.consume(head.len);
         }
-        let mut exchange = Exchange::of(head);
+        let started = exchange.started;
         let discard = match answer {
             Answer::Now(_) if !head.expect_continue => {
                 BodyDecoder::new(head.framing, DISCARD_MAX).ok()
@@ -411,7 +434,7 @@ impl<S: Socket> Conn<S> {
                 started,
             };
             self.state
-                .set(State::Discarding(Box::new(discarding)), cx.token);
+                .set(State::Discarding(Box::new(discarding)), cx.id);
         }
     }
 
@@ -426,19 +449,27 @@ impl<S: Socket> Conn<S> {
                     response,
                     exchange,
                 };
-                self.state.set(State::Waiting(Box::new(waiting)), cx.token);
+                self.state.set(State::Waiting(Box::new(waiting)), cx.id);
             }
             Answer::Later(pending) => {
                 let waiting = Waiting::Reply {
                     seq: pending.0.seq,
                     exchange,
                 };
-                self.state.set(State::Waiting(Box::new(waiting)), cx.token);
+                self.state.set(State::Waiting(Box::new(waiting)), cx.id);
             }
             Answer::Stream(stream) => {
                 let delivery = Self::delivery(cx, exchange, true);
                 let out = self.out(cx.bufs);
                 response::encode_head(&stream.head, delivery, cx.date, Length::Streamed, out);
+                let answered = Answered {
+                    route: exchange.route,
+                    started: exchange.started,
+                    status: stream.head.status,
+                    bytes: 0,
+                    ends: None,
+                };
+                self.answered(cx, answered);
                 if exchange.head_only {
                     return self.finish_response(cx, delivery.close);
                 }
@@ -449,14 +480,11 @@ impl<S: Socket> Conn<S> {
                     next_at: after(cx.now, stream.interval),
                 };
                 self.state
-                    .set(State::Streaming(Box::new(streaming)), cx.token);
+                    .set(State::Streaming(Box::new(streaming)), cx.id);
             }
             // Rule: asking for a body the handler already has is a bug in the handler: 500.
             Answer::ReadBody => {
-                log::error!(
-                    "conn {}: the handler asked to read a body it was given",
-                    cx.token.0
-                );
+                log::error!("{}: the handler asked to read a body it was given", cx.id);
                 self.respond(cx, exchange, &Response::internal_error());
             }
         }
@@ -481,6 +509,14 @@ impl<S: Socket> Conn<S> {
     pub(super) fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
         let delivery = Self::delivery(cx, exchange, false);
         self.encode(cx, response, delivery);
+        let answered = Answered {
+            route: exchange.route,
+            started: exchange.started,
+            status: response.status,
+            bytes: response.body.len(),
+            ends: delivery.close.then_some(CloseReason::Done),
+        };
+        self.answered(cx, answered);
         self.finish_response(cx, delivery.close);
     }
 
@@ -493,7 +529,7 @@ impl<S: Socket> Conn<S> {
         } else {
             State::Idle { since: cx.now }
         };
-        self.state.set(next, cx.token);
+        self.state.set(next, cx.id);
     }
 
     /// Sends the next chunk of a stream, and the end of the body with the last one.
@@ -533,11 +569,11 @@ impl<S: Socket> Conn<S> {
     /// A stream's chunks panicked: what was sent stays sent, the body never gets its end,
     /// and the connection closes once the output is out.
     pub(super) fn stream_failed(&mut self, cx: &mut LoopCx<'_>) {
-        log::error!("conn {}: a stream's chunks panicked", cx.token.0);
+        log::error!("{}: a stream's chunks panicked", cx.id);
         let closing = State::Closing {
             reason: CloseReason::StreamFailed,
         };
-        self.state.set(closing, cx.token);
+        self.state.set(closing, cx.id);
     }
 
     /// A head or body that did not arrive in time: 408, then close.
@@ -550,25 +586,28 @@ impl<S: Socket> Conn<S> {
     /// of the next request cannot be trusted (see `http::error`).
     pub(super) fn reject(&mut self, cx: &mut LoopCx<'_>, error: RequestError) {
         let (status, reason) = error.status();
-        log::debug!("conn {}: rejected with {}: {reason}", cx.token.0, status.0);
-        self.encode_last(cx, &Response::error(status, reason), false);
-        if let Some(input) = self.input.as_mut() {
-            input.consume(input.len());
-        }
-        let reason = match error {
+        log::debug!("{}: rejected with {}: {reason}", cx.id, status.0);
+        let ends = match error {
             RequestError::Timeout => CloseReason::RequestTimeout,
             _ => CloseReason::Rejected,
         };
-        self.state.set(State::Closing { reason }, cx.token);
+        self.encode_last(cx, &Response::error(status, reason), false, ends);
+        if let Some(input) = self.input.as_mut() {
+            input.consume(input.len());
+        }
+        let reason = ends;
+        self.state.set(State::Closing { reason }, cx.id);
     }
 
-    /// Encodes the connection's last response: `Connection: close`, and framed for 1.1,
-    /// because the request it answers may not have parsed far enough to know better.
+    /// Encodes the connection's last response, the server's own (it closes for `ends`):
+    /// `Connection: close`, and framed for 1.1, because the request it answers may not
+    /// have parsed far enough to know better.
     pub(super) fn encode_last(
         &mut self,
         cx: &mut LoopCx<'_>,
         response: &Response,
         head_only: bool,
+        ends: CloseReason,
     ) {
         let delivery = Delivery {
             version: Version::Http11,
@@ -576,6 +615,14 @@ impl<S: Socket> Conn<S> {
             head_only,
         };
         self.encode(cx, response, delivery);
+        let answered = Answered {
+            route: ROUTE_NONE,
+            started: self.state.request_started(cx.now),
+            status: response.status,
+            bytes: response.body.len(),
+            ends: Some(ends),
+        };
+        self.answered(cx, answered);
     }
 
     /// Encodes a response into the output buffer; a large static body the encoder left

@@ -99,6 +99,7 @@ impl<S: Socket> Conn<S> {
                 }
                 Ok(n) => {
                     input.filled(n);
+                    cx.cells.received.add(n as u64);
                     any = true;
                     if n < asked && self.read == ReadSide::Ready {
                         self.read = ReadSide::Empty;
@@ -111,7 +112,7 @@ impl<S: Socket> Conn<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!("conn {}: read failed: {e}", cx.token.0);
+                    log::debug!("{}: read failed: {e}", cx.id);
                     return Err(CloseReason::PeerReset);
                 }
             }
@@ -134,12 +135,13 @@ impl<S: Socket> Conn<S> {
                 Ok(0) => return Err(CloseReason::PeerReset),
                 Ok(n) => {
                     out.advance(n);
+                    cx.cells.sent.add(n as u64);
                     wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!("conn {}: write failed: {e}", cx.token.0);
+                    log::debug!("{}: write failed: {e}", cx.id);
                     return Err(CloseReason::PeerReset);
                 }
             }
@@ -179,7 +181,10 @@ impl<S: Socket> Conn<S> {
                     outcome = Discarded::Finished;
                     break;
                 }
-                Ok(_) => outcome = Discarded::Some,
+                Ok(n) => {
+                    cx.cells.received.add(n as u64);
+                    outcome = Discarded::Some;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {

@@ -75,7 +75,7 @@ impl<S: Socket> Conn<S> {
             let closing = State::Closing {
                 reason: CloseReason::Done,
             };
-            self.state.set(closing, cx.token);
+            self.state.set(closing, cx.id);
             // With its answer already out, nothing else would move it on: no write is
             // pending to raise an event, and `Closing` has no timer of its own.
             return self.drive(cx);
@@ -107,7 +107,7 @@ impl<S: Socket> Conn<S> {
                 let response =
                     Response::error(Status::SERVICE_UNAVAILABLE, "server is shutting down")
                         .with_header("Retry-After", "1");
-                self.encode_last(cx, &response, head_only);
+                self.encode_last(cx, &response, head_only, CloseReason::AnsweredUnavailable);
                 CloseReason::AnsweredUnavailable
             }
             State::Streaming(_) => CloseReason::CutAtDeadline,
@@ -158,7 +158,7 @@ impl<S: Socket> Conn<S> {
                 let closing = State::Closing {
                     reason: CloseReason::PeerClosedMidRequest,
                 };
-                self.state.set(closing, cx.token);
+                self.state.set(closing, cx.id);
                 Ok(())
             }
             // Rule: once the last response is out, shut our write side and linger —
@@ -174,7 +174,7 @@ impl<S: Socket> Conn<S> {
                     stop: cx.now + LINGER_MAX,
                     reason,
                 };
-                self.state.set(lingering, cx.token);
+                self.state.set(lingering, cx.id);
                 self.linger(cx)
             }
             State::Lingering { .. } => self.linger(cx),

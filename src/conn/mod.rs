@@ -9,6 +9,7 @@
 //! | `lifecycle.rs` | idle, the drain rule, the deadline rule, the lingering close |
 //! | `buf.rs` | the input and output buffers, lent by a pool |
 //! | `close.rs` | [`CloseReason`]: why a connection closed |
+//! | `account.rs` | what an answer leaves behind: counted, and logged when asked |
 //!
 //! What it is: [`Conn`] reads from its socket into a lent input buffer, turns the bytes
 //! into requests with the sans-IO `http` module, calls the handler, encodes answers into a
@@ -27,6 +28,7 @@
 //! socket may still hold bytes (`yielded`) — retry on `Interrupted`, and treat a short
 //! write as progress, keeping the unsent bytes.
 
+mod account;
 mod buf;
 mod close;
 mod exchange;
@@ -42,16 +44,19 @@ use std::time::Instant;
 use mio::Token;
 use mio::net::TcpStream;
 
+pub use account::{ConnId, Detail};
 pub use buf::BufPool;
-pub use close::CloseReason;
+pub use close::{CloseReason, Heading};
 pub use io::Socket;
 pub use lifecycle::FRESH_GRACE;
 pub use state::{LINGER, LINGER_MAX, Timeouts};
 
+use crate::access_log::AccessLog;
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
 use crate::http::error::RequestError;
 use crate::http::response::Response;
+use crate::stats::{LoopStats, Stats};
 use buf::{InBuf, OutBuf};
 use io::ReadSide;
 use state::{State, Waiting, body_deadline};
@@ -68,8 +73,10 @@ const ROUNDS_PER_CALL: usize = 8;
 pub struct LoopCx<'a> {
     /// The loop's reading of the clock for this turn: the only time a connection sees.
     pub now: Instant,
-    /// The connection's token, for logs and reply ids.
+    /// The connection's token, for reply ids.
     pub token: Token,
+    /// The connection's name in logs.
+    pub id: ConnId,
     /// The current `Date` value, formatted once a second by the loop.
     pub date: &'a [u8],
     /// Size limits and timeouts.
@@ -84,6 +91,15 @@ pub struct LoopCx<'a> {
     pub db: Option<&'a Pool>,
     /// Where the server's shutdown stands.
     pub stage: Stage,
+    /// The loop's cells in `/metrics`.
+    pub cells: &'a LoopStats,
+    /// Every loop's numbers, for a handler that serves `/metrics`.
+    pub stats: &'a Stats,
+    /// The loop's access log, when it is on.
+    pub access_log: Option<&'a mut AccessLog>,
+    /// Whether anyone reads a request's details: the access log is on, or debug logging
+    /// is enabled. Off, a request's log lines cost nothing but this test.
+    pub details: bool,
 }
 
 /// Where the server's shutdown stands, as far as a connection is concerned.
@@ -123,6 +139,8 @@ pub struct Limits {
 /// one in tests.
 pub struct Conn<S = TcpStream> {
     socket: S,
+    /// The connection's name in logs (`c17`).
+    pub id: ConnId,
     state: State,
     read: ReadSide,
     /// Lent by the loop while a request is in progress; `None` when idle.
@@ -143,13 +161,19 @@ pub struct Conn<S = TcpStream> {
     /// On the loop's list of connections to resume next turn (kept by the loop, like
     /// `scheduled`): at most once on it, and not driven by events meanwhile.
     pub posted: bool,
+    /// What the log lines say of the request in progress, once anyone reads them (see
+    /// `account.rs`); kept for the connection's life.
+    detail: Option<Box<Detail>>,
 }
 
 impl<S: Socket> Conn<S> {
-    /// A connection just accepted at `now`: idle, nothing read, nothing owed.
-    pub fn new(socket: S, now: Instant) -> Conn<S> {
+    /// A connection just accepted at `now`, named `id`: idle, nothing read, nothing owed.
+    /// `detail`: kept from the start when the access log wants the client's address.
+    pub fn new(socket: S, now: Instant, id: ConnId, detail: Option<Box<Detail>>) -> Conn<S> {
         Conn {
             socket,
+            id,
+            detail,
             state: State::Idle { since: now },
             read: ReadSide::Ready,
             input: None,
@@ -239,7 +263,7 @@ impl<S: Socket> Conn<S> {
                 let closing = State::Closing {
                     reason: CloseReason::RequestTimeout,
                 };
-                self.state.set(closing, cx.token);
+                self.state.set(closing, cx.id);
                 self.drive(cx)
             }
             // Rule: an `After` answer goes out when its timer fires.

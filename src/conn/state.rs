@@ -137,14 +137,22 @@ pub struct Exchange {
     pub version: Version,
     pub head_only: bool,
     pub persistence: Persistence,
+    /// The route the handler named, for `/metrics`.
+    pub route: &'static str,
+    /// The request's first byte: its duration runs from here to its answer.
+    pub started: Instant,
 }
 
 impl Exchange {
-    pub fn of(head: &Head) -> Exchange {
+    /// What the answer to the request `head` needs to know of it: `route` as the handler
+    /// named it, from its first byte at `started`.
+    pub fn of(head: &Head, route: &'static str, started: Instant) -> Exchange {
         Exchange {
             version: head.version,
             head_only: head.method == crate::http::request::Method::Head,
             persistence: head.persistence,
+            route,
+            started,
         }
     }
 }
@@ -212,8 +220,8 @@ impl State {
     }
 
     /// The one funnel for state changes.
-    pub fn set(&mut self, new: State, token: mio::Token) {
-        log::trace!("conn {}: {}=>{}", token.0, self.name(), new.name());
+    pub fn set(&mut self, new: State, id: super::ConnId) {
+        log::trace!("{id}: {}=>{}", self.name(), new.name());
         let old = std::mem::replace(self, new);
         match old {
             State::Body(_) | State::Discarding(_) | State::Waiting(_) | State::Streaming(_) => {

@@ -47,6 +47,7 @@ const ROUTES: &[&str] = &[
     "GET /json",
     "GET /bytes/:n",
     "POST /echo",
+    "GET /metrics",
 ];
 
 /// The route table.
@@ -55,35 +56,78 @@ pub fn handle(req: &Request<'_>, ctx: &mut Ctx<'_>) -> Answer {
     // The two benchmark routes by their whole path first: one compare each, where the
     // table below would first split the path into segments. The table still lists them,
     // so it stays the whole API on one screen.
+    // Each route names itself for `/metrics` (`ctx.route`): the template, not the path.
     match (req.method, req.path) {
-        (Get | Head, "/plaintext") => return plaintext(),
-        (Get | Head, "/json") => return json(),
+        (Get | Head, "/plaintext") => {
+            ctx.route("/plaintext");
+            return plaintext();
+        }
+        (Get | Head, "/json") => {
+            ctx.route("/json");
+            return json();
+        }
         _ => {}
     }
     let mut buf = [""; MAX_SEGMENTS];
     let Some(path) = segments(req.path, &mut buf) else {
         return not_found();
     };
+    let mut route = |name| ctx.route(name);
     match (req.method, path) {
-        (Get | Head, []) => index(),
-        (Get | Head, ["health"]) => health(ctx),
+        (Get | Head, []) => {
+            route("/");
+            index()
+        }
+        (Get | Head, ["health"]) => {
+            route("/health");
+            health(ctx)
+        }
         (Get | Head, ["live"]) => {
+            route("/live");
             Answer::Now(Response::json_static(Status::OK, r#"{"status":"ok"}"#))
         }
-        (Get | Head, ["work"]) => work(req),
-        (Get | Head, ["users", id]) => user(id, ctx),
-        (Get | Head, ["db"]) => db::random_world(ctx),
-        (Get | Head, ["stream"]) => stream(req),
-        (Get | Head, ["plaintext"]) => plaintext(),
-        (Get | Head, ["json"]) => json(),
-        (Get | Head, ["bytes", n]) => bytes(n),
-        (Post, ["echo"]) => echo(req),
+        (Get | Head, ["work"]) => {
+            route("/work");
+            work(req)
+        }
+        (Get | Head, ["users", id]) => {
+            route("/users/:id");
+            user(id, ctx)
+        }
+        (Get | Head, ["db"]) => {
+            route("/db");
+            db::random_world(ctx)
+        }
+        (Get | Head, ["stream"]) => {
+            route("/stream");
+            stream(req)
+        }
+        (Get | Head, ["plaintext"]) => {
+            route("/plaintext");
+            plaintext()
+        }
+        (Get | Head, ["json"]) => {
+            route("/json");
+            json()
+        }
+        (Get | Head, ["bytes", n]) => {
+            route("/bytes/:n");
+            bytes(n)
+        }
+        (Post, ["echo"]) => {
+            route("/echo");
+            echo(req)
+        }
+        (Get | Head, ["metrics"]) => {
+            route("/metrics");
+            Answer::Now(ctx.metrics())
+        }
         // A known path and another method: what it does allow (OPTIONS), or 405 with
         // the same list (RFC 9110 §15.5.6: a 405 MUST carry `Allow`).
         (
             method,
             []
-            | ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db"]
+            | ["health" | "live" | "work" | "stream" | "plaintext" | "json" | "db" | "metrics"]
             | ["users" | "bytes", _],
         ) => other_method(method, ALLOW_GET),
         (method, ["echo"]) => other_method(method, ALLOW_POST),
@@ -355,7 +399,9 @@ mod tests {
             token: mio::Token(1),
             seq: 1,
         };
-        handle(&req, &mut Ctx::new(shutting_down, id, &inbox, None))
+        let stats = crate::stats::Stats::new(1, true);
+        let now = std::time::Instant::now();
+        handle(&req, &mut Ctx::new(shutting_down, id, &inbox, None, &stats, now))
     }
 
     fn now(answer: Answer) -> Response {

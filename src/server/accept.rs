@@ -130,7 +130,12 @@ impl Acceptor {
     /// The next client to serve, or `None` when accepting stops for now: the backlog is
     /// empty (`WouldBlock`), `open` connections reach the limit (when `limited`), accepts
     /// fail for want of descriptors, or the listener is closed. Call it until `None`.
-    pub(super) fn next(&mut self, now: Instant, open: usize, limited: bool) -> Option<TcpStream> {
+    pub(super) fn next(
+        &mut self,
+        now: Instant,
+        open: usize,
+        limited: bool,
+    ) -> Option<(TcpStream, SocketAddr)> {
         while self.state == Accept::Open {
             let listener = self.listener.as_ref()?;
             if limited && open >= self.max_connections {
@@ -138,12 +143,12 @@ impl Acceptor {
                 return None;
             }
             match listener.accept() {
-                Ok((socket, _peer)) => {
+                Ok((socket, peer)) => {
                     if self.failures > 0 {
                         log::info!("accepting again after {} failed attempts", self.failures);
                         self.failures = 0;
                     }
-                    return Some(socket);
+                    return Some((socket, peer));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -48,8 +48,10 @@ use super::report::Report;
 use super::shutdown::{Budget, Outcome, Source};
 use super::signals::{Asked, Signals, asked};
 use super::supervise::{Succession, Supervision};
+use crate::access_log::Writer;
 use crate::db::Pool;
 use crate::handler::Inbox;
+use crate::stats::{Phase, Stats};
 
 /// The signals' token in the coordinator's poll.
 pub(super) const SIGNALS: Token = Token(0);
@@ -57,6 +59,11 @@ pub(super) const SIGNALS: Token = Token(0);
 pub(super) const BOARD: Token = Token(1);
 /// A starting successor's notify socket in the coordinator's poll.
 const SUCCESSOR: Token = Token(2);
+
+/// How long the access log's writer may take to write what the loops left it, after the
+/// last loop: an output that does not take it by then (a stalled pipe) loses it, rather
+/// than hold the exit.
+const ACCESS_LOG_FLUSH_BOUND: Duration = Duration::from_secs(1);
 
 /// How long the pool may take to close after the drain (or the deadline). Idle workers
 /// disconnect in milliseconds; this bounds a worker stuck in a query that ignores cancel.
@@ -212,6 +219,10 @@ pub(super) struct Coordinator {
     last_in_delay: Option<Instant>,
     /// The supervisor (sd_notify) and a successor (hand-over).
     supervision: Supervision,
+    /// Where `/metrics` reads the shutdown's phase.
+    stats: Arc<Stats>,
+    /// The access log's writer, finished after the last loop.
+    pub(super) access_log: Option<Writer>,
 }
 
 impl Coordinator {
@@ -221,6 +232,7 @@ impl Coordinator {
         board: Arc<Board>,
         budget: Budget,
         supervision: Supervision,
+        stats: Arc<Stats>,
     ) -> Coordinator {
         Coordinator {
             poll,
@@ -234,6 +246,8 @@ impl Coordinator {
             pool: None,
             last_in_delay: None,
             supervision,
+            stats,
+            access_log: None,
         }
     }
 
@@ -336,6 +350,7 @@ impl Coordinator {
         }
         log::trace!("coordinator: Serving=>Ordered");
         self.stage = Stage::Ordered { by, at };
+        self.stats.set_phase(Phase::Announced, Some(at));
         self.supervision.stopping(&by.to_string());
         for orders in &self.orders {
             orders.stop(by, at);
@@ -417,6 +432,7 @@ impl Coordinator {
                 }
                 Stage::Announced { by, at } if self.all_reached(2) => {
                     self.listener_closed(by, at);
+                    self.stats.set_phase(Phase::Draining, None);
                     Stage::Closed { by, at }
                 }
                 _ => return,
@@ -494,12 +510,21 @@ impl Coordinator {
                 report.forced()
             );
         }
+        self.stats.set_phase(Phase::Stopped, None);
         // The pool closes after the last loop: no request can need it any more.
         let pool_started = Instant::now();
+        let had_pool = self.pool.is_some();
         if let Some(pool) = self.pool.take() {
+            self.stats.pool_closing(&pool);
             outcome = outcome.worst(close_pool(pool));
         }
         let pool_ms = pool_started.elapsed().as_millis();
+        if let Some(writer) = self.access_log.take() {
+            let dropped = writer.finish(ACCESS_LOG_FLUSH_BOUND);
+            if dropped > 0 {
+                log::warn!("access log: {dropped} lines dropped, the output did not keep up");
+            }
+        }
         if let Outcome::LoopDied { index } = outcome {
             log::error!("event loop {index} died: exit 1 although the others drained");
         }
@@ -507,7 +532,12 @@ impl Coordinator {
             let drain_ms = report
                 .drain_at
                 .map_or(0, |t| ended_at.saturating_duration_since(t).as_millis());
-            log::info!("Drained requests and closed DB pool. Bye. (drain took {drain_ms}ms)");
+            let what = if had_pool {
+                "Drained requests and closed DB pool"
+            } else {
+                "Drained requests"
+            };
+            log::info!("{what}. Bye. (drain took {drain_ms}ms)");
         }
         self.supervision
             .status(&format!("stopped: exit {}", outcome.exit_code()));
@@ -561,6 +591,10 @@ mod tests {
     use super::*;
     use crate::server::signals::Signal;
 
+    fn stats() -> Arc<Stats> {
+        Arc::new(Stats::new(1, true))
+    }
+
     /// A coordinator of `n` loops, each represented by its orders (and the poll its
     /// waker rings, kept alive).
     fn coordinator(n: usize) -> (Coordinator, Vec<Arc<Orders>>, Vec<Poll>) {
@@ -573,8 +607,8 @@ mod tests {
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let supervision =
-            Supervision::new(&listener, false, Duration::from_secs(1), Instant::now());
-        let mut c = Coordinator::new(poll, signals, board, budget, supervision);
+            Supervision::new(&listener, false, Duration::from_secs(1), Instant::now(), stats());
+        let mut c = Coordinator::new(poll, signals, board, budget, supervision, stats());
         let (mut orders, mut polls) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let loop_poll = Poll::new().unwrap();

@@ -33,6 +33,7 @@
 //!   reply handle carries the inbox of the loop that made it.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -47,11 +48,13 @@ use super::shutdown::{Budget, Event, Phase};
 use super::slab::{FIRST_RESERVED, Slab};
 use super::steps::Shutdown;
 use super::timers::Timers;
-use crate::conn::{BufPool, CloseReason, Conn, Limits, LoopCx, Stage};
+use crate::access_log::AccessLog;
+use crate::conn::{BufPool, CloseReason, Conn, ConnId, Detail, Limits, LoopCx, Stage};
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox, ReplyId};
 use crate::http::date::DateCache;
 use crate::http::response::Response;
+use crate::stats::{LoopStats, Stats};
 
 /// The listener's token in every loop's poll.
 pub(super) const LISTENER: Token = Token(FIRST_RESERVED);
@@ -96,6 +99,12 @@ pub(super) struct Seed {
     /// This loop's view of every loop's connection count.
     pub(super) balance: Balance,
     pub(super) budget: Budget,
+    /// Every loop's numbers (`/metrics`); this loop writes its own cells only.
+    pub(super) stats: Arc<Stats>,
+    /// Loops in all: connection ids are spread over them (see `ConnId`).
+    pub(super) loops: usize,
+    /// The loop's access log, when it is on.
+    pub(super) access_log: Option<AccessLog>,
 }
 
 /// One event loop and everything it owns.
@@ -108,12 +117,14 @@ pub(super) struct Loop {
     pub(super) shutdown: Shutdown,
     orders: Arc<Orders>,
     pub(super) board: Arc<Board>,
-    /// Connections accepted over the loop's life: the debug report shows how the kernel
-    /// spread clients over the loops.
-    pub(super) accepted: u64,
     /// See [`Seed::queue_kept`].
     pub(super) queue_kept: bool,
     balance: Balance,
+    /// Loops in all (see [`Seed::loops`]).
+    loops: u64,
+    /// Quiet connections now (`Conn::is_quiet`: between requests, nothing owed either
+    /// way): the `idle` gauge, kept here and published.
+    idle: u64,
 }
 
 /// Every open connection, and when the loop must call each one again: at a time
@@ -138,14 +149,19 @@ pub(super) struct Services {
     /// The database pool every loop shares; the coordinator closes it after the last
     /// loop has drained.
     pub(super) pool: Option<Arc<Pool>>,
+    /// This loop's cells in `/metrics`.
+    pub(super) cells: Arc<LoopStats>,
+    stats: Arc<Stats>,
+    pub(super) access_log: Option<AccessLog>,
 }
 
 impl Services {
-    /// What a call on the connection `token` is lent.
-    fn cx(&mut self, now: Instant, token: Token, stage: Stage) -> LoopCx<'_> {
+    /// What a call on the connection `token`, named `id`, is lent.
+    fn cx(&mut self, now: Instant, token: Token, id: ConnId, stage: Stage) -> LoopCx<'_> {
         LoopCx {
             now,
             token,
+            id,
             date: self.date.as_bytes(),
             limits: &self.limits,
             bufs: &mut self.bufs,
@@ -153,6 +169,10 @@ impl Services {
             inbox: &self.inbox,
             db: self.pool.as_deref(),
             stage,
+            cells: &self.cells,
+            stats: &self.stats,
+            details: self.access_log.is_some() || log::max_level() >= log::LevelFilter::Debug,
+            access_log: self.access_log.as_mut(),
         }
     }
 }
@@ -177,13 +197,17 @@ impl Loop {
                 inbox: seed.inbox,
                 replies: Vec::new(),
                 pool: seed.pool,
+                cells: seed.stats.of_loop(seed.index).unwrap_or_default(),
+                stats: seed.stats,
+                access_log: seed.access_log,
             },
             shutdown: Shutdown::new(seed.budget),
             orders: seed.orders,
             board: seed.board,
-            accepted: 0,
             queue_kept: seed.queue_kept,
             balance: seed.balance,
+            loops: seed.loops as u64,
+            idle: 0,
         }
     }
 
@@ -247,6 +271,10 @@ impl Loop {
             if self.accept.pause_over(now) {
                 self.accept_all(now);
             }
+            // This turn's access-log lines go to the writer together.
+            if let Some(log) = self.services.access_log.as_mut() {
+                log.flush();
+            }
             // Only a shutdown feeds the phase machine, and only a shutdown ends the loop.
             if self.shutdown.phase.shutting_down()
                 && let Some(ended) = self.advance_phase(now)
@@ -285,18 +313,26 @@ impl Loop {
             if limited && self.balance.ahead(open) {
                 return;
             }
-            let Some(socket) = self.accept.next(now, open, limited) else {
+            let Some((socket, peer)) = self.accept.next(now, open, limited) else {
                 return;
             };
-            self.add_conn(socket, now);
+            self.add_conn(socket, peer, now);
         }
     }
 
-    fn add_conn(&mut self, socket: TcpStream, now: Instant) {
+    fn add_conn(&mut self, socket: TcpStream, peer: SocketAddr, now: Instant) {
         // Responses are written whole; Nagle would only delay the last segment.
         let _ = socket.set_nodelay(true);
-        let token = self.conns.slab.insert(Conn::new(socket, now));
-        self.balance.set_open(self.conns.slab.len());
+        let cells = &self.services.cells;
+        let id = ConnId(cells.accepted.get() * self.loops + self.index as u64 + 1);
+        // The access log's first field is the client's address: kept from the start.
+        let detail = self
+            .services
+            .access_log
+            .is_some()
+            .then(|| Box::new(Detail::of_peer(Some(peer))));
+        let token = self.conns.slab.insert(Conn::new(socket, now, id, detail));
+        self.set_open();
         let Some(conn) = self.conns.slab.get_mut(token) else {
             return;
         };
@@ -310,16 +346,19 @@ impl Loop {
         {
             log::warn!("cannot register a new connection: {e}");
             self.conns.slab.remove(token);
-            self.balance.set_open(self.conns.slab.len());
+            self.set_open();
             return;
         }
-        self.accepted += 1;
+        self.services.cells.accepted.add(1);
+        self.idle += 1;
+        self.services.cells.idle.set(self.idle);
         let phase = self.shutdown.phase;
         let at = conn.deadline(&self.services.limits, phase.stage());
         self.conns.timers.schedule(token, at, &mut conn.scheduled);
         if phase.shutting_down() {
             // During the drain delay, or the last accept of the backlog.
             self.shutdown.report.accepted_after_start += 1;
+            self.services.cells.accepted_after_signal.add(1);
         }
         if matches!(phase, Phase::Delaying { .. }) {
             self.accept.accepted_in_delay(now);
@@ -336,7 +375,14 @@ impl Loop {
             return; // a stale event or reply for a connection already closed
         };
         let stage = self.shutdown.phase.stage();
-        let result = f(conn, &mut self.services.cx(now, token, stage));
+        let was_idle = conn.is_quiet();
+        let result = f(conn, &mut self.services.cx(now, token, conn.id, stage));
+        let idle = result.is_ok() && conn.is_quiet();
+        if idle != was_idle {
+            // Either way by one: `was_idle` and `idle` differ.
+            self.idle = if idle { self.idle + 1 } else { self.idle - 1 };
+            self.services.cells.idle.set(self.idle);
+        }
         match result {
             Ok(()) => {
                 let at = conn.deadline(&self.services.limits, stage);
@@ -355,20 +401,30 @@ impl Loop {
         };
         conn.release(&mut self.services.bufs);
         let _ = self.poll.registry().deregister(conn.socket_mut());
+        let id = conn.id;
         drop(conn);
-        self.balance.set_open(self.conns.slab.len());
+        self.set_open();
         if reason.is_routine() {
-            log::debug!("loop {} conn {}: closed ({reason})", self.index, token.0);
+            log::debug!("{id}: closed ({reason})");
         } else {
-            log::info!("loop {} conn {}: closed ({reason})", self.index, token.0);
+            log::info!("{id}: closed ({reason})");
         }
-        if self.shutdown.phase.shutting_down() {
+        let shutting_down = self.shutdown.phase.shutting_down();
+        if shutting_down {
             self.shutdown.report.count(reason);
         }
+        self.services.cells.closed(reason, shutting_down);
         self.drop_stale_timers();
         if self.accept.slot_freed() {
             self.accept_all(now);
         }
+    }
+
+    /// The loop's connection count changed: tell the balance and `/metrics`.
+    fn set_open(&mut self) {
+        let open = self.conns.slab.len();
+        self.balance.set_open(open);
+        self.services.cells.open.set(open as u64);
     }
 
     /// A closed connection's timer entries stay in the heap until their time comes: with

@@ -49,6 +49,7 @@ mod event_loop;
 mod handle;
 mod report;
 mod resume;
+mod scrape;
 mod shutdown;
 mod signals;
 mod slab;
@@ -75,11 +76,14 @@ use crate::config::Config;
 use crate::conn::{Limits, Timeouts};
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
+use crate::access_log::Writer;
+use crate::stats::Stats;
 use accept::Acceptor;
 use balance::Balance;
 use coordinator::{BOARD, Board, Coordinator, Ended, Note, Orders, SIGNALS, panic_message};
 use event_loop::{COORDINATOR, LISTENER, Loop, Seed, WAKER};
 use signals::shutdown_signals;
+use scrape::Scrape;
 use supervise::Supervision;
 
 /// Why [`Server::bind`] failed, by the step that failed. `main` prints it as one line and
@@ -135,6 +139,10 @@ pub struct Server {
     local_addr: SocketAddr,
     /// The listener came on standard input (socket activation, or a hand-over).
     inherited: bool,
+    /// Every loop's numbers, for `/metrics` and [`Server::stats`].
+    stats: Arc<Stats>,
+    /// The `METRICS_LISTEN` listener, when one was asked for.
+    scrape: Option<Scrape>,
 }
 
 impl Server {
@@ -187,10 +195,26 @@ impl Server {
         // The limit is the process's: each loop takes its share, rounded up.
         let max_per_loop = config.max_connections.div_ceil(workers);
         let handler: Arc<dyn Handler> = Arc::new(handler);
-        let supervision =
-            Supervision::new(&listener, kept, config.handover_timeout, Instant::now());
-        let mut coordinator =
-            Coordinator::new(poll, signals, Arc::clone(&board), budget, supervision);
+        let stats = Arc::new(Stats::new(workers, config.metrics_listen.is_none()));
+        let scrape = match config.metrics_listen {
+            Some(addr) => Some(Scrape::bind(addr).map_err(|error| BindError::Listen { addr, error })?),
+            None => None,
+        };
+        let supervision = Supervision::new(
+            &listener,
+            kept,
+            config.handover_timeout,
+            Instant::now(),
+            Arc::clone(&stats),
+        );
+        let mut coordinator = Coordinator::new(
+            poll,
+            signals,
+            Arc::clone(&board),
+            budget,
+            supervision,
+            Arc::clone(&stats),
+        );
         let mut seeds = Vec::with_capacity(workers);
         let mut balances = Balance::new(workers, max_per_loop).into_iter();
         for index in 0..workers {
@@ -225,6 +249,9 @@ impl Server {
                 queue_kept: kept,
                 balance: balances.next().expect("one view per loop"),
                 budget,
+                stats: Arc::clone(&stats),
+                loops: workers,
+                access_log: None,
             });
         }
         // Last, as the one step that starts threads: nothing after it can fail and leave
@@ -233,13 +260,26 @@ impl Server {
         for seed in &mut seeds {
             seed.pool.clone_from(&pool);
         }
+        if let Some(pool) = &pool {
+            stats.watch_pool(pool);
+        }
         coordinator.pool = pool;
+        if let Some(format) = config.access_log {
+            let writer = Writer::start(io::stdout()).map_err(BindError::EventLoop)?;
+            for seed in &mut seeds {
+                seed.access_log = Some(writer.log(format));
+            }
+            stats.watch_access_log(writer.dropped_counter());
+            coordinator.access_log = Some(writer);
+        }
         // `listener` itself closes here: the loops' copies hold the socket open.
         Ok(Started::Ready(Box::new(Server {
             coordinator,
             seeds,
             local_addr,
             inherited,
+            stats,
+            scrape,
         })))
     }
 
@@ -261,6 +301,15 @@ impl Server {
             ""
         };
         log::info!("Listening on http://{}{from}", self.local_addr);
+        let scraping = match self.scrape {
+            Some(scrape) => {
+                if let Ok(addr) = scrape.local_addr() {
+                    log::info!("Metrics on http://{addr}/metrics");
+                }
+                Some(scrape.serve(Arc::clone(&self.stats))?)
+            }
+            None => None,
+        };
         let loops = self.seeds.len();
         if loops > 1 {
             log::info!("{loops} event loops share the listener, one thread each");
@@ -279,7 +328,18 @@ impl Server {
             let ended = run_loop(seed, Some(&mut coordinator));
             board.note(Note::Exited { index, ended });
         }
-        coordinator.run(threads)
+        let outcome = coordinator.run(threads);
+        if let Some(scraping) = scraping {
+            scraping.stop();
+        }
+        outcome
+    }
+
+    /// Every loop's numbers, as `/metrics` shows them: take it before [`Server::run`] to
+    /// read them while the server runs, or after it has returned (the final numbers, the
+    /// same the shutdown report was made of).
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 }
 

@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use super::shutdown::Outcome;
-use crate::conn::CloseReason;
+use crate::conn::{CloseReason, Heading};
 
 /// The numbers behind the one-line shutdown report: one loop's, or their sum.
 #[derive(Debug, Default, Clone)]
@@ -37,19 +37,12 @@ pub(super) struct Report {
 impl Report {
     /// Counts one connection closed during the shutdown.
     pub(super) fn count(&mut self, reason: CloseReason) {
-        match reason {
-            CloseReason::IdleOnShutdown => self.idle_closed += 1,
-            CloseReason::AnsweredUnavailable => self.answered_503 += 1,
-            CloseReason::CutAtDeadline => self.cut += 1,
-            CloseReason::Done | CloseReason::PeerClosed => self.drained += 1,
-            CloseReason::PeerReset
-            | CloseReason::Rejected
-            | CloseReason::PeerClosedMidRequest
-            | CloseReason::UnreadBody
-            | CloseReason::IdleTimeout
-            | CloseReason::RequestTimeout
-            | CloseReason::WriteTimeout
-            | CloseReason::StreamFailed => self.failed += 1,
+        match Heading::of(reason) {
+            Heading::IdleClosed => self.idle_closed += 1,
+            Heading::Answered503 => self.answered_503 += 1,
+            Heading::Cut => self.cut += 1,
+            Heading::Drained => self.drained += 1,
+            Heading::Failed => self.failed += 1,
         }
     }
 

@@ -26,11 +26,13 @@ use std::io;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::handover::{Progress, SUPERVISOR_SOCKET, Successor};
 use crate::inherit::KEPT_ELSEWHERE;
 use crate::notify::{Notifier, watchdog_interval};
+use crate::stats::{Handover, Stats};
 
 /// How often a successor is looked at besides its socket: often enough to see an early
 /// exit quickly, rarely enough to cost nothing.
@@ -58,6 +60,8 @@ pub(super) struct Supervision {
     successor: Option<Successor>,
     /// When a starting successor is next looked at, besides when its socket rings.
     check_at: Option<Instant>,
+    /// Where hand-overs are counted (`lastcall_handovers_total`).
+    stats: Arc<Stats>,
 }
 
 /// What a successor's check came to.
@@ -78,6 +82,7 @@ impl Supervision {
         kept: bool,
         timeout: Duration,
         now: Instant,
+        stats: Arc<Stats>,
     ) -> Supervision {
         let env = |key: &str| std::env::var(key).ok();
         let notifier = Notifier::from_env(env).unwrap_or_else(|e| {
@@ -97,6 +102,7 @@ impl Supervision {
             timeout,
             successor: None,
             check_at: None,
+            stats,
         }
     }
 
@@ -122,6 +128,7 @@ impl Supervision {
         if let Some(successor) = self.successor.take() {
             log::info!("hand-over to {} abandoned: shutting down", successor.pid());
             successor.abandon();
+            self.stats.handover(Handover::Failed);
         }
         self.notify(&format!("STOPPING=1\nSTATUS=draining: {why}"));
     }
@@ -167,9 +174,11 @@ impl Supervision {
             Ok(successor) => successor,
             Err(e) => {
                 self.notify(&format!("READY=1\nSTATUS=serving (hand-over failed: {e})"));
+                self.stats.handover(Handover::Failed);
                 return Err(e);
             }
         };
+        self.stats.handover(Handover::Started);
         log::info!(
             "SIGHUP received: started successor {} from {}; serving until it is ready (max {}ms)",
             successor.pid(),
@@ -204,6 +213,7 @@ impl Supervision {
                 let pid = successor.pid();
                 self.successor = None;
                 log::info!("successor {pid} is ready: it accepts from the listener now");
+                self.stats.handover(Handover::Completed);
                 self.notify(&format!(
                     "MAINPID={pid}\nREADY=1\nSTATUS=handed over to {pid}; draining"
                 ));
@@ -215,6 +225,7 @@ impl Supervision {
                     successor.pid()
                 );
                 self.successor = None;
+                self.stats.handover(Handover::Failed);
                 self.notify(&format!(
                     "READY=1\nSTATUS=serving (hand-over failed: {reason})"
                 ));

@@ -72,7 +72,7 @@ fn over_the_budget_a_new_request_gets_503_and_an_old_one_finishes() {
         .unwrap();
     assert!(rig.bufs.over_budget(), "{} held", rig.bufs.held());
 
-    let mut other = Conn::new(Fake::default(), rig.now);
+    let mut other = Conn::new(Fake::default(), rig.now, ConnId(1), None);
     let refused = rig.send(&mut other, GET_PLAINTEXT);
     let text = received(&mut other);
     assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
@@ -81,7 +81,7 @@ fn over_the_budget_a_new_request_gets_503_and_an_old_one_finishes() {
     assert!(refused.is_err() || lingering_for(&other) == Some(CloseReason::Rejected));
     other.release(&mut rig.bufs);
     // A head still arriving is refused too: it holds memory, and would be at its end.
-    let mut partial = Conn::new(Fake::default(), rig.now);
+    let mut partial = Conn::new(Fake::default(), rig.now, ConnId(1), None);
     let _ = rig.send(&mut partial, b"GET /plain");
     assert!(received(&mut partial).starts_with("HTTP/1.1 503 "));
     partial.release(&mut rig.bufs);
@@ -90,7 +90,7 @@ fn over_the_budget_a_new_request_gets_503_and_an_old_one_finishes() {
     rig.client_reads(&mut slow).unwrap();
     assert!(received(&mut slow).ends_with(&"e".repeat(40_000)));
     assert_eq!(rig.bufs.held(), 0);
-    let mut later = Conn::new(Fake::default(), rig.now);
+    let mut later = Conn::new(Fake::default(), rig.now, ConnId(1), None);
     rig.send(&mut later, GET_PLAINTEXT).unwrap();
     assert!(received(&mut later).starts_with("HTTP/1.1 200 OK"));
 }

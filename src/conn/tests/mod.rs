@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 
 use super::state::{LINGER, LINGER_MAX};
-use super::{BufPool, CloseReason, Conn, FRESH_GRACE, Limits, LoopCx, Socket, Stage, Timeouts};
+use super::{
+    BufPool, CloseReason, Conn, ConnId, FRESH_GRACE, Limits, LoopCx, Socket, Stage, Timeouts,
+};
 use crate::handler::{Answer, Ctx, Handler, Inbox, ReplyHandle, Stream};
 use crate::http::request::Request;
 use crate::http::response::{self, Body, Response, Status};
+use crate::stats::{LoopStats, Stats};
 
 /// What one read of the fake socket returns.
 enum Read {
@@ -110,12 +113,15 @@ struct Rig {
     promised: Arc<Mutex<Vec<ReplyHandle>>>,
     now: Instant,
     stage: Stage,
+    stats: Stats,
+    cells: Arc<LoopStats>,
 }
 
 impl Rig {
     /// The reference routes, plus `/later` (answers through a reply handle) and
     /// `/panic-stream` (a stream whose second chunk panics).
     fn new() -> Rig {
+        let stats = Stats::new(1, true);
         let poll = Poll::new().expect("a poll");
         let waker = Waker::new(poll.registry(), Token(0)).expect("a waker");
         let promised = Arc::new(Mutex::new(Vec::new()));
@@ -149,6 +155,8 @@ impl Rig {
             promised,
             now: Instant::now(),
             stage: Stage::Serving,
+            cells: stats.of_loop(0).expect("one loop"),
+            stats,
         }
     }
 
@@ -163,6 +171,11 @@ impl Rig {
             inbox: &self.inbox,
             db: None,
             stage: self.stage,
+            cells: &self.cells,
+            stats: &self.stats,
+            access_log: None,
+            details: false,
+            id: ConnId(7),
         }
     }
 
@@ -229,7 +242,7 @@ const HELLO: &str = "Hello, World!";
 /// A connection just accepted: idle, nothing sent yet.
 fn fresh() -> Built {
     let rig = Rig::new();
-    let conn = Conn::new(Fake::default(), rig.now);
+    let conn = Conn::new(Fake::default(), rig.now, ConnId(1), None);
     (rig, conn)
 }
 

@@ -1,0 +1,164 @@
+//! What an answer leaves behind: the request counted in its loop's cells (`/metrics`),
+//! and — when someone reads them — its debug line and its access-log line.
+//!
+//! What it is: [`ConnId`], the name a connection goes by in every log line (`c17`);
+//! [`Detail`], what is kept of a request between its handler call and its answer for the
+//! lines to say (method, target, `Referer`, `User-Agent`); and `Conn::answered`, called
+//! once for every response whose head is encoded — now, after a timer, from a reply, a
+//! stream, a refusal or the shutdown's 503.
+//!
+//! Why details only on demand: the counting costs a few instructions a request, always;
+//! copying the target and two header fields costs a hundred, and is done only while the
+//! access log is on or debug logging is enabled (`LoopCx::details`). A connection keeps
+//! its `Detail` for its life, so the copies reuse their buffers.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::state::{State, Waiting};
+use super::{CloseReason, Conn, LoopCx, Socket};
+use crate::access_log::Entry;
+use crate::http::request::{Method, Request, Version};
+use crate::http::response::Status;
+
+/// A connection's name in logs: its loop's count of accepted connections, spread over the
+/// loops (loop `i` of `n` names its `k`-th connection `k·n + i + 1`), so ids are unique in
+/// the process without a counter shared by the loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// What the log lines say of the request in progress, copied at its handler call.
+#[derive(Debug, Default)]
+pub struct Detail {
+    /// The client's address (the access log's first field), when it was asked for.
+    peer: Option<SocketAddr>,
+    /// Whether the fields below belong to the request being answered (a refusal before
+    /// any handler call has none).
+    held: bool,
+    method: Option<Method>,
+    version: Option<Version>,
+    /// Path and query, as sent.
+    target: String,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
+}
+
+impl Detail {
+    /// The details of a connection whose client is at `peer`.
+    pub fn of_peer(peer: Option<SocketAddr>) -> Detail {
+        Detail {
+            peer,
+            ..Detail::default()
+        }
+    }
+
+    /// Copies what the lines say of `req`, reusing the buffers of the last request.
+    #[cold]
+    pub(super) fn capture(&mut self, req: &Request<'_>) {
+        self.held = true;
+        self.method = Some(req.method);
+        self.version = Some(req.version);
+        self.target.clear();
+        self.target.push_str(req.path);
+        if let Some(query) = req.query {
+            self.target.push('?');
+            self.target.push_str(query);
+        }
+        let field = |name| req.header(name).map(<[u8]>::to_vec);
+        self.referer = field("referer");
+        self.user_agent = field("user-agent");
+    }
+}
+
+/// How a response went out, for [`Conn::answered`].
+pub(super) struct Answered {
+    pub route: &'static str,
+    /// The request's first byte.
+    pub started: Instant,
+    pub status: Status,
+    /// Body bytes, when known (0 for a stream).
+    pub bytes: usize,
+    /// How the connection ends with this answer, when it does.
+    pub ends: Option<CloseReason>,
+}
+
+impl<S: Socket> Conn<S> {
+    /// A response's head was encoded: count it, and write its lines when asked for.
+    #[inline(always)] // once a request, on the hot path: the counting is a few adds
+    pub(super) fn answered(&mut self, cx: &mut LoopCx<'_>, a: Answered) {
+        cx.cells.answered(a.route, a.status.0, a.started, cx.now);
+        if cx.details {
+            self.log_answer(cx, &a);
+        }
+    }
+
+    /// The answer's debug line and access-log line.
+    #[cold]
+    fn log_answer(&mut self, cx: &mut LoopCx<'_>, a: &Answered) {
+        let detail = self.detail.get_or_insert_with(Box::default);
+        let held = std::mem::take(&mut detail.held);
+        let (method, target) = match (held, detail.method) {
+            (true, Some(method)) => (method.as_str(), detail.target.as_str()),
+            _ => ("-", "-"),
+        };
+        let duration = cx.now.saturating_duration_since(a.started);
+        log::debug!(
+            "{} {method} {target} {} {:.3}ms",
+            cx.id,
+            a.status.0,
+            duration.as_secs_f64() * 1e3
+        );
+        let Some(access_log) = cx.access_log.as_deref_mut() else {
+            return;
+        };
+        let version = match detail.version {
+            Some(Version::Http10) if held => "HTTP/1.0",
+            Some(_) if held => "HTTP/1.1",
+            _ => "-",
+        };
+        let (referer, user_agent) = match held {
+            true => (detail.referer.as_deref(), detail.user_agent.as_deref()),
+            false => (None, None),
+        };
+        access_log.record(&Entry {
+            date: cx.date,
+            remote: detail.peer,
+            method,
+            target,
+            version,
+            status: a.status.0,
+            bytes: a.bytes as u64,
+            duration,
+            conn: cx.id.0,
+            referer,
+            user_agent,
+            ended: a.ends.map(CloseReason::label),
+        });
+    }
+}
+
+impl State {
+    /// When the request being refused or cut began: its first byte, as far as the state
+    /// knows; `now` for a request that never began (a refusal on arrival).
+    pub(super) fn request_started(&self, now: Instant) -> Instant {
+        match self {
+            State::Head { since, .. } => *since,
+            State::Body(b) => b.started,
+            State::Discarding(d) => d.started,
+            State::Waiting(w) => match &**w {
+                Waiting::Timer { exchange, .. } | Waiting::Reply { exchange, .. } => {
+                    exchange.started
+                }
+            },
+            State::Streaming(s) => s.exchange.started,
+            _ => now,
+        }
+    }
+}

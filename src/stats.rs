@@ -1,0 +1,440 @@
+//! What the server counts, and the scrape that shows it: the numbers behind `/metrics`.
+//!
+//! What it is: [`LoopStats`], one event loop's cells, which that loop alone adds to as it
+//! works (see `metrics` for why a cell has one writer); and [`Stats`], shared by the loops,
+//! the coordinator and whoever scrapes: every loop's cells, plus the few numbers that
+//! belong to no loop — where the shutdown stands, hand-overs, the database pool, access-log
+//! lines dropped. [`Stats::render`] sums the loops' cells and writes the exposition; the
+//! README lists every family it writes.
+//!
+//! What it is not: it decides nothing and never reads the clock on the request path (the
+//! loop's `now` is passed in); it does not serve HTTP (`/metrics` is a route, and
+//! `METRICS_LISTEN` a small server of its own, `metrics_listener.rs`).
+//!
+//! Invariants:
+//! - a request adds to its own loop's cells only: no shared atomic, no lock on the
+//!   request path; a scrape reads every loop's cells and writes none;
+//! - every answered request is counted once, under one route and one status class, and
+//!   once in the duration histogram; every closed connection once, under its
+//!   [`CloseReason`]; every close during a shutdown once more, under the [`Heading`] the
+//!   shutdown report files it under — so `/metrics` and the report agree.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::conn::{CloseReason, Heading};
+use crate::db::{Pool, PoolStats};
+use crate::metrics::{Counter, Exposition, Gauge, Histogram, Kind};
+
+/// The route of an answer the server gave itself, without the handler: a request that
+/// broke a rule, timed out, or met the shutdown deadline.
+pub const ROUTE_NONE: &str = "none";
+
+/// The route of an answer whose handler named none ([`Ctx::route`](crate::handler::Ctx::route)),
+/// and of every route past the table's room.
+pub const ROUTE_OTHER: &str = "other";
+
+/// Distinct routes a loop counts apart. Route names are a handler's templates
+/// (`/users/:id`, never the path itself), so a few dozen is plenty; a handler that names
+/// more has the rest counted as `other`, so a bug cannot grow the scrape without bound.
+const ROUTE_SLOTS: usize = 32;
+
+/// Status classes, 1xx to 5xx.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One loop's cells: written by that loop only, read by a scrape.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// The route each row of `requests` counts; a row is named once, by its loop, the
+    /// first time it sees the route (a `OnceLock`, so a scrape on another thread reads
+    /// the name only once it is whole). The last row is always [`ROUTE_OTHER`].
+    routes: [OnceLock<&'static str>; ROUTE_SLOTS],
+    requests: [[Counter; CLASSES.len()]; ROUTE_SLOTS],
+    duration: Histogram,
+    /// Connections accepted.
+    pub accepted: Counter,
+    closed: [Counter; CloseReason::ALL.len()],
+    shutdown: [Counter; Heading::ALL.len()],
+    /// Bytes read from clients.
+    pub received: Counter,
+    /// Bytes written to clients.
+    pub sent: Counter,
+    /// Connections open now.
+    pub open: Gauge,
+    /// Of those, connections between requests (keep-alive, or not yet sent one).
+    pub idle: Gauge,
+    /// Connections open when the shutdown order came, as the report says.
+    pub open_at_signal: Gauge,
+    /// Connections accepted after the shutdown order (the drain delay, the backlog).
+    pub accepted_after_signal: Counter,
+}
+
+impl LoopStats {
+    /// A request was answered with `status`: counted under its route and class, and its
+    /// time from `started` (its first byte) to `now` in the histogram. The loop only.
+    #[inline]
+    pub fn answered(&self, route: &'static str, status: u16, started: Instant, now: Instant) {
+        let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
+        self.requests[self.row(route)][class].add(1);
+        // Most requests are answered in the loop turn their bytes arrived in: no
+        // subtraction (two checked 64-bit ones, and a 128-bit multiply) for those.
+        if started == now {
+            self.duration.observe_zero();
+        } else {
+            self.duration.observe(now.saturating_duration_since(started));
+        }
+    }
+
+    /// A connection closed for `reason`; `shutting_down`: during a shutdown, so the report
+    /// counts it too. The loop only.
+    pub fn closed(&self, reason: CloseReason, shutting_down: bool) {
+        self.closed[reason.index()].add(1);
+        if shutting_down {
+            self.shutdown[Heading::of(reason) as usize].add(1);
+        }
+    }
+
+    /// The row of `route`: the row that has its name, or the first unnamed one, which
+    /// takes it. A scan, not a map: a loop meets a handful of routes, the benchmark
+    /// routes are met first, and a name is compared by its address before its bytes
+    /// (a route is a literal, and the same literal is the same address).
+    #[inline]
+    fn row(&self, route: &'static str) -> usize {
+        let last = ROUTE_SLOTS - 1;
+        for (i, name) in self.routes[..last].iter().enumerate() {
+            let name = match name.get() {
+                Some(name) => *name,
+                None => *name.get_or_init(|| route),
+            };
+            if std::ptr::eq(name, route) || name == route {
+                return i;
+            }
+        }
+        last
+    }
+
+    /// Each named row with its counts.
+    fn rows(&self) -> impl Iterator<Item = (&'static str, &[Counter; CLASSES.len()])> {
+        self.routes.iter().zip(&self.requests).enumerate().filter_map(|(i, (name, row))| {
+            let name = if i == ROUTE_SLOTS - 1 { Some(&ROUTE_OTHER) } else { name.get() };
+            name.map(|name| (*name, row))
+        })
+    }
+}
+
+/// Where the shutdown stands, as `lastcall_shutdown_phase` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// No shutdown.
+    Serving = 0,
+    /// The order came: readiness says 503, and the drain delay (if any) runs.
+    Announced = 1,
+    /// The listener is closed (or left to a successor): in-flight requests finish.
+    Draining = 2,
+    /// Every loop has ended; the pool closes and the process exits.
+    Stopped = 3,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [
+        Phase::Serving,
+        Phase::Announced,
+        Phase::Draining,
+        Phase::Stopped,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Serving => "serving",
+            Phase::Announced => "announced",
+            Phase::Draining => "draining",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// How a hand-over (SIGHUP) ended, as `lastcall_handovers_total` counts it.
+#[derive(Debug, Clone, Copy)]
+pub enum Handover {
+    /// A successor was started.
+    Started = 0,
+    /// It said it was ready, and this process left it the listener.
+    Completed = 1,
+    /// It exited, missed its deadline, or could not be started: this process serves on.
+    Failed = 2,
+}
+
+/// The database pool as a scrape sees it: live, or its last numbers once closed (the
+/// pool must be the coordinator's alone to close, so a scrape never holds it then).
+#[derive(Debug, Default)]
+enum PoolView {
+    #[default]
+    None,
+    Live(Weak<Pool>),
+    Closed(PoolStats),
+}
+
+/// Everything a scrape reads: every loop's cells, and the numbers of no single loop.
+#[derive(Debug)]
+pub struct Stats {
+    loops: Vec<Arc<LoopStats>>,
+    phase: AtomicU8,
+    signal_at: Mutex<Option<Instant>>,
+    handovers: [AtomicU64; 3],
+    pool: Mutex<PoolView>,
+    access_log_dropped: OnceLock<Arc<AtomicU64>>,
+    /// `/metrics` on the main port; false when `METRICS_LISTEN` serves it instead.
+    on_main_port: bool,
+}
+
+impl Stats {
+    /// The stats of a server of `loops` loops; `on_main_port`: whether the main port
+    /// serves `/metrics`.
+    pub fn new(loops: usize, on_main_port: bool) -> Stats {
+        Stats {
+            loops: (0..loops).map(|_| Arc::default()).collect(),
+            phase: AtomicU8::new(Phase::Serving as u8),
+            signal_at: Mutex::new(None),
+            handovers: Default::default(),
+            pool: Mutex::new(PoolView::None),
+            access_log_dropped: OnceLock::new(),
+            on_main_port,
+        }
+    }
+
+    /// Loop `index`'s cells.
+    pub fn of_loop(&self, index: usize) -> Option<Arc<LoopStats>> {
+        self.loops.get(index).cloned()
+    }
+
+    /// Whether the main port answers `/metrics`.
+    pub fn on_main_port(&self) -> bool {
+        self.on_main_port
+    }
+
+    /// The shutdown moved on; `signal_at` is set with the first step past serving.
+    pub fn set_phase(&self, phase: Phase, signal_at: Option<Instant>) {
+        if let Some(at) = signal_at {
+            let mut slot = self.signal_at.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.get_or_insert(at);
+        }
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// One more hand-over event.
+    pub fn handover(&self, what: Handover) {
+        self.handovers[what as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The pool a scrape reports on, until [`Stats::pool_closing`].
+    pub fn watch_pool(&self, pool: &Arc<Pool>) {
+        *self.pool.lock().unwrap_or_else(PoisonError::into_inner) =
+            PoolView::Live(Arc::downgrade(pool));
+    }
+
+    /// The pool is about to close: keep its last numbers, and let go of it, so that no
+    /// scrape holds it while the coordinator takes it back.
+    pub fn pool_closing(&self, pool: &Pool) {
+        *self.pool.lock().unwrap_or_else(PoisonError::into_inner) =
+            PoolView::Closed(pool.stats());
+    }
+
+    /// The access log's count of dropped lines.
+    pub fn watch_access_log(&self, dropped: Arc<AtomicU64>) {
+        let _ = self.access_log_dropped.set(dropped);
+    }
+
+    /// The exposition of everything, summed over the loops, at `now`.
+    pub fn render(&self, now: Instant) -> String {
+        let mut e = Exposition::default();
+        let loops: Vec<&LoopStats> = self.loops.iter().map(|l| &**l).collect();
+        let sum = |f: &dyn Fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
+
+        e.family("lastcall_build_info", Kind::Gauge, "Always 1; the version as a label.")
+            .sample("lastcall_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+        e.family("lastcall_loops", Kind::Gauge, "Event loops (WORKERS).")
+            .sample("lastcall_loops", &[], loops.len() as u64);
+        self.render_requests(&mut e, &loops);
+        e.histogram(
+            "lastcall_request_duration_seconds",
+            "From a request's first byte to its answer's encoding.",
+            &loops.iter().map(|l| &l.duration).collect::<Vec<_>>(),
+        );
+        let open = sum(&|l| l.open.get());
+        let idle = sum(&|l| l.idle.get());
+        for (name, help, value) in [
+            ("lastcall_connections_open", "Connections open now.", open),
+            (
+                "lastcall_connections_idle",
+                "Open connections between requests.",
+                idle,
+            ),
+            (
+                "lastcall_connections_active",
+                "Open connections with a request in progress.",
+                open.saturating_sub(idle),
+            ),
+        ] {
+            e.family(name, Kind::Gauge, help).sample(name, &[], value);
+        }
+        for (name, help, value) in [
+            (
+                "lastcall_connections_accepted_total",
+                "Connections accepted.",
+                sum(&|l| l.accepted.get()),
+            ),
+            (
+                "lastcall_received_bytes_total",
+                "Bytes read from clients.",
+                sum(&|l| l.received.get()),
+            ),
+            (
+                "lastcall_sent_bytes_total",
+                "Bytes written to clients.",
+                sum(&|l| l.sent.get()),
+            ),
+        ] {
+            e.family(name, Kind::Counter, help).sample(name, &[], value);
+        }
+        let closed = |r: CloseReason| sum(&|l| l.closed[r.index()].get());
+        let name = "lastcall_connections_closed_total";
+        e.family(name, Kind::Counter, "Connections closed, by why.");
+        for reason in CloseReason::ALL {
+            e.sample(name, &[("reason", reason.label())], closed(reason));
+        }
+        let name = "lastcall_timeouts_total";
+        e.family(name, Kind::Counter, "Connections closed by a timeout, by which.");
+        for (kind, reason) in [
+            ("idle", CloseReason::IdleTimeout),
+            ("request", CloseReason::RequestTimeout),
+            ("write", CloseReason::WriteTimeout),
+        ] {
+            e.sample(name, &[("kind", kind)], closed(reason));
+        }
+        self.render_shutdown(&mut e, &loops, now);
+        self.render_pool(&mut e);
+        let dropped = self.access_log_dropped.get().map_or(0, |d| d.load(Ordering::Relaxed));
+        let name = "lastcall_access_log_dropped_lines_total";
+        e.family(name, Kind::Counter, "Access-log lines dropped: the output did not keep up.")
+            .sample(name, &[], dropped);
+        e.finish()
+    }
+
+    fn render_requests(&self, e: &mut Exposition, loops: &[&LoopStats]) {
+        // Rows are per loop, in the order each loop met its routes: summed by name.
+        let mut rows: Vec<(&'static str, [u64; CLASSES.len()])> = Vec::new();
+        for (route, counts) in loops.iter().flat_map(|l| l.rows()) {
+            let i = match rows.iter().position(|(r, _)| *r == route) {
+                Some(i) => i,
+                None => {
+                    rows.push((route, [0; CLASSES.len()]));
+                    rows.len() - 1
+                }
+            };
+            for (total, count) in rows[i].1.iter_mut().zip(counts) {
+                *total += count.get();
+            }
+        }
+        let name = "lastcall_requests_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Requests answered, by route (the handler's name for it; none: answered by the server itself) and status class.",
+        );
+        for (route, counts) in rows {
+            for (class, count) in CLASSES.iter().zip(counts) {
+                if count > 0 {
+                    e.sample(name, &[("route", route), ("class", class)], count);
+                }
+            }
+        }
+    }
+
+    fn render_shutdown(&self, e: &mut Exposition, loops: &[&LoopStats], now: Instant) {
+        let phase = self.phase.load(Ordering::Relaxed);
+        let name = "lastcall_shutdown_phase";
+        e.family(name, Kind::Gauge, "1 for the phase the server is in.");
+        for p in Phase::ALL {
+            e.sample(name, &[("phase", p.label())], u64::from(p as u8 == phase));
+        }
+        let since = *self.signal_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = "lastcall_shutdown_seconds_since_signal";
+        e.family(name, Kind::Gauge, "Seconds since the shutdown signal; 0 while serving.")
+            .seconds(name, &[], since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)));
+        let sum = |f: &dyn Fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
+        let name = "lastcall_shutdown_open_at_signal";
+        e.family(name, Kind::Gauge, "Connections open when the shutdown began.")
+            .sample(name, &[], sum(&|l| l.open_at_signal.get()));
+        let name = "lastcall_shutdown_accepted_after_signal_total";
+        e.family(name, Kind::Counter, "Connections accepted after the shutdown began (drain delay, backlog).")
+            .sample(name, &[], sum(&|l| l.accepted_after_signal.get()));
+        let name = "lastcall_shutdown_connections_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Connections closed during the shutdown, as the shutdown report counts them.",
+        );
+        for heading in Heading::ALL {
+            let count = sum(&|l| l.shutdown[heading as usize].get());
+            e.sample(name, &[("outcome", heading.label())], count);
+        }
+        let name = "lastcall_handovers_total";
+        e.family(name, Kind::Counter, "Hand-overs to a successor (SIGHUP), by how they went.");
+        for (what, label) in [
+            (Handover::Started, "started"),
+            (Handover::Completed, "completed"),
+            (Handover::Failed, "failed"),
+        ] {
+            let count = self.handovers[what as usize].load(Ordering::Relaxed);
+            e.sample(name, &[("result", label)], count);
+        }
+    }
+
+    /// The pool's families, when there is a pool.
+    fn render_pool(&self, e: &mut Exposition) {
+        let stats = match &*self.pool.lock().unwrap_or_else(PoisonError::into_inner) {
+            PoolView::None => return,
+            PoolView::Live(pool) => match pool.upgrade() {
+                Some(pool) => pool.stats(),
+                None => return,
+            },
+            PoolView::Closed(stats) => *stats,
+        };
+        for (name, help, value) in [
+            ("lastcall_db_workers", "Database worker threads (DB_POOL_SIZE).", stats.workers),
+            (
+                "lastcall_db_workers_connected",
+                "Database workers connected now.",
+                stats.connected,
+            ),
+            ("lastcall_db_queue_depth", "Database jobs waiting for a worker.", stats.queued),
+        ] {
+            e.family(name, Kind::Gauge, help).sample(name, &[], value);
+        }
+        let name = "lastcall_db_jobs_rejected_total";
+        e.family(name, Kind::Counter, "Database jobs answered 503 without running, by why.");
+        for (reason, value) in [
+            ("busy", stats.rejected_busy),
+            ("unavailable", stats.rejected_unavailable),
+            ("queue_timeout", stats.queue_timeouts),
+        ] {
+            e.sample(name, &[("reason", reason)], value);
+        }
+        for (name, help, value) in [
+            (
+                "lastcall_db_reconnects_total",
+                "Database connections made again after one was lost or failed.",
+                stats.reconnects,
+            ),
+            (
+                "lastcall_db_connect_failures_total",
+                "Database connection attempts that failed.",
+                stats.connect_failures,
+            ),
+        ] {
+            e.family(name, Kind::Counter, help).sample(name, &[], value);
+        }
+    }
+}
