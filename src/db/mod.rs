@@ -69,7 +69,3 @@ impl Pool {
     }
 }
 
-// TEMPORARY until the pool's statistics land.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats { pub workers: u64, pub connected: u64, pub queued: u64, pub rejected_busy: u64, pub rejected_unavailable: u64, pub queue_timeouts: u64, pub reconnects: u64, pub connect_failures: u64 }
-impl Pool { pub fn stats(&self) -> PoolStats { PoolStats::default() } }
