@@ -7,6 +7,8 @@
 //! ([`check_url`]) rather than run without the database it was given.
 
 #[cfg(feature = "postgres")]
+mod outage;
+#[cfg(feature = "postgres")]
 mod pool;
 #[cfg(feature = "postgres")]
 mod session;
@@ -14,7 +16,7 @@ mod session;
 mod worker;
 
 #[cfg(feature = "postgres")]
-pub use pool::{Closed, Pool, QUEUE_TIMEOUT, Refused};
+pub use pool::{Closed, Pool, PoolStats, QUEUE_TIMEOUT, Refused};
 #[cfg(feature = "postgres")]
 pub use session::{CANCEL_TIMEOUT, CONNECT_TIMEOUT, Error, Job, QUERY_TIMEOUT, Session};
 
@@ -30,6 +32,29 @@ pub struct Closed {
     pub workers: usize,
     /// Workers that finished and were joined within the bound.
     pub joined: usize,
+}
+
+/// The pool's numbers for a metrics scrape; without the `postgres` feature there is no
+/// pool to count, so none is made (the fields mean what they mean in the `postgres` build).
+#[cfg(not(feature = "postgres"))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Worker threads configured.
+    pub workers: u64,
+    /// Workers connected now.
+    pub connected: u64,
+    /// Jobs queued now.
+    pub queued: u64,
+    /// Jobs refused because the queue was full.
+    pub rejected_busy: u64,
+    /// Jobs refused because no database was reachable.
+    pub rejected_unavailable: u64,
+    /// Jobs answered 503 after waiting in the queue too long.
+    pub queue_timeouts: u64,
+    /// Connections made after one was lost or failed.
+    pub reconnects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
 }
 
 /// Checks that `url` is a connection string PostgreSQL's client understands, at start-up,
@@ -60,6 +85,11 @@ pub fn check_url(_url: &str) -> Result<(), String> {
 impl Pool {
     /// Cancels the queries in flight: there are none.
     pub fn cancel_in_flight(&self) -> usize {
+        match *self {}
+    }
+
+    /// Reads the pool's numbers: there is no pool.
+    pub fn stats(&self) -> PoolStats {
         match *self {}
     }
 

@@ -44,6 +44,12 @@
 //! - shutdown, deadline: [`Pool::cancel_in_flight`] sends PostgreSQL's cancel request for
 //!   every query still running, then `close` as above.
 //!
+//! Observability: [`Pool::stats`] reads what the pool is doing (gauges) and has done
+//! (counters) for a metrics scrape, from any thread; the counters are [`Counters`] in the
+//! shared state. What the workers find out about the database reaches the log through one
+//! pool-wide [`Outage`], so an outage reads as one warning, a summary a minute, and one
+//! line when it ends, however many workers retry how often.
+//!
 //! Why a mutex and a condvar rather than a channel: every worker must be able to wait at
 //! once — connected ones for a job, disconnected ones for their retry time — and a shared
 //! `Receiver` lets only one thread wait on it at a time.
@@ -53,7 +59,7 @@
 //! is sent within `QUEUE_TIMEOUT + QUERY_TIMEOUT` of the submit, whatever the database does.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -61,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{CancelToken, Config};
 
+use super::outage::Outage;
 use super::session::{CONNECT_TIMEOUT, Job, STATEMENT_TIMEOUT, send_cancel};
 use super::worker::{Worker, unavailable};
 use crate::handler::ReplyHandle;
@@ -111,6 +118,45 @@ pub(super) struct Shared {
     capacity: usize,
     /// The cancel token of the query each worker is running, if any.
     pub(super) in_flight: Mutex<Vec<Option<CancelToken>>>,
+    /// Whether the database is reachable, as the workers last found it: decides which of
+    /// their findings are logged. A lock of its own, taken once per connection attempt
+    /// and never with the queue's.
+    outage: Mutex<Outage>,
+    pub(super) counters: Counters,
+}
+
+/// What the pool has done since start, for [`Pool::stats`]. Each is a tally that orders
+/// no other memory access, so `Relaxed` is enough everywhere: a scrape may see one counter
+/// a moment ahead of another, never a wrong total.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) rejected_busy: AtomicU64,
+    pub(super) rejected_unavailable: AtomicU64,
+    pub(super) queue_timeouts: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    pub(super) connect_failures: AtomicU64,
+}
+
+/// What the pool is doing and has done, read from any thread (a scrape): gauges are the
+/// state now, counters count since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Worker threads configured (`DB_POOL_SIZE`).
+    pub workers: u64,
+    /// Workers connected to the database now.
+    pub connected: u64,
+    /// Jobs waiting in the queue for a worker now.
+    pub queued: u64,
+    /// Jobs refused at submit because the queue was full (answered 503 "database busy").
+    pub rejected_busy: u64,
+    /// Jobs refused at submit because no database was reachable (503 "database unavailable").
+    pub rejected_unavailable: u64,
+    /// Jobs answered 503 by the queue's timer after waiting `QUEUE_TIMEOUT`.
+    pub queue_timeouts: u64,
+    /// Connections established after a worker had lost one (or failed to get one): reconnects.
+    pub reconnects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
 }
 
 pub(super) struct Queue {
@@ -122,12 +168,18 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub(super) fn outage(&self) -> MutexGuard<'_, Outage> {
+        self.outage.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The worker pool: started by the server when `DATABASE_URL` is set, handed jobs by
 /// [`Ctx::query`](crate::handler::Ctx::query), closed by the last shutdown step.
 pub struct Pool {
     shared: Arc<Shared>,
+    /// Workers configured, whether or not their threads started.
+    size: usize,
     workers: Vec<JoinHandle<()>>,
     /// Answers tasks that waited in the queue too long.
     queue_timer: Option<JoinHandle<()>>,
@@ -175,6 +227,8 @@ impl Pool {
             starting: AtomicUsize::new(size),
             capacity: size * QUEUE_PER_WORKER,
             in_flight: Mutex::new(vec![None; size]),
+            outage: Mutex::new(Outage::default()),
+            counters: Counters::default(),
         });
         let (finished_tx, finished) = mpsc::channel();
         let mut workers = Vec::with_capacity(size);
@@ -213,6 +267,7 @@ impl Pool {
         };
         Ok(Pool {
             shared,
+            size,
             workers,
             queue_timer,
             finished: Mutex::new(finished),
@@ -225,10 +280,19 @@ impl Pool {
         if self.shared.available.load(Ordering::Acquire) == 0
             && self.shared.starting.load(Ordering::Acquire) == 0
         {
+            self.shared
+                .counters
+                .rejected_unavailable
+                .fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Unavailable(reply));
         }
         let mut queue = self.shared.lock();
         if queue.closed || queue.tasks.len() >= self.shared.capacity {
+            drop(queue);
+            self.shared
+                .counters
+                .rejected_busy
+                .fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Busy(reply));
         }
         let was_empty = queue.tasks.is_empty();
@@ -243,6 +307,24 @@ impl Pool {
             self.shared.oldest_changed.notify_one();
         }
         Ok(())
+    }
+
+    /// What the pool is doing now and has done since start, for a metrics scrape.
+    pub fn stats(&self) -> PoolStats {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        PoolStats {
+            workers: self.size as u64,
+            connected: self.shared.available.load(Ordering::Relaxed) as u64,
+            // Read under the queue's lock rather than kept in an atomic: a scrape is rare,
+            // and an atomic would cost every submit and every take another write for it.
+            queued: self.shared.lock().tasks.len() as u64,
+            rejected_busy: read(&counters.rejected_busy),
+            rejected_unavailable: read(&counters.rejected_unavailable),
+            queue_timeouts: read(&counters.queue_timeouts),
+            reconnects: read(&counters.reconnects),
+            connect_failures: read(&counters.connect_failures),
+        }
     }
 
     /// At the shutdown deadline: drops the queued jobs and asks PostgreSQL to cancel every
@@ -337,6 +419,10 @@ pub(super) fn expire_queued(shared: &Shared) {
         }
         if !expired.is_empty() {
             drop(queue);
+            shared
+                .counters
+                .queue_timeouts
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
             log::warn!(
                 "db queue: {} jobs waited {}ms for a worker; answered 503",
                 expired.len(),
@@ -363,5 +449,111 @@ pub(super) fn expire_queued(shared: &Shared) {
                     .0
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use mio::{Poll, Token, Waker};
+
+    use super::super::worker::unavailable;
+    use super::{Pool, PoolStats, QUEUE_PER_WORKER, Refused};
+    use crate::handler::{Ctx, Inbox, ReplyHandle, ReplyId};
+
+    /// Nothing listens on port 1: every attempt is refused at once.
+    const CLOSED_PORT: &str = "postgres://lastcall@127.0.0.1:1/lastcall";
+
+    /// Longer than any wait below should take; only a hang reaches it.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A loop's inbox with nobody reading it: the replies just pile up.
+    fn inbox() -> (Poll, Arc<Inbox>) {
+        let poll = Poll::new().expect("a poll");
+        let waker = Waker::new(poll.registry(), Token(0)).expect("a waker");
+        (poll, Arc::new(Inbox::new(waker)))
+    }
+
+    fn handle(inbox: &Arc<Inbox>) -> ReplyHandle {
+        let id = ReplyId {
+            token: Token(1),
+            seq: 0,
+        };
+        Ctx::new(false, id, inbox, None).defer().0
+    }
+
+    fn submit(pool: &Pool, inbox: &Arc<Inbox>) -> Result<(), Refused> {
+        pool.submit(Box::new(|_| Ok(unavailable())), handle(inbox))
+    }
+
+    /// Polls `stats` every few milliseconds until `done` holds, for at most [`PATIENCE`].
+    fn wait_stats(pool: &Pool, done: impl Fn(&PoolStats) -> bool) -> PoolStats {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stats = pool.stats();
+            if done(&stats) || Instant::now() >= deadline {
+                return stats;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn stats_count_failed_connection_attempts_against_a_closed_port() {
+        let pool = Pool::start(CLOSED_PORT, 2).expect("a valid URL");
+        // Two first attempts, then retries after the shortest backoff.
+        let stats = wait_stats(&pool, |s| s.connect_failures >= 4);
+        assert!(stats.connect_failures >= 4, "{stats:?}");
+        assert_eq!(stats.workers, 2);
+        assert_eq!(stats.connected, 0);
+        assert_eq!(stats.reconnects, 0);
+        pool.close(PATIENCE);
+    }
+
+    #[test]
+    fn submit_with_no_database_reachable_is_refused_and_counted() {
+        let (_poll, inbox) = inbox();
+        let pool = Pool::start(CLOSED_PORT, 2).expect("a valid URL");
+        let _ = wait_stats(&pool, |s| s.connect_failures >= 2);
+        // Both first attempts have failed; a submit may still meet a worker's `starting`
+        // count for a moment, and is then queued and answered 503 by that worker.
+        let deadline = Instant::now() + PATIENCE;
+        let mut refused = 0;
+        while refused < 3 && Instant::now() < deadline {
+            match submit(&pool, &inbox) {
+                Err(Refused::Unavailable(_)) => refused += 1,
+                Err(Refused::Busy(_)) => panic!("refused as busy"),
+                Ok(()) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.rejected_unavailable, refused, "{stats:?}");
+        assert_eq!(refused, 3);
+        assert_eq!(stats.rejected_busy, 0);
+        pool.close(PATIENCE);
+    }
+
+    #[test]
+    fn submit_to_a_full_queue_is_refused_as_busy_and_counted() {
+        // A listener that never accepts: the worker's first attempt waits out the connect
+        // bound, and jobs submitted meanwhile queue for it.
+        let silent = TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = silent.local_addr().expect("its address").port();
+        let (_poll, inbox) = inbox();
+        let pool = Pool::start(&format!("postgres://lastcall@127.0.0.1:{port}/lastcall"), 1)
+            .expect("a valid URL");
+        for n in 0..QUEUE_PER_WORKER {
+            assert!(submit(&pool, &inbox).is_ok(), "job {n} refused");
+        }
+        assert!(matches!(submit(&pool, &inbox), Err(Refused::Busy(_))));
+        let stats = pool.stats();
+        assert_eq!(stats.queued, QUEUE_PER_WORKER as u64, "{stats:?}");
+        assert_eq!(stats.rejected_busy, 1);
+        assert_eq!(stats.rejected_unavailable, 0);
+        pool.close(PATIENCE);
     }
 }

@@ -67,7 +67,18 @@ impl From<tokio_postgres::Error> for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Postgres(e) => e.fmt(f),
+            // The client's own text names only the kind ("error connecting to server",
+            // "db error"); the why ("Connection refused", PostgreSQL's message) is in
+            // its sources, and is what a person reading the log needs.
+            Error::Postgres(e) => {
+                e.fmt(f)?;
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
             Error::TimedOut => f.write_str("no answer within our bound"),
             Error::Runtime(e) => write!(f, "cannot start a runtime: {e}"),
         }

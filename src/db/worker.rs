@@ -2,9 +2,14 @@
 //! from the shared queue while connected, runs each within [`QUERY_TIMEOUT`], and always
 //! answers its reply handle.
 //!
-//! What it is not: the queue's rules or the pool's lifecycle (`pool.rs`), or the session's
-//! bounds (`session.rs`).
+//! What it is not: the queue's rules or the pool's lifecycle (`pool.rs`), the session's
+//! bounds (`session.rs`), or the judgement of which connection news is worth a line
+//! (`outage.rs`): a worker logs each of its attempts at debug, and at warn or info only
+//! what the pool's [`Outage`](super::outage::Outage) hands back, plus the news that is its
+//! own (a connection that broke and came straight back, a query with no answer, a query
+//! that failed) — the last two at debug while an outage is already reported.
 
+use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,6 +32,19 @@ pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
 }
 
+/// Why a worker is connecting: it decides what the attempt's success or failure is
+/// worth telling, and whether a success counts as a reconnect.
+pub(super) enum Attempt {
+    /// The worker's first, at start-up.
+    First,
+    /// After a failed attempt, or a connection given up on for a query with no answer
+    /// (already logged).
+    Again,
+    /// Straight after a working connection broke, with why: news of its own if the
+    /// reconnect works, part of the outage's first warning if it does not.
+    AfterLoss(String),
+}
+
 /// A worker's connection: up, or down with when to try again.
 /// One per worker thread, so the size difference between the variants is not worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -35,6 +53,7 @@ pub(super) enum Link {
     Down {
         retry_at: Instant,
         backoff: Duration,
+        attempt: Attempt,
     },
 }
 
@@ -50,14 +69,19 @@ impl Worker {
         // Not available during this first attempt, but counted in `starting`, so jobs
         // that arrive right after start-up wait for it (within CONNECT_TIMEOUT) instead
         // of being refused.
-        let mut link = self.connect(BACKOFF_MIN);
+        let mut link = self.connect(BACKOFF_MIN, Attempt::First);
         self.shared.starting.fetch_sub(1, Ordering::AcqRel);
         // Nobody may be left to connect: disconnected workers must answer queued tasks.
         self.shared.availability_changed.notify_all();
         loop {
             match (self.next(&link), link) {
                 (Next::Serve(task), current) => link = self.serve(current, task),
-                (Next::Reconnect, Link::Down { backoff, .. }) => link = self.connect(backoff),
+                (
+                    Next::Reconnect,
+                    Link::Down {
+                        backoff, attempt, ..
+                    },
+                ) => link = self.connect(backoff, attempt),
                 (Next::Reconnect, up) => link = up,
                 (Next::Exit, last) => {
                     if let Link::Up(session) = last {
@@ -112,26 +136,71 @@ impl Worker {
         }
     }
 
-    /// One connection attempt, bounded by [`CONNECT_TIMEOUT`].
-    fn connect(&self, backoff: Duration) -> Link {
-        match Session::open(&self.config) {
+    /// One connection attempt, bounded by [`CONNECT_TIMEOUT`](super::CONNECT_TIMEOUT).
+    fn connect(&self, backoff: Duration, attempt: Attempt) -> Link {
+        let opened = Session::open(&self.config);
+        let now = Instant::now();
+        let counters = &self.shared.counters;
+        match opened {
             Ok(session) => {
-                log::info!("db worker {}: connected", self.index);
                 self.shared.available.fetch_add(1, Ordering::AcqRel);
+                if !matches!(attempt, Attempt::First) {
+                    counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                let report = self.shared.outage().connected(now);
+                match (report, attempt) {
+                    // The end of an outage is the line; which worker ended it is a detail.
+                    (Some(report), _) => {
+                        log::log!(report.level(), "{report}");
+                        log::debug!("db worker {}: connected", self.index);
+                    }
+                    // At start-up with the database up, each worker says so once.
+                    (None, Attempt::First) => log::info!("db worker {}: connected", self.index),
+                    // A connection that broke and came straight back is news of its own.
+                    (None, Attempt::AfterLoss(lost)) => {
+                        log::warn!(
+                            "db worker {}: connection lost ({lost}); reconnected",
+                            self.index
+                        );
+                    }
+                    (None, Attempt::Again) => log::debug!("db worker {}: connected", self.index),
+                }
                 Link::Up(session)
             }
             Err(e) => {
-                log::warn!(
-                    "db worker {}: database unavailable ({e}); retrying in {}ms",
+                counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                let error = match attempt {
+                    Attempt::AfterLoss(lost) => {
+                        format!("connection lost: {lost}; reconnecting: {e}")
+                    }
+                    Attempt::First | Attempt::Again => e.to_string(),
+                };
+                log::debug!(
+                    "db worker {}: database unavailable ({error}); retrying in {}ms",
                     self.index,
                     backoff.as_millis()
                 );
+                if let Some(report) = self.shared.outage().failed(now, error) {
+                    log::log!(report.level(), "{report}");
+                }
                 Link::Down {
-                    retry_at: Instant::now() + backoff,
+                    retry_at: now + backoff,
                     backoff: (backoff * 2).min(BACKOFF_MAX),
+                    attempt: Attempt::Again,
                 }
             }
         }
+    }
+
+    /// Warns about this worker's own trouble, unless the database is already reported
+    /// down: then it is part of that outage, and a detail.
+    fn warn_unless_down(&self, message: fmt::Arguments<'_>) {
+        let level = if self.shared.outage().is_down() {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        log::log!(level, "db worker {}: {message}", self.index);
     }
 
     /// This worker can no longer serve. Wake the others: if nobody is available now, a
@@ -159,11 +228,10 @@ impl Worker {
         match outcome {
             Ok(Ok(response)) => reply.send(response),
             Ok(Err(Error::TimedOut)) => {
-                log::warn!(
-                    "db worker {}: no answer within {}ms; cancelling and reconnecting",
-                    self.index,
+                self.warn_unless_down(format_args!(
+                    "no answer within {}ms; cancelling and reconnecting",
                     QUERY_TIMEOUT.as_millis()
-                );
+                ));
                 reply.send(unavailable());
                 // A live but stuck database stops the query; a dead one is past caring.
                 if let Err(e) = send_cancel(&token) {
@@ -172,15 +240,17 @@ impl Worker {
                 // Dropped, not closed: the connection is mid-protocol, and the socket
                 // closing is all a dead server can be told.
                 drop(session);
-                return self.lost();
+                return self.lost(Attempt::Again);
             }
             Ok(Err(e)) if session.client.is_closed() => {
-                log::warn!("db worker {}: connection lost ({e})", self.index);
+                // Told by the reconnect that follows, which knows whether the database
+                // is still there.
+                log::debug!("db worker {}: connection lost ({e})", self.index);
                 reply.send(unavailable());
-                return self.lost();
+                return self.lost(Attempt::AfterLoss(e.to_string()));
             }
             Ok(Err(e)) => {
-                log::warn!("db worker {}: query failed: {e}", self.index);
+                self.warn_unless_down(format_args!("query failed: {e}"));
                 let status = if is_cancelled(&e) {
                     Status::SERVICE_UNAVAILABLE
                 } else {
@@ -198,11 +268,12 @@ impl Worker {
     }
 
     /// The connection is gone: reconnect at once, then back off.
-    fn lost(&self) -> Link {
+    fn lost(&self, attempt: Attempt) -> Link {
         self.went_down();
         Link::Down {
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
+            attempt,
         }
     }
 
