@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use crate::access_log::AccessLog;
 use crate::conn::{CloseReason, Heading};
 use crate::db::{Pool, PoolStats};
 use crate::metrics::{Counter, Exposition, Gauge, Histogram, Kind};
@@ -62,8 +63,9 @@ pub struct LoopStats {
     pub sent: Counter,
     /// Connections open now.
     pub open: Gauge,
-    /// Of those, connections between requests (keep-alive, or not yet sent one).
-    pub idle: Gauge,
+    /// Of those, connections between requests (state `Idle`: keep-alive, or not yet
+    /// sent one).
+    idle: Gauge,
     /// Connections open when the shutdown order came, as the report says.
     pub open_at_signal: Gauge,
     /// Connections accepted after the shutdown order (the drain delay, the backlog).
@@ -73,17 +75,29 @@ pub struct LoopStats {
 impl LoopStats {
     /// A request was answered with `status`: counted under its route and class, and its
     /// time from `started` (its first byte) to `now` in the histogram. The loop only.
-    #[inline]
+    #[inline(always)] // once a request: a call would cost more than the adds it makes
     pub fn answered(&self, route: &'static str, status: u16, started: Instant, now: Instant) {
-        let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
+        // 1xx..5xx to 0..4; a status below 100 (a handler's bug) wraps, and counts as 5xx.
+        let class = usize::from(status / 100)
+            .wrapping_sub(1)
+            .min(CLASSES.len() - 1);
         self.requests[self.row(route)][class].add(1);
         // Most requests are answered in the loop turn their bytes arrived in: no
         // subtraction (two checked 64-bit ones, and a 128-bit multiply) for those.
         if started == now {
             self.duration.observe_zero();
         } else {
-            self.duration.observe(now.saturating_duration_since(started));
+            self.duration
+                .observe(now.saturating_duration_since(started));
         }
+    }
+
+    /// A connection became idle (`true`) or stopped being idle. The loop only.
+    #[inline]
+    pub fn idle_changed(&self, idle: bool) {
+        let n = self.idle.get();
+        self.idle
+            .set(if idle { n + 1 } else { n.saturating_sub(1) });
     }
 
     /// A connection closed for `reason`; `shutting_down`: during a shutdown, so the report
@@ -99,7 +113,7 @@ impl LoopStats {
     /// takes it. A scan, not a map: a loop meets a handful of routes, the benchmark
     /// routes are met first, and a name is compared by its address before its bytes
     /// (a route is a literal, and the same literal is the same address).
-    #[inline]
+    #[inline(always)] // see `answered`
     fn row(&self, route: &'static str) -> usize {
         let last = ROUTE_SLOTS - 1;
         for (i, name) in self.routes[..last].iter().enumerate() {
@@ -116,10 +130,46 @@ impl LoopStats {
 
     /// Each named row with its counts.
     fn rows(&self) -> impl Iterator<Item = (&'static str, &[Counter; CLASSES.len()])> {
-        self.routes.iter().zip(&self.requests).enumerate().filter_map(|(i, (name, row))| {
-            let name = if i == ROUTE_SLOTS - 1 { Some(&ROUTE_OTHER) } else { name.get() };
-            name.map(|name| (*name, row))
-        })
+        self.routes
+            .iter()
+            .zip(&self.requests)
+            .enumerate()
+            .filter_map(|(i, (name, row))| {
+                let name = if i == ROUTE_SLOTS - 1 {
+                    Some(&ROUTE_OTHER)
+                } else {
+                    name.get()
+                };
+                name.map(|name| (*name, row))
+            })
+    }
+}
+
+/// What a loop lends each connection call for counting and logging, in one piece (one
+/// pointer in `LoopCx`, not four).
+#[derive(Debug)]
+pub struct Telemetry {
+    /// The loop's cells.
+    pub cells: Arc<LoopStats>,
+    /// Every loop's numbers, for a handler that serves `/metrics`.
+    pub stats: Arc<Stats>,
+    /// The loop's access log, when it is on.
+    pub access_log: Option<AccessLog>,
+    /// Whether anyone reads a request's details: the access log is on, or debug logging
+    /// is enabled (decided once: the logger's level is set once, at start-up). Off, a
+    /// request's log lines cost nothing but this test.
+    pub details: bool,
+}
+
+impl Telemetry {
+    /// Loop `index`'s telemetry.
+    pub fn new(stats: Arc<Stats>, index: usize, access_log: Option<AccessLog>) -> Telemetry {
+        Telemetry {
+            cells: stats.of_loop(index).unwrap_or_default(),
+            stats,
+            details: access_log.is_some() || log::max_level() >= log::LevelFilter::Debug,
+            access_log,
+        }
     }
 }
 
@@ -217,7 +267,10 @@ impl Stats {
     /// The shutdown moved on; `signal_at` is set with the first step past serving.
     pub fn set_phase(&self, phase: Phase, signal_at: Option<Instant>) {
         if let Some(at) = signal_at {
-            let mut slot = self.signal_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut slot = self
+                .signal_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             slot.get_or_insert(at);
         }
         self.phase.store(phase as u8, Ordering::Relaxed);
@@ -237,8 +290,7 @@ impl Stats {
     /// The pool is about to close: keep its last numbers, and let go of it, so that no
     /// scrape holds it while the coordinator takes it back.
     pub fn pool_closing(&self, pool: &Pool) {
-        *self.pool.lock().unwrap_or_else(PoisonError::into_inner) =
-            PoolView::Closed(pool.stats());
+        *self.pool.lock().unwrap_or_else(PoisonError::into_inner) = PoolView::Closed(pool.stats());
     }
 
     /// The access log's count of dropped lines.
@@ -252,8 +304,16 @@ impl Stats {
         let loops: Vec<&LoopStats> = self.loops.iter().map(|l| &**l).collect();
         let sum = |f: &dyn Fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
 
-        e.family("lastcall_build_info", Kind::Gauge, "Always 1; the version as a label.")
-            .sample("lastcall_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+        e.family(
+            "lastcall_build_info",
+            Kind::Gauge,
+            "Always 1; the version as a label.",
+        )
+        .sample(
+            "lastcall_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
         e.family("lastcall_loops", Kind::Gauge, "Event loops (WORKERS).")
             .sample("lastcall_loops", &[], loops.len() as u64);
         self.render_requests(&mut e, &loops);
@@ -305,7 +365,11 @@ impl Stats {
             e.sample(name, &[("reason", reason.label())], closed(reason));
         }
         let name = "lastcall_timeouts_total";
-        e.family(name, Kind::Counter, "Connections closed by a timeout, by which.");
+        e.family(
+            name,
+            Kind::Counter,
+            "Connections closed by a timeout, by which.",
+        );
         for (kind, reason) in [
             ("idle", CloseReason::IdleTimeout),
             ("request", CloseReason::RequestTimeout),
@@ -315,10 +379,17 @@ impl Stats {
         }
         self.render_shutdown(&mut e, &loops, now);
         self.render_pool(&mut e);
-        let dropped = self.access_log_dropped.get().map_or(0, |d| d.load(Ordering::Relaxed));
+        let dropped = self
+            .access_log_dropped
+            .get()
+            .map_or(0, |d| d.load(Ordering::Relaxed));
         let name = "lastcall_access_log_dropped_lines_total";
-        e.family(name, Kind::Counter, "Access-log lines dropped: the output did not keep up.")
-            .sample(name, &[], dropped);
+        e.family(
+            name,
+            Kind::Counter,
+            "Access-log lines dropped: the output did not keep up.",
+        )
+        .sample(name, &[], dropped);
         e.finish()
     }
 
@@ -359,17 +430,36 @@ impl Stats {
         for p in Phase::ALL {
             e.sample(name, &[("phase", p.label())], u64::from(p as u8 == phase));
         }
-        let since = *self.signal_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = *self
+            .signal_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let name = "lastcall_shutdown_seconds_since_signal";
-        e.family(name, Kind::Gauge, "Seconds since the shutdown signal; 0 while serving.")
-            .seconds(name, &[], since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)));
+        e.family(
+            name,
+            Kind::Gauge,
+            "Seconds since the shutdown signal; 0 while serving.",
+        )
+        .seconds(
+            name,
+            &[],
+            since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+        );
         let sum = |f: &dyn Fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
         let name = "lastcall_shutdown_open_at_signal";
-        e.family(name, Kind::Gauge, "Connections open when the shutdown began.")
-            .sample(name, &[], sum(&|l| l.open_at_signal.get()));
+        e.family(
+            name,
+            Kind::Gauge,
+            "Connections open when the shutdown began.",
+        )
+        .sample(name, &[], sum(&|l| l.open_at_signal.get()));
         let name = "lastcall_shutdown_accepted_after_signal_total";
-        e.family(name, Kind::Counter, "Connections accepted after the shutdown began (drain delay, backlog).")
-            .sample(name, &[], sum(&|l| l.accepted_after_signal.get()));
+        e.family(
+            name,
+            Kind::Counter,
+            "Connections accepted after the shutdown began (drain delay, backlog).",
+        )
+        .sample(name, &[], sum(&|l| l.accepted_after_signal.get()));
         let name = "lastcall_shutdown_connections_total";
         e.family(
             name,
@@ -381,7 +471,11 @@ impl Stats {
             e.sample(name, &[("outcome", heading.label())], count);
         }
         let name = "lastcall_handovers_total";
-        e.family(name, Kind::Counter, "Hand-overs to a successor (SIGHUP), by how they went.");
+        e.family(
+            name,
+            Kind::Counter,
+            "Hand-overs to a successor (SIGHUP), by how they went.",
+        );
         for (what, label) in [
             (Handover::Started, "started"),
             (Handover::Completed, "completed"),
@@ -403,18 +497,30 @@ impl Stats {
             PoolView::Closed(stats) => *stats,
         };
         for (name, help, value) in [
-            ("lastcall_db_workers", "Database worker threads (DB_POOL_SIZE).", stats.workers),
+            (
+                "lastcall_db_workers",
+                "Database worker threads (DB_POOL_SIZE).",
+                stats.workers,
+            ),
             (
                 "lastcall_db_workers_connected",
                 "Database workers connected now.",
                 stats.connected,
             ),
-            ("lastcall_db_queue_depth", "Database jobs waiting for a worker.", stats.queued),
+            (
+                "lastcall_db_queue_depth",
+                "Database jobs waiting for a worker.",
+                stats.queued,
+            ),
         ] {
             e.family(name, Kind::Gauge, help).sample(name, &[], value);
         }
         let name = "lastcall_db_jobs_rejected_total";
-        e.family(name, Kind::Counter, "Database jobs answered 503 without running, by why.");
+        e.family(
+            name,
+            Kind::Counter,
+            "Database jobs answered 503 without running, by why.",
+        );
         for (reason, value) in [
             ("busy", stats.rejected_busy),
             ("unavailable", stats.rejected_unavailable),

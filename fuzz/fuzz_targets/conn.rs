@@ -36,7 +36,7 @@
 
 use std::time::Duration;
 
-use lastcall::conn::{CloseReason, Conn, Stage};
+use lastcall::conn::{CloseReason, Conn, ConnId, Stage};
 use lastcall_fuzz::harness::{Fake, Lent, resume_yielded};
 use lastcall_fuzz::wire;
 use libfuzzer_sys::fuzz_target;
@@ -179,7 +179,7 @@ fuzz_target!(|input: &[u8]| {
         sent: Vec::new(),
         eof: false,
     };
-    let mut conn = Conn::new(Fake::default(), rig.lent.now);
+    let mut conn = Conn::new(Fake::default(), rig.lent.now, ConnId(1), None);
     conn.socket_mut().room = room;
 
     // Each op takes a byte off the script at least: bounded by its length.

@@ -11,7 +11,7 @@
 
 #![no_main]
 
-use lastcall::conn::{CloseReason, Conn};
+use lastcall::conn::{CloseReason, Conn, ConnId};
 use lastcall::http::response::CONTINUE;
 use lastcall_fuzz::harness::{Fake, Lent, resume_yielded};
 use lastcall_fuzz::split::{Rng, cut_points};
@@ -47,7 +47,7 @@ fn serve(config: u8, sent: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<CloseReaso
         room: usize::MAX,
         ..Fake::default()
     };
-    let mut conn = Conn::new(socket, lent.now);
+    let mut conn = Conn::new(socket, lent.now, ConnId(1), None);
     let mut from = 0;
     let mut closed = None;
     for end in cuts.iter().copied().chain([sent.len()]) {

@@ -13,8 +13,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lastcall::conn::{BufPool, CloseReason, Conn, Limits, LoopCx, Socket, Stage, Timeouts};
+use lastcall::conn::{BufPool, CloseReason, Conn, ConnId, Limits, LoopCx, Socket, Stage, Timeouts};
 use lastcall::handler::{Handler, Inbox};
+use lastcall::stats::{Stats, Telemetry};
 use mio::{Poll, Token, Waker};
 
 /// A socket that reads scripted bytes, then `WouldBlock` (or 0 once the client has shut
@@ -94,6 +95,7 @@ pub struct Lent {
     pub limits: Limits,
     pub bufs: BufPool,
     inbox: Arc<Inbox>,
+    telemetry: Telemetry,
     _poll: Poll,
 }
 
@@ -117,6 +119,7 @@ impl Lent {
             },
             bufs: BufPool::new(max_head, 64 << 20),
             inbox: Arc::new(Inbox::new(waker)),
+            telemetry: Telemetry::new(Arc::new(Stats::new(1, true)), 0, None),
             _poll: poll,
         }
     }
@@ -134,6 +137,8 @@ impl Lent {
             inbox: &self.inbox,
             db: None,
             stage: self.stage,
+            id: ConnId(1),
+            telemetry: &mut self.telemetry,
         }
     }
 }

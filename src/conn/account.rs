@@ -20,7 +20,7 @@ use super::state::{State, Waiting};
 use super::{CloseReason, Conn, LoopCx, Socket};
 use crate::access_log::Entry;
 use crate::http::request::{Method, Request, Version};
-use crate::http::response::Status;
+use crate::http::response::Response;
 
 /// A connection's name in logs: its loop's count of accepted connections, spread over the
 /// loops (loop `i` of `n` names its `k`-th connection `k·n + i + 1`), so ids are unique in
@@ -78,30 +78,33 @@ impl Detail {
 }
 
 /// How a response went out, for [`Conn::answered`].
-pub(super) struct Answered {
+pub(super) struct Answered<'r> {
     pub route: &'static str,
     /// The request's first byte.
     pub started: Instant,
-    pub status: Status,
-    /// Body bytes, when known (0 for a stream).
-    pub bytes: usize,
-    /// How the connection ends with this answer, when it does.
+    /// The response (a stream's head: its body is not counted).
+    pub response: &'r Response,
+    /// The connection closes after this answer: for `ends`, or for `CloseReason::Done`
+    /// when this is `None`.
+    pub closes: bool,
     pub ends: Option<CloseReason>,
 }
 
 impl<S: Socket> Conn<S> {
     /// A response's head was encoded: count it, and write its lines when asked for.
     #[inline(always)] // once a request, on the hot path: the counting is a few adds
-    pub(super) fn answered(&mut self, cx: &mut LoopCx<'_>, a: Answered) {
-        cx.cells.answered(a.route, a.status.0, a.started, cx.now);
-        if cx.details {
+    pub(super) fn answered(&mut self, cx: &mut LoopCx<'_>, a: Answered<'_>) {
+        cx.telemetry
+            .cells
+            .answered(a.route, a.response.status.0, a.started, cx.now);
+        if cx.telemetry.details {
             self.log_answer(cx, &a);
         }
     }
 
     /// The answer's debug line and access-log line.
     #[cold]
-    fn log_answer(&mut self, cx: &mut LoopCx<'_>, a: &Answered) {
+    fn log_answer(&mut self, cx: &mut LoopCx<'_>, a: &Answered<'_>) {
         let detail = self.detail.get_or_insert_with(Box::default);
         let held = std::mem::take(&mut detail.held);
         let (method, target) = match (held, detail.method) {
@@ -112,10 +115,10 @@ impl<S: Socket> Conn<S> {
         log::debug!(
             "{} {method} {target} {} {:.3}ms",
             cx.id,
-            a.status.0,
+            a.response.status.0,
             duration.as_secs_f64() * 1e3
         );
-        let Some(access_log) = cx.access_log.as_deref_mut() else {
+        let Some(access_log) = cx.telemetry.access_log.as_mut() else {
             return;
         };
         let version = match detail.version {
@@ -133,13 +136,17 @@ impl<S: Socket> Conn<S> {
             method,
             target,
             version,
-            status: a.status.0,
-            bytes: a.bytes as u64,
+            status: a.response.status.0,
+            bytes: a.response.body.len() as u64,
             duration,
             conn: cx.id.0,
             referer,
             user_agent,
-            ended: a.ends.map(CloseReason::label),
+            ended: match (a.ends, a.closes) {
+                (Some(reason), _) => Some(reason.label()),
+                (None, true) => Some(CloseReason::Done.label()),
+                (None, false) => None,
+            },
         });
     }
 }

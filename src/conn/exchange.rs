@@ -40,6 +40,7 @@ const DISCARD_MAX: u64 = 256 * 1024;
 impl<S: Socket> Conn<S> {
     /// Turns buffered input into requests and answers, in order, until input runs out,
     /// an answer is pending, or output backs up. Returns whether any state changed.
+    #[inline(always)] // one round of `drive`: kept in its loop, as before the split into files
     pub(super) fn process(&mut self, cx: &mut LoopCx<'_>) -> bool {
         let mut changed = false;
         loop {
@@ -91,7 +92,7 @@ impl<S: Socket> Conn<S> {
             // begun after all. Idle again, counted from the CR.
             State::Head { since, .. } if input.is_empty() => {
                 let idle = State::Idle { since: *since };
-                self.state.set(idle, cx.id);
+                self.state.set(idle, cx);
             }
             State::Head { seen, .. } => *seen = seen.saturating_sub(empty),
             _ => {}
@@ -139,7 +140,7 @@ impl<S: Socket> Conn<S> {
                             since: cx.now,
                             seen,
                         };
-                        self.state.set(head, cx.id);
+                        self.state.set(head, cx);
                         *changed = true;
                     }
                 }
@@ -149,12 +150,17 @@ impl<S: Socket> Conn<S> {
             // the handler's path is the `&str` the parse checked (`begin` serves the rest).
             Ok(Some(parsed)) if parsed.head.framing == Framing::None && !cx.bufs.over_budget() => {
                 let request = Request::parsed(&parsed, input.bytes(), Some(&[]));
-                let (answer, route) =
-                    Self::call_handler(&mut self.seq, &mut self.detail, cx, &request);
+                let mut route = ROUTE_NONE;
+                let answer =
+                    Self::call_handler(&mut self.seq, &mut self.detail, cx, &request, &mut route);
                 let head = parsed.head;
                 // The handler has taken what it needs: the request's bytes can go.
                 input.consume(head.len);
-                let started = self.state.request_started(cx.now);
+                // From its first byte: an earlier turn's, if the head came in pieces.
+                let started = match self.state {
+                    State::Head { since, .. } => since,
+                    _ => cx.now,
+                };
                 self.act(cx, Exchange::of(&head, route, started), answer);
                 true
             }
@@ -200,11 +206,12 @@ impl<S: Socket> Conn<S> {
             // Rule: a declared length over the limit is refused before reading it.
             Err(e) => return self.reject(cx, e.into()),
         };
-        match self.call(cx, &head, None) {
+        let mut route = ROUTE_NONE;
+        match self.call(cx, &head, None, &mut route) {
             // Rule: the handler needs the body: read it, then call the handler again. The
             // head stays in the buffer for that call.
-            (Answer::ReadBody, _) => self.read_body(cx, head, decoder, started),
-            (answer, route) => {
+            Answer::ReadBody => self.read_body(cx, head, decoder, started),
+            answer => {
                 let exchange = Exchange::of(&head, route, started);
                 self.answered_before_body(cx, &head, exchange, answer);
             }
@@ -249,7 +256,7 @@ impl<S: Socket> Conn<S> {
             since: cx.now,
             started,
         };
-        self.state.set(State::Body(Box::new(body)), cx.id);
+        self.state.set(State::Body(Box::new(body)), cx);
     }
 
     /// Decodes as much body as is buffered. Returns whether progress was made; a
@@ -324,7 +331,7 @@ impl<S: Socket> Conn<S> {
             }
         };
         match next {
-            Some(next) => self.state.set(next, cx.id),
+            Some(next) => self.state.set(next, cx),
             None if progressed => d.since = cx.now,
             None => {}
         }
@@ -340,7 +347,8 @@ impl<S: Socket> Conn<S> {
         body: Range<usize>,
         started: Instant,
     ) {
-        let (answer, route) = self.call(cx, head, Some(body.clone()));
+        let mut route = ROUTE_NONE;
+        let answer = self.call(cx, head, Some(body.clone()), &mut route);
         // The handler has taken what it needs: the request's bytes can go.
         if let Some(input) = self.input.as_mut() {
             input.consume(body.end);
@@ -349,34 +357,37 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Calls the handler with the request in the input buffer: its body at `body`, or
-    /// `None` while the body has not been read. Returns its answer and the route it named.
+    /// `None` while the body has not been read. Returns its answer; `route` is set to the
+    /// route the handler named.
     #[inline(always)] // on the hot path: the answer it returns is then matched in place
     pub(super) fn call(
         &mut self,
         cx: &mut LoopCx<'_>,
         head: &Head,
         body: Option<Range<usize>>,
-    ) -> (Answer, &'static str) {
+        route: &mut &'static str,
+    ) -> Answer {
         let Some(input) = self.input.as_ref() else {
-            // A head always comes from the input.
-            return (Answer::Now(Response::internal_error()), ROUTE_NONE);
+            return Answer::Now(Response::internal_error()); // a head always comes from the input
         };
         let bytes = input.bytes();
         let request = Request::new(head, bytes, body.map(|range| &bytes[range]));
-        Self::call_handler(&mut self.seq, &mut self.detail, cx, &request)
+        Self::call_handler(&mut self.seq, &mut self.detail, cx, &request, route)
     }
 
     /// Calls the handler under the next request number, and keeps the request's details
     /// for its log lines when they are read (`seq` and `detail` alone: the input may be
-    /// held). Returns the answer and the route the handler named.
+    /// held). Returns the answer; `route` is set to the route the handler named (an out
+    /// parameter: returned in a pair, the large answer would be copied once more).
     #[inline(always)] // see `call`
     pub(super) fn call_handler(
         seq: &mut u32,
         detail: &mut Option<Box<Detail>>,
         cx: &mut LoopCx<'_>,
         req: &Request<'_>,
-    ) -> (Answer, &'static str) {
-        if cx.details {
+        route: &mut &'static str,
+    ) -> Answer {
+        if cx.telemetry.details {
             detail.get_or_insert_with(Box::default).capture(req);
         }
         // Every call gets its own number, so a reply promised by an earlier call (one that
@@ -386,14 +397,22 @@ impl<S: Socket> Conn<S> {
             token: cx.token,
             seq: *seq,
         };
-        let mut ctx = Ctx::new(cx.stage.shutting_down(), id, cx.inbox, cx.db, cx.stats, cx.now);
+        let mut ctx = Ctx::new(
+            cx.stage.shutting_down(),
+            id,
+            cx.inbox,
+            cx.db,
+            &cx.telemetry.stats,
+            cx.now,
+        );
         // A panicking handler costs its request a 500, never the loop.
         let answer = catch_unwind(AssertUnwindSafe(|| cx.handler.handle(req, &mut ctx)))
             .unwrap_or_else(|_| {
                 log::error!("handler panicked on {} {}", req.method.as_str(), req.path);
                 Answer::Now(Response::internal_error())
             });
-        (answer, ctx.route_name())
+        *route = ctx.route_name();
+        answer
     }
 
     /// Rule: answered from the head alone (RFC 9110 §10.1.1: a server that answers before
@@ -433,8 +452,7 @@ impl<S: Socket> Conn<S> {
                 since: cx.now,
                 started,
             };
-            self.state
-                .set(State::Discarding(Box::new(discarding)), cx.id);
+            self.state.set(State::Discarding(Box::new(discarding)), cx);
         }
     }
 
@@ -449,14 +467,14 @@ impl<S: Socket> Conn<S> {
                     response,
                     exchange,
                 };
-                self.state.set(State::Waiting(Box::new(waiting)), cx.id);
+                self.state.set(State::Waiting(Box::new(waiting)), cx);
             }
             Answer::Later(pending) => {
                 let waiting = Waiting::Reply {
                     seq: pending.0.seq,
                     exchange,
                 };
-                self.state.set(State::Waiting(Box::new(waiting)), cx.id);
+                self.state.set(State::Waiting(Box::new(waiting)), cx);
             }
             Answer::Stream(stream) => {
                 let delivery = Self::delivery(cx, exchange, true);
@@ -465,8 +483,8 @@ impl<S: Socket> Conn<S> {
                 let answered = Answered {
                     route: exchange.route,
                     started: exchange.started,
-                    status: stream.head.status,
-                    bytes: 0,
+                    response: &stream.head,
+                    closes: false,
                     ends: None,
                 };
                 self.answered(cx, answered);
@@ -479,8 +497,7 @@ impl<S: Socket> Conn<S> {
                     interval: stream.interval,
                     next_at: after(cx.now, stream.interval),
                 };
-                self.state
-                    .set(State::Streaming(Box::new(streaming)), cx.id);
+                self.state.set(State::Streaming(Box::new(streaming)), cx);
             }
             // Rule: asking for a body the handler already has is a bug in the handler: 500.
             Answer::ReadBody => {
@@ -512,9 +529,9 @@ impl<S: Socket> Conn<S> {
         let answered = Answered {
             route: exchange.route,
             started: exchange.started,
-            status: response.status,
-            bytes: response.body.len(),
-            ends: delivery.close.then_some(CloseReason::Done),
+            response,
+            closes: delivery.close,
+            ends: None,
         };
         self.answered(cx, answered);
         self.finish_response(cx, delivery.close);
@@ -529,7 +546,7 @@ impl<S: Socket> Conn<S> {
         } else {
             State::Idle { since: cx.now }
         };
-        self.state.set(next, cx.id);
+        self.state.set(next, cx);
     }
 
     /// Sends the next chunk of a stream, and the end of the body with the last one.
@@ -573,7 +590,7 @@ impl<S: Socket> Conn<S> {
         let closing = State::Closing {
             reason: CloseReason::StreamFailed,
         };
-        self.state.set(closing, cx.id);
+        self.state.set(closing, cx);
     }
 
     /// A head or body that did not arrive in time: 408, then close.
@@ -596,7 +613,7 @@ impl<S: Socket> Conn<S> {
             input.consume(input.len());
         }
         let reason = ends;
-        self.state.set(State::Closing { reason }, cx.id);
+        self.state.set(State::Closing { reason }, cx);
     }
 
     /// Encodes the connection's last response, the server's own (it closes for `ends`):
@@ -618,8 +635,8 @@ impl<S: Socket> Conn<S> {
         let answered = Answered {
             route: ROUTE_NONE,
             started: self.state.request_started(cx.now),
-            status: response.status,
-            bytes: response.body.len(),
+            response,
+            closes: true,
             ends: Some(ends),
         };
         self.answered(cx, answered);

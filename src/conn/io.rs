@@ -99,7 +99,7 @@ impl<S: Socket> Conn<S> {
                 }
                 Ok(n) => {
                     input.filled(n);
-                    cx.cells.received.add(n as u64);
+                    cx.telemetry.cells.received.add(n as u64);
                     any = true;
                     if n < asked && self.read == ReadSide::Ready {
                         self.read = ReadSide::Empty;
@@ -135,7 +135,7 @@ impl<S: Socket> Conn<S> {
                 Ok(0) => return Err(CloseReason::PeerReset),
                 Ok(n) => {
                     out.advance(n);
-                    cx.cells.sent.add(n as u64);
+                    cx.telemetry.cells.sent.add(n as u64);
                     wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -182,7 +182,7 @@ impl<S: Socket> Conn<S> {
                     break;
                 }
                 Ok(n) => {
-                    cx.cells.received.add(n as u64);
+                    cx.telemetry.cells.received.add(n as u64);
                     outcome = Discarded::Some;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -31,6 +31,12 @@ impl<S: Socket> Conn<S> {
         matches!(self.state, State::Idle { .. }) && self.input.is_none() && self.output.is_none()
     }
 
+    /// Between requests (state `Idle`), whether or not its last answer is still being
+    /// written: what the `idle` gauge counts.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle { .. })
+    }
+
     /// For a connection that has not sent a request yet: until when, during a shutdown,
     /// it may still send its first one — `FRESH_GRACE` from its accept (Go's `Shutdown`
     /// treats `StateNew` alike). `None` once it has carried a request.
@@ -75,7 +81,7 @@ impl<S: Socket> Conn<S> {
             let closing = State::Closing {
                 reason: CloseReason::Done,
             };
-            self.state.set(closing, cx.id);
+            self.state.set(closing, cx);
             // With its answer already out, nothing else would move it on: no write is
             // pending to raise an event, and `Closing` has no timer of its own.
             return self.drive(cx);
@@ -158,7 +164,7 @@ impl<S: Socket> Conn<S> {
                 let closing = State::Closing {
                     reason: CloseReason::PeerClosedMidRequest,
                 };
-                self.state.set(closing, cx.id);
+                self.state.set(closing, cx);
                 Ok(())
             }
             // Rule: once the last response is out, shut our write side and linger —
@@ -174,7 +180,7 @@ impl<S: Socket> Conn<S> {
                     stop: cx.now + LINGER_MAX,
                     reason,
                 };
-                self.state.set(lingering, cx.id);
+                self.state.set(lingering, cx);
                 self.linger(cx)
             }
             State::Lingering { .. } => self.linger(cx),

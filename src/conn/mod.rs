@@ -51,12 +51,11 @@ pub use io::Socket;
 pub use lifecycle::FRESH_GRACE;
 pub use state::{LINGER, LINGER_MAX, Timeouts};
 
-use crate::access_log::AccessLog;
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
 use crate::http::error::RequestError;
 use crate::http::response::Response;
-use crate::stats::{LoopStats, Stats};
+use crate::stats::Telemetry;
 use buf::{InBuf, OutBuf};
 use io::ReadSide;
 use state::{State, Waiting, body_deadline};
@@ -91,15 +90,8 @@ pub struct LoopCx<'a> {
     pub db: Option<&'a Pool>,
     /// Where the server's shutdown stands.
     pub stage: Stage,
-    /// The loop's cells in `/metrics`.
-    pub cells: &'a LoopStats,
-    /// Every loop's numbers, for a handler that serves `/metrics`.
-    pub stats: &'a Stats,
-    /// The loop's access log, when it is on.
-    pub access_log: Option<&'a mut AccessLog>,
-    /// Whether anyone reads a request's details: the access log is on, or debug logging
-    /// is enabled. Off, a request's log lines cost nothing but this test.
-    pub details: bool,
+    /// The loop's counting and logging: its cells in `/metrics`, its access log.
+    pub telemetry: &'a mut Telemetry,
 }
 
 /// Where the server's shutdown stands, as far as a connection is concerned.
@@ -263,7 +255,7 @@ impl<S: Socket> Conn<S> {
                 let closing = State::Closing {
                     reason: CloseReason::RequestTimeout,
                 };
-                self.state.set(closing, cx.id);
+                self.state.set(closing, cx);
                 self.drive(cx)
             }
             // Rule: an `After` answer goes out when its timer fires.

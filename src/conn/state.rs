@@ -220,9 +220,18 @@ impl State {
     }
 
     /// The one funnel for state changes.
-    pub fn set(&mut self, new: State, id: super::ConnId) {
-        log::trace!("{id}: {}=>{}", self.name(), new.name());
+    pub fn set(&mut self, new: State, cx: &super::LoopCx<'_>) {
+        log::trace!("{}: {}=>{}", cx.id, self.name(), new.name());
         let old = std::mem::replace(self, new);
+        // The `idle` gauge follows the one transition it counts, in the one place every
+        // transition passes (a request answered at once goes `Idle` to `Idle`: no change).
+        let (was_idle, idle) = (
+            matches!(old, State::Idle { .. }),
+            matches!(self, State::Idle { .. }),
+        );
+        if was_idle != idle {
+            cx.telemetry.cells.idle_changed(idle);
+        }
         match old {
             State::Body(_) | State::Discarding(_) | State::Waiting(_) | State::Streaming(_) => {
                 drop(old)

@@ -483,7 +483,10 @@ mod tests {
             token: Token(1),
             seq: 0,
         };
-        Ctx::new(false, id, inbox, None).defer().0
+        let stats = crate::stats::Stats::new(1, true);
+        Ctx::new(false, id, inbox, None, &stats, Instant::now())
+            .defer()
+            .0
     }
 
     fn submit(pool: &Pool, inbox: &Arc<Inbox>) -> Result<(), Refused> {

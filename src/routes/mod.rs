@@ -401,7 +401,10 @@ mod tests {
         };
         let stats = crate::stats::Stats::new(1, true);
         let now = std::time::Instant::now();
-        handle(&req, &mut Ctx::new(shutting_down, id, &inbox, None, &stats, now))
+        handle(
+            &req,
+            &mut Ctx::new(shutting_down, id, &inbox, None, &stats, now),
+        )
     }
 
     fn now(answer: Answer) -> Response {
@@ -592,7 +595,7 @@ mod tests {
             )),
             "{body}"
         );
-        assert!(body.ends_with(r#""POST /echo"]}"#), "{body}");
+        assert!(body.ends_with(r#""GET /metrics"]}"#), "{body}");
         assert_eq!(body.matches(',').count(), 2 + ROUTES.len() - 1, "{body}");
     }
 

@@ -606,8 +606,13 @@ mod tests {
             shutdown_timeout: Duration::from_secs(10),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let supervision =
-            Supervision::new(&listener, false, Duration::from_secs(1), Instant::now(), stats());
+        let supervision = Supervision::new(
+            &listener,
+            false,
+            Duration::from_secs(1),
+            Instant::now(),
+            stats(),
+        );
         let mut c = Coordinator::new(poll, signals, board, budget, supervision, stats());
         let (mut orders, mut polls) = (Vec::new(), Vec::new());
         for _ in 0..n {

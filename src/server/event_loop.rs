@@ -54,7 +54,7 @@ use crate::db::Pool;
 use crate::handler::{Handler, Inbox, ReplyId};
 use crate::http::date::DateCache;
 use crate::http::response::Response;
-use crate::stats::{LoopStats, Stats};
+use crate::stats::{Stats, Telemetry};
 
 /// The listener's token in every loop's poll.
 pub(super) const LISTENER: Token = Token(FIRST_RESERVED);
@@ -122,9 +122,6 @@ pub(super) struct Loop {
     balance: Balance,
     /// Loops in all (see [`Seed::loops`]).
     loops: u64,
-    /// Quiet connections now (`Conn::is_quiet`: between requests, nothing owed either
-    /// way): the `idle` gauge, kept here and published.
-    idle: u64,
 }
 
 /// Every open connection, and when the loop must call each one again: at a time
@@ -149,10 +146,8 @@ pub(super) struct Services {
     /// The database pool every loop shares; the coordinator closes it after the last
     /// loop has drained.
     pub(super) pool: Option<Arc<Pool>>,
-    /// This loop's cells in `/metrics`.
-    pub(super) cells: Arc<LoopStats>,
-    stats: Arc<Stats>,
-    pub(super) access_log: Option<AccessLog>,
+    /// This loop's counting and logging.
+    pub(super) telemetry: Telemetry,
 }
 
 impl Services {
@@ -169,10 +164,7 @@ impl Services {
             inbox: &self.inbox,
             db: self.pool.as_deref(),
             stage,
-            cells: &self.cells,
-            stats: &self.stats,
-            details: self.access_log.is_some() || log::max_level() >= log::LevelFilter::Debug,
-            access_log: self.access_log.as_mut(),
+            telemetry: &mut self.telemetry,
         }
     }
 }
@@ -197,9 +189,7 @@ impl Loop {
                 inbox: seed.inbox,
                 replies: Vec::new(),
                 pool: seed.pool,
-                cells: seed.stats.of_loop(seed.index).unwrap_or_default(),
-                stats: seed.stats,
-                access_log: seed.access_log,
+                telemetry: Telemetry::new(seed.stats, seed.index, seed.access_log),
             },
             shutdown: Shutdown::new(seed.budget),
             orders: seed.orders,
@@ -207,7 +197,6 @@ impl Loop {
             queue_kept: seed.queue_kept,
             balance: seed.balance,
             loops: seed.loops as u64,
-            idle: 0,
         }
     }
 
@@ -272,7 +261,7 @@ impl Loop {
                 self.accept_all(now);
             }
             // This turn's access-log lines go to the writer together.
-            if let Some(log) = self.services.access_log.as_mut() {
+            if let Some(log) = self.services.telemetry.access_log.as_mut() {
                 log.flush();
             }
             // Only a shutdown feeds the phase machine, and only a shutdown ends the loop.
@@ -323,11 +312,12 @@ impl Loop {
     fn add_conn(&mut self, socket: TcpStream, peer: SocketAddr, now: Instant) {
         // Responses are written whole; Nagle would only delay the last segment.
         let _ = socket.set_nodelay(true);
-        let cells = &self.services.cells;
+        let cells = &self.services.telemetry.cells;
         let id = ConnId(cells.accepted.get() * self.loops + self.index as u64 + 1);
         // The access log's first field is the client's address: kept from the start.
         let detail = self
             .services
+            .telemetry
             .access_log
             .is_some()
             .then(|| Box::new(Detail::of_peer(Some(peer))));
@@ -349,16 +339,16 @@ impl Loop {
             self.set_open();
             return;
         }
-        self.services.cells.accepted.add(1);
-        self.idle += 1;
-        self.services.cells.idle.set(self.idle);
+        // New, it is idle: the `idle` gauge follows its state from here (`State::set`).
+        self.services.telemetry.cells.accepted.add(1);
+        self.services.telemetry.cells.idle_changed(true);
         let phase = self.shutdown.phase;
         let at = conn.deadline(&self.services.limits, phase.stage());
         self.conns.timers.schedule(token, at, &mut conn.scheduled);
         if phase.shutting_down() {
             // During the drain delay, or the last accept of the backlog.
             self.shutdown.report.accepted_after_start += 1;
-            self.services.cells.accepted_after_signal.add(1);
+            self.services.telemetry.cells.accepted_after_signal.add(1);
         }
         if matches!(phase, Phase::Delaying { .. }) {
             self.accept.accepted_in_delay(now);
@@ -375,14 +365,7 @@ impl Loop {
             return; // a stale event or reply for a connection already closed
         };
         let stage = self.shutdown.phase.stage();
-        let was_idle = conn.is_quiet();
         let result = f(conn, &mut self.services.cx(now, token, conn.id, stage));
-        let idle = result.is_ok() && conn.is_quiet();
-        if idle != was_idle {
-            // Either way by one: `was_idle` and `idle` differ.
-            self.idle = if idle { self.idle + 1 } else { self.idle - 1 };
-            self.services.cells.idle.set(self.idle);
-        }
         match result {
             Ok(()) => {
                 let at = conn.deadline(&self.services.limits, stage);
@@ -400,6 +383,9 @@ impl Loop {
             return;
         };
         conn.release(&mut self.services.bufs);
+        if conn.is_idle() {
+            self.services.telemetry.cells.idle_changed(false);
+        }
         let _ = self.poll.registry().deregister(conn.socket_mut());
         let id = conn.id;
         drop(conn);
@@ -413,7 +399,7 @@ impl Loop {
         if shutting_down {
             self.shutdown.report.count(reason);
         }
-        self.services.cells.closed(reason, shutting_down);
+        self.services.telemetry.cells.closed(reason, shutting_down);
         self.drop_stale_timers();
         if self.accept.slot_freed() {
             self.accept_all(now);
@@ -424,7 +410,7 @@ impl Loop {
     fn set_open(&mut self) {
         let open = self.conns.slab.len();
         self.balance.set_open(open);
-        self.services.cells.open.set(open as u64);
+        self.services.telemetry.cells.open.set(open as u64);
     }
 
     /// A closed connection's timer entries stay in the heap until their time comes: with

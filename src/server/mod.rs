@@ -72,18 +72,18 @@ pub use handle::ShutdownHandle;
 pub use shutdown::{Budget, Event, Outcome, Phase, Source, Step};
 pub use signals::{Signal, Signals, install_signal_handlers};
 
+use crate::access_log::Writer;
 use crate::config::Config;
 use crate::conn::{Limits, Timeouts};
 use crate::db::Pool;
 use crate::handler::{Handler, Inbox};
-use crate::access_log::Writer;
 use crate::stats::Stats;
 use accept::Acceptor;
 use balance::Balance;
 use coordinator::{BOARD, Board, Coordinator, Ended, Note, Orders, SIGNALS, panic_message};
 use event_loop::{COORDINATOR, LISTENER, Loop, Seed, WAKER};
-use signals::shutdown_signals;
 use scrape::Scrape;
+use signals::shutdown_signals;
 use supervise::Supervision;
 
 /// Why [`Server::bind`] failed, by the step that failed. `main` prints it as one line and
@@ -197,7 +197,9 @@ impl Server {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let stats = Arc::new(Stats::new(workers, config.metrics_listen.is_none()));
         let scrape = match config.metrics_listen {
-            Some(addr) => Some(Scrape::bind(addr).map_err(|error| BindError::Listen { addr, error })?),
+            Some(addr) => {
+                Some(Scrape::bind(addr).map_err(|error| BindError::Listen { addr, error })?)
+            }
             None => None,
         };
         let supervision = Supervision::new(

@@ -81,7 +81,7 @@ impl Loop {
         log::debug!("loop {}: shutting down", self.index);
         self.shutdown.report.open_at_start = self.conns.slab.len();
         let open = self.conns.slab.len() as u64;
-        self.services.cells.open_at_signal.set(open);
+        self.services.telemetry.cells.open_at_signal.set(open);
         self.board.note(Note::Announced(self.index));
     }
 
@@ -136,11 +136,15 @@ impl Loop {
         // shutdown really took.
         let at = Instant::now();
         // This last turn's access-log lines, which the turn's end will not reach.
-        if let Some(log) = self.services.access_log.as_mut() {
+        if let Some(log) = self.services.telemetry.access_log.as_mut() {
             log.flush();
         }
         let report = std::mem::take(&mut self.shutdown.report);
-        report.log_loop(self.index, self.services.cells.accepted.get(), outcome);
+        report.log_loop(
+            self.index,
+            self.services.telemetry.cells.accepted.get(),
+            outcome,
+        );
         Ended {
             outcome,
             report,

@@ -26,7 +26,7 @@ use super::{
 use crate::handler::{Answer, Ctx, Handler, Inbox, ReplyHandle, Stream};
 use crate::http::request::Request;
 use crate::http::response::{self, Body, Response, Status};
-use crate::stats::{LoopStats, Stats};
+use crate::stats::{Stats, Telemetry};
 
 /// What one read of the fake socket returns.
 enum Read {
@@ -113,8 +113,7 @@ struct Rig {
     promised: Arc<Mutex<Vec<ReplyHandle>>>,
     now: Instant,
     stage: Stage,
-    stats: Stats,
-    cells: Arc<LoopStats>,
+    telemetry: Telemetry,
 }
 
 impl Rig {
@@ -155,8 +154,7 @@ impl Rig {
             promised,
             now: Instant::now(),
             stage: Stage::Serving,
-            cells: stats.of_loop(0).expect("one loop"),
-            stats,
+            telemetry: Telemetry::new(Arc::new(stats), 0, None),
         }
     }
 
@@ -171,10 +169,7 @@ impl Rig {
             inbox: &self.inbox,
             db: None,
             stage: self.stage,
-            cells: &self.cells,
-            stats: &self.stats,
-            access_log: None,
-            details: false,
+            telemetry: &mut self.telemetry,
             id: ConnId(7),
         }
     }
