@@ -146,6 +146,20 @@ impl Server {
         self.child.id()
     }
 
+    /// The process's standard output, for a test that started it piped.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.stdout.take().expect("stdout was piped")
+    }
+
+    /// The address `/metrics` is served on alone (`METRICS_LISTEN`), from its log line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("Metrics on http://");
+        let addr = line.rsplit("http://").next().unwrap().trim();
+        let addr = addr.strip_suffix("/metrics").unwrap_or(addr);
+        addr.parse()
+            .unwrap_or_else(|_| panic!("bad address in {line:?}"))
+    }
+
     /// A raw TCP client with read and write timeouts.
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect_timeout(&self.addr, PATIENCE).expect("connect");
@@ -471,4 +485,56 @@ fn read_to_end(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Strin
 /// What a [`read_to_end`] thread read; empty if it was already taken.
 fn joined(reader: Option<thread::JoinHandle<String>>) -> String {
     reader.map_or_else(String::new, |r| r.join().expect("pipe reader"))
+}
+
+/// A Prometheus text exposition as `series → value`, the series written as it appears
+/// (`lastcall_requests_total{route="/json",class="2xx"}`); comment lines left out.
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("a sample line without a value: {line:?}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("a sample value that is not a number: {line:?}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+/// One series' value in a parsed exposition; a missing series fails the test.
+pub fn metric(metrics: &std::collections::HashMap<String, f64>, series: &str) -> f64 {
+    *metrics.get(series).unwrap_or_else(|| {
+        let mut names: Vec<_> = metrics.keys().collect();
+        names.sort();
+        panic!("no series {series} in /metrics; it has: {names:#?}")
+    })
+}
+
+/// Checks an exposition with Prometheus' own linter, `promtool check metrics` (Debian's
+/// `prometheus` package; `.ci/run` installs it): the format, and its naming conventions
+/// (`_total` on counters, base units).
+pub fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus) to validate /metrics");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics found problems:\n{}{}\nin:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
