@@ -768,6 +768,15 @@ mod tests {
             (&[("WORKERS", "0")], &[], "WORKERS", "0"),
             (&[("WORKERS", "1025")], &[], "WORKERS", "1025"),
             (&[("WORKERS", "many")], &[], "WORKERS", "many"),
+            (
+                &[("METRICS_LISTEN", "localhost:9090")],
+                &[],
+                "METRICS_LISTEN",
+                "localhost:9090",
+            ),
+            (&[], &["--metrics-listen", "9090"], "METRICS_LISTEN", "9090"),
+            (&[("ACCESS_LOG", "apache")], &[], "ACCESS_LOG", "apache"),
+            (&[], &["--access-log", "on"], "ACCESS_LOG", "on"),
             (&[], &["--workers", "-1"], "WORKERS", "-1"),
             (
                 &[("SHUTDOWN_TIMEOUT_MS", "0")],
@@ -1150,6 +1159,31 @@ mod tests {
                 Kind::Port | Kind::Url | Kind::MetricsListen | Kind::AccessLog => {}
             }
         }
+    }
+
+    #[test]
+    fn metrics_listen_and_access_log_are_read_and_default_off() {
+        let run = |env: Env, args: Args| match parse(env, args) {
+            Ok(Command::Run(config)) => config,
+            other => panic!("{other:?}"),
+        };
+        let defaults = run(&[], &[]);
+        assert_eq!((defaults.metrics_listen, defaults.access_log), (None, None));
+        let set = run(
+            &[("METRICS_LISTEN", "127.0.0.1:9090"), ("ACCESS_LOG", "JSON")],
+            &[],
+        );
+        assert_eq!(set.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(set.access_log, Some(crate::access_log::Format::Json));
+        // Empty and `off` are the defaults, so a deployment can unset them explicitly.
+        let off = run(&[("METRICS_LISTEN", ""), ("ACCESS_LOG", "off")], &[]);
+        assert_eq!((off.metrics_listen, off.access_log), (None, None));
+        let flags = run(
+            &[],
+            &["--metrics-listen", "[::1]:9090", "--access-log=combined"],
+        );
+        assert_eq!(flags.metrics_listen, Some("[::1]:9090".parse().unwrap()));
+        assert_eq!(flags.access_log, Some(crate::access_log::Format::Combined));
     }
 
     /// A copy-pasted row writing a neighbour's field would make two settings one.

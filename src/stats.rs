@@ -544,3 +544,116 @@ impl Stats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line[series.len() + 1..].parse().unwrap()
+    }
+
+    #[test]
+    fn requests_are_summed_over_loops_by_route_whatever_order_each_loop_met_them() {
+        let stats = Stats::new(2, true);
+        let (a, b) = (stats.of_loop(0).unwrap(), stats.of_loop(1).unwrap());
+        let now = Instant::now();
+        a.answered("/a", 200, now, now);
+        a.answered("/b", 404, now, now);
+        b.answered("/b", 404, now, now);
+        b.answered("/a", 503, now, now);
+        // A status below 100 is a handler's bug: counted, as 5xx.
+        b.answered("/a", 42, now, now);
+        let text = stats.render(now);
+        assert_eq!(
+            value(&text, r#"lastcall_requests_total{route="/a",class="2xx"}"#),
+            1
+        );
+        assert_eq!(
+            value(&text, r#"lastcall_requests_total{route="/b",class="4xx"}"#),
+            2
+        );
+        assert_eq!(
+            value(&text, r#"lastcall_requests_total{route="/a",class="5xx"}"#),
+            2
+        );
+        assert_eq!(value(&text, "lastcall_request_duration_seconds_count"), 5);
+        assert_eq!(value(&text, "lastcall_loops"), 2);
+    }
+
+    #[test]
+    fn routes_past_the_table_are_counted_as_other() {
+        let stats = Stats::new(1, true);
+        let cells = stats.of_loop(0).unwrap();
+        let now = Instant::now();
+        let names: Vec<&'static str> = (0..ROUTE_SLOTS + 5)
+            .map(|i| &*Box::leak(format!("/r{i}").into_boxed_str()))
+            .collect();
+        for name in &names {
+            cells.answered(name, 200, now, now);
+        }
+        let text = stats.render(now);
+        assert_eq!(
+            value(&text, r#"lastcall_requests_total{route="/r0",class="2xx"}"#),
+            1
+        );
+        // Every row but the last is a route's; the rest share `other`.
+        let other = ROUTE_SLOTS + 5 - (ROUTE_SLOTS - 1);
+        let series = r#"lastcall_requests_total{route="other",class="2xx"}"#;
+        assert_eq!(value(&text, series), other as u64);
+        // The same name from another literal (another address) is the same route.
+        cells.answered(
+            Box::leak(String::from("/r0").into_boxed_str()),
+            200,
+            now,
+            now,
+        );
+        let text = stats.render(now);
+        assert_eq!(
+            value(&text, r#"lastcall_requests_total{route="/r0",class="2xx"}"#),
+            2
+        );
+    }
+
+    #[test]
+    fn gauges_and_the_shutdown_headings_follow_the_loop() {
+        let stats = Stats::new(1, true);
+        let cells = stats.of_loop(0).unwrap();
+        cells.open.set(3);
+        cells.idle_changed(true);
+        cells.idle_changed(true);
+        cells.idle_changed(false);
+        cells.closed(CloseReason::IdleTimeout, false);
+        cells.closed(CloseReason::IdleOnShutdown, true);
+        cells.closed(CloseReason::CutAtDeadline, true);
+        let signal = Instant::now();
+        stats.set_phase(Phase::Draining, Some(signal));
+        let text = stats.render(signal + Duration::from_millis(1500));
+        assert_eq!(value(&text, "lastcall_connections_open"), 3);
+        assert_eq!(value(&text, "lastcall_connections_idle"), 1);
+        assert_eq!(value(&text, "lastcall_connections_active"), 2);
+        assert_eq!(value(&text, r#"lastcall_timeouts_total{kind="idle"}"#), 1);
+        let heading = |h: &str| format!(r#"lastcall_shutdown_connections_total{{outcome="{h}"}}"#);
+        assert_eq!(value(&text, &heading("idle_closed")), 1);
+        assert_eq!(value(&text, &heading("cut")), 1);
+        assert_eq!(
+            value(&text, &heading("failed")),
+            0,
+            "the timeout came before the signal"
+        );
+        assert_eq!(
+            value(&text, r#"lastcall_shutdown_phase{phase="draining"}"#),
+            1
+        );
+        assert!(
+            text.contains("lastcall_shutdown_seconds_since_signal 1.5\n"),
+            "{text}"
+        );
+        // No pool, no pool families.
+        assert!(!text.contains("lastcall_db_"), "{text}");
+    }
+}

@@ -11,7 +11,9 @@
 //!   close, and `run` returns `Outcome::Drained` (or `TimedOut` past the deadline);
 //! - asking again is harmless: logged as ignored, like a repeated signal, and a handle that
 //!   outlives its server asks nobody;
-//! - the log says who asked.
+//! - the log says who asked;
+//! - the numbers it hands the application (`Server::stats`, what `/metrics` shows), read
+//!   once `run` has returned, are the shutdown report's and the clients'.
 //!
 //! How the tests see the log: a logger of this test process keeps every line the engine
 //! logs, with the thread that logged it, so each test reads only its own server's lines.
@@ -22,7 +24,7 @@ mod support;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,7 @@ use lastcall::handler::{Answer, Ctx, Handler};
 use lastcall::http::request::Request;
 use lastcall::http::response::{Body, Response, Status, TEXT};
 use lastcall::server::{self, Outcome, Server, ShutdownHandle, Started};
+use lastcall::stats::Stats;
 use support::{PATIENCE, ReadError, Reader};
 
 /// What a drained server answers on `/health`.
@@ -68,6 +71,8 @@ struct Embedded {
     outcome: mpsc::Receiver<io::Result<Outcome>>,
     /// The loop's thread: its log lines are this server's.
     thread: ThreadId,
+    /// Its numbers, as `/metrics` shows them.
+    stats: Arc<Stats>,
 }
 
 impl Embedded {
@@ -94,15 +99,18 @@ impl Embedded {
             if ask_first {
                 handle.shutdown();
             }
-            started_tx.send((server.local_addr(), handle)).unwrap();
+            started_tx
+                .send((server.local_addr(), handle, server.stats()))
+                .unwrap();
             let _ = outcome_tx.send(server.run());
         });
-        let (addr, handle) = started.recv_timeout(PATIENCE).expect("server started");
+        let (addr, handle, stats) = started.recv_timeout(PATIENCE).expect("server started");
         Embedded {
             addr,
             handle,
             outcome,
             thread: runner.thread().id(),
+            stats,
         }
     }
 
@@ -334,6 +342,28 @@ fn shutdown_past_the_deadline_answers_503_and_run_returns_timed_out() {
     let outcome = server.outcome(PATIENCE);
     assert_eq!((outcome, outcome.exit_code()), (Outcome::TimedOut, 1));
     assert!(server.log().contains("Drain timed out"));
+
+    // The final numbers, read once `run` has returned: the report's, and the clients'.
+    let report = "idle_closed=1 drained=0 failed=0 answered_503=1 cut=0";
+    assert!(server.log().contains(report), "{}", server.log());
+    let text = server.stats.render(Instant::now());
+    support::promtool_check(&text);
+    let metrics = support::parse_metrics(&text);
+    for (outcome, n) in [
+        ("idle_closed", 1.0),
+        ("drained", 0.0),
+        ("failed", 0.0),
+        ("answered_503", 1.0),
+        ("cut", 0.0),
+    ] {
+        let series = format!("lastcall_shutdown_connections_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(support::metric(&metrics, &series), n, "{series}");
+    }
+    let server_503 = "lastcall_requests_total{route=\"none\",class=\"5xx\"}";
+    assert_eq!(support::metric(&metrics, server_503), 1.0);
+    let stopped = "lastcall_shutdown_phase{phase=\"stopped\"}";
+    assert_eq!(support::metric(&metrics, stopped), 1.0);
+    assert_eq!(support::metric(&metrics, "lastcall_connections_open"), 0.0);
 }
 
 #[test]

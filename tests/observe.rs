@@ -143,6 +143,13 @@ fn metrics_agree_exactly_with_what_the_clients_did() {
     let hidden = exchange(server.addr, ask_hidden);
     assert_eq!(count(&hidden, "HTTP/1.1 404 "), 1);
 
+    // `METRICS_LISTEN` serves `/metrics` and nothing else.
+    let elsewhere = exchange(metrics, b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(count(&elsewhere, "HTTP/1.1 404 "), 1);
+    let posted = exchange(metrics, b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(count(&posted, "HTTP/1.1 405 "), 1);
+    assert!(String::from_utf8_lossy(&posted).contains("Allow: GET, HEAD\r\n"));
+
     let s = scrape_until(metrics, "every connection closed", |s| {
         s.get("lastcall_connections_open") == Some(&0.0)
     });
