@@ -331,7 +331,7 @@ class Lastcall:
     name = "lastcall"
     stop_signal = signal.SIGTERM
 
-    def __init__(self, binary, prefix, connections, log_filter="info", workers=1):
+    def __init__(self, binary, prefix, connections, log_filter="info", workers=1, access_log=None):
         """`log_filter` is RUST_LOG. The shutdown check needs `info` (the shutdown report);
         a load run wants `warn,lastcall::server=info`: quiet, but still the `Listening on`
         line (logged at info by lastcall::server, which logs per connection only at debug,
@@ -341,6 +341,7 @@ class Lastcall:
         self.connections = connections
         self.log_filter = log_filter
         self.workers = workers  # WORKERS: event loops, one thread each
+        self.access_log = access_log  # ACCESS_LOG: None (off), "combined" or "json"
 
     def start(self, workdir, timeout):
         self.log_path = os.path.join(workdir, "lastcall.log")
@@ -353,11 +354,14 @@ class Lastcall:
             MAX_CONNECTIONS=str(min(1_000_000, self.connections + 1024)),
             KEEPALIVE_TIMEOUT_MS="600000",
             WORKERS=str(self.workers),
+            ACCESS_LOG=self.access_log or "off",
         )
         cmd = self.prefix + [self.binary, "--listen", "127.0.0.1:0"]
-        with open(self.log_path, "wb") as err:
+        # The access log goes to a file, as nginx's does.
+        access = os.path.join(workdir, "access.log") if self.access_log else os.devnull
+        with open(self.log_path, "wb") as err, open(access, "wb") as out:
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
                 start_new_session=True,  # a Ctrl+C on the bench must not SIGINT it mid-run
             )
         deadline = time.monotonic() + timeout
@@ -416,10 +420,10 @@ class Nginx:
     name = "nginx"
     stop_signal = signal.SIGQUIT  # graceful quit, as `nginx -s quit`
 
-    def __init__(self, binary, prefix, connections, nofile, master=True, workers=1):
+    def __init__(self, binary, prefix, connections, nofile, master=True, workers=1, access_log=False):
         """`master=False` runs one process that both listens and serves (nginx's
         `master_process off`), for a profiler that follows one process. `workers` is
-        `worker_processes`."""
+        `worker_processes`. `access_log`: the `combined` format to a file, else off."""
         self.binary = binary
         self.workers = workers
         self.master = master
@@ -427,6 +431,7 @@ class Nginx:
         # 20000, or more for more connections; never above the descriptor limit.
         self.worker_connections = min(max(20000, connections + 1024), nofile)
         self.nofile = nofile
+        self.access_log = access_log
 
     def start(self, workdir, timeout):
         port = free_port()
@@ -449,7 +454,7 @@ events {{
     worker_connections {self.worker_connections};
 }}
 http {{
-    access_log off;
+    access_log {f"{temp('access.log')} combined" if self.access_log else "off"};
     keepalive_timeout 75s;
     keepalive_requests 1000000;
     client_body_temp_path {temp("client_body")};

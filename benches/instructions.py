@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """User-space instructions per request, lastcall against nginx, counted by callgrind.
 
-    python3 benches/instructions.py [--requests N] [--top K]
+    python3 benches/instructions.py [--requests N] [--top K] [--access-log combined|json]
 
 Why: on this kind of machine the server's CPU time per request (load.py) is ~85% kernel
 (the loopback TCP work, the same for both servers) and moves 10-20% between runs with the
@@ -150,6 +150,9 @@ def main():
     ap.add_argument("--requests", type=int, default=16_000,
                     help="requests in the larger run of each pair (the smaller has a tenth)")
     ap.add_argument("--top", type=int, default=12, help="lastcall's hottest functions to list")
+    ap.add_argument("--access-log", choices=["combined", "json"],
+                    help="both servers write an access log to a file: lastcall in this format, "
+                         "nginx in its combined format (default: off for both)")
     args = ap.parse_args()
     command = check_args(args, [("--requests", 320, 1_000_000), ("--top", 0, 100)])
 
@@ -160,8 +163,10 @@ def main():
     small = large // 10 // 16 * 16
 
     servers = [
-        ("lastcall", lambda prefix: Lastcall(binary, prefix, 16, "warn,lastcall::server=info")),
-        ("nginx", lambda prefix: Nginx(nginx, prefix, 16, 1024, master=False)),
+        ("lastcall", lambda prefix: Lastcall(binary, prefix, 16, "warn,lastcall::server=info",
+                                             access_log=args.access_log)),
+        ("nginx", lambda prefix: Nginx(nginx, prefix, 16, 1024, master=False,
+                                       access_log=args.access_log is not None)),
     ]
     log(f"lastcall {git_rev()} ({binary}); {version_of([nginx, '-v'])}; "
         f"{version_of(['valgrind', '--version'])}")
