@@ -24,6 +24,10 @@
 //! 6. [`db`] — the PostgreSQL worker pool (feature `postgres`): queries run on worker
 //!    threads and answer through reply handles; the pool closes after the drain.
 //! 7. [`config`] — every setting, its default and why.
+//! 8. [`stats`], [`metrics`], [`access_log`] — what an operator sees: each loop counts
+//!    into cells of its own, a scrape of `/metrics` sums them ([`metrics`] writes
+//!    Prometheus' text format), and the access log is formatted on the loop and written
+//!    off it, never waited for.
 //!
 //! ## Embedding
 //!
@@ -87,7 +91,9 @@
 //! - Tokens are never reused for a new socket while an event or reply may name the old one.
 //! - A quiet keep-alive connection (between requests, nothing read or owed:
 //!   `Conn::is_quiet`) owns no buffers; they are lent per request.
-//! - Every close has a [`conn::CloseReason`].
+//! - Every close has a [`conn::CloseReason`], and is counted once under it in `/metrics`.
+//! - Nothing shared between loops is written on the request path: each loop's counters
+//!   are its own ([`stats`]); a scrape only reads.
 //! - A panicking handler costs its request a 500, never the loop; a panic that escapes a
 //!   loop anyway (a bug) ends that loop only: the others drain, and the exit is 1.
 
