@@ -17,7 +17,9 @@
 //! - every answered request is counted once, under one route and one status class, and
 //!   once in the duration histogram; every closed connection once, under its
 //!   [`CloseReason`]; every close during a shutdown once more, under the [`Heading`] the
-//!   shutdown report files it under — so `/metrics` and the report agree.
+//!   shutdown report files it under — so `/metrics` and the report agree;
+//! - a loop counts an accept before its `open` gauge rises, and a close (with its reason)
+//!   before the gauge falls: a scrape that sees a connection gone also sees why.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};

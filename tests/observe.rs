@@ -186,10 +186,14 @@ fn metrics_agree_exactly_with_what_the_clients_did() {
             &series("lastcall_connections_closed_total", &[("reason", reason)]),
         )
     };
+    let closes: Vec<_> = s
+        .iter()
+        .filter(|(k, v)| k.starts_with("lastcall_connections_closed_total{") && **v > 0.0)
+        .collect();
     assert_eq!(
         closed("done"),
         2.0,
-        "the mix and the hidden /metrics asked to close"
+        "the mix and the hidden /metrics asked to close: {closes:?}"
     );
     assert_eq!(closed("rejected"), 2.0);
     let all_closed: f64 = s
@@ -265,7 +269,9 @@ fn a_drain_is_watched_on_metrics_listen_and_agrees_with_the_report() {
                 ))
                 .copied()
             };
-            outcome("idle_closed") == Some(2.0) && outcome("drained") == Some(1.0)
+            outcome("idle_closed") == Some(2.0)
+                && outcome("drained") == Some(1.0)
+                && s.get("lastcall_connections_open") == Some(&2.0)
         },
     );
     assert_eq!(

@@ -322,7 +322,6 @@ impl Loop {
             .is_some()
             .then(|| Box::new(Detail::of_peer(Some(peer))));
         let token = self.conns.slab.insert(Conn::new(socket, now, id, detail));
-        self.set_open();
         let Some(conn) = self.conns.slab.get_mut(token) else {
             return;
         };
@@ -336,20 +335,24 @@ impl Loop {
         {
             log::warn!("cannot register a new connection: {e}");
             self.conns.slab.remove(token);
-            self.set_open();
             return;
         }
-        // New, it is idle: the `idle` gauge follows its state from here (`State::set`).
-        self.services.telemetry.cells.accepted.add(1);
-        self.services.telemetry.cells.idle_changed(true);
         let phase = self.shutdown.phase;
         let at = conn.deadline(&self.services.limits, phase.stage());
         self.conns.timers.schedule(token, at, &mut conn.scheduled);
+        // Counted before the `open` gauge rises (and in `close`, before it falls): a
+        // scrape never sees a connection open that it does not see accepted, or gone
+        // without its reason. New, it is idle: the `idle` gauge follows its state from
+        // here (`State::set`).
+        let cells = &self.services.telemetry.cells;
+        cells.accepted.add(1);
+        cells.idle_changed(true);
         if phase.shutting_down() {
             // During the drain delay, or the last accept of the backlog.
             self.shutdown.report.accepted_after_start += 1;
-            self.services.telemetry.cells.accepted_after_signal.add(1);
+            cells.accepted_after_signal.add(1);
         }
+        self.set_open();
         if matches!(phase, Phase::Delaying { .. }) {
             self.accept.accepted_in_delay(now);
         }
@@ -389,7 +392,6 @@ impl Loop {
         let _ = self.poll.registry().deregister(conn.socket_mut());
         let id = conn.id;
         drop(conn);
-        self.set_open();
         if reason.is_routine() {
             log::debug!("{id}: closed ({reason})");
         } else {
@@ -400,6 +402,7 @@ impl Loop {
             self.shutdown.report.count(reason);
         }
         self.services.telemetry.cells.closed(reason, shutting_down);
+        self.set_open();
         self.drop_stale_timers();
         if self.accept.slot_freed() {
             self.accept_all(now);
