@@ -26,7 +26,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::http::response::write_json_string;
+use crate::http::response::push_decimal;
 
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct Entry<'a> {
     /// resolution, as nginx's `$time_local`).
     pub date: &'a [u8],
     /// The client's address.
-    pub remote: Option<SocketAddr>,
+    pub remote: Option<&'a Peer>,
     /// The method, as sent.
     pub method: &'a str,
     /// The request target, as sent.
@@ -68,6 +68,25 @@ pub struct Entry<'a> {
     pub ended: Option<&'a str>,
 }
 
+/// A client's address as the lines write it, formatted once per connection rather than
+/// once per request: `ip` for the combined format (`::1`, as nginx's `$remote_addr`), and
+/// `addr` with the port for JSON (`[::1]:50312`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    ip: String,
+    addr: String,
+}
+
+impl Peer {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            ip: addr.ip().to_string(),
+            addr: addr.to_string(),
+        }
+    }
+}
+
 /// Batches that may wait for the writer before the next one is dropped: at one batch per
 /// loop turn, a few hundred turns of output.
 const QUEUE: usize = 256;
@@ -78,14 +97,35 @@ pub struct AccessLog {
     format: Format,
     batch: Vec<u8>,
     lines: u64,
-    queue: SyncSender<Vec<u8>>,
+    queue: SyncSender<Batch>,
     dropped: Arc<AtomicU64>,
+    /// Where the writer sends this log's batches back once written, emptied, to be filled
+    /// again: a busy log allocates no buffer per turn (a channel per log, so no lock is
+    /// shared between the loops and the writer).
+    back: SyncSender<Vec<u8>>,
+    returned: Receiver<Vec<u8>>,
+    /// The time of the last line, formatted, and the `Date` value it was made from: the
+    /// value changes once a second, the lines far more often.
+    time: Time,
 }
+
+/// A batch of lines, and where to return its buffer.
+type Batch = (Vec<u8>, SyncSender<Vec<u8>>);
+
+/// The current second in a line's format, and the `Date` it came from.
+#[derive(Debug, Default)]
+struct Time {
+    date: Vec<u8>,
+    text: Vec<u8>,
+}
+
+/// A batch's buffer is made for this many bytes: a few dozen lines before it grows.
+const BATCH_BYTES: usize = 8 * 1024;
 
 /// The writer thread, and the count of dropped lines every loop adds to.
 #[derive(Debug)]
 pub struct Writer {
-    queue: SyncSender<Vec<u8>>,
+    queue: SyncSender<Batch>,
     dropped: Arc<AtomicU64>,
     thread: JoinHandle<()>,
 }
@@ -107,12 +147,17 @@ impl Writer {
 
     /// An access log for one loop, writing through this thread.
     pub fn log(&self, format: Format) -> AccessLog {
+        // Room for every batch that can be out at once: the writer never waits to return one.
+        let (back, returned) = sync_channel(QUEUE + 1);
         AccessLog {
             format,
-            batch: Vec::new(),
+            batch: Vec::with_capacity(BATCH_BYTES),
             lines: 0,
             queue: self.queue.clone(),
             dropped: Arc::clone(&self.dropped),
+            back,
+            returned,
+            time: Time::default(),
         }
     }
 
@@ -145,20 +190,33 @@ impl Writer {
 
 /// The writer thread's body: one `write_all` per batch. A failing output (closed pipe)
 /// ends the thread; batches offered later are then counted as dropped.
-fn write_all(batches: Receiver<Vec<u8>>, mut out: impl Write) {
-    for batch in batches {
+fn write_all(batches: Receiver<Batch>, mut out: impl Write) {
+    for (mut batch, back) in batches {
         if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
             return;
         }
+        batch.clear();
+        // Its log may be gone (its loop ended): the buffer is then freed here.
+        let _ = back.try_send(batch);
     }
 }
 
 impl AccessLog {
     /// Adds one request's line to the batch.
     pub fn record(&mut self, entry: &Entry<'_>) {
+        if self.time.date != entry.date {
+            self.time.date.clear();
+            self.time.date.extend_from_slice(entry.date);
+            self.time.text.clear();
+            match self.format {
+                Format::Combined => clf_time(&mut self.time.text, entry.date),
+                Format::Json => iso_time(&mut self.time.text, entry.date),
+            }
+        }
+        let time = &self.time.text;
         match self.format {
-            Format::Combined => combined(&mut self.batch, entry),
-            Format::Json => json(&mut self.batch, entry),
+            Format::Combined => combined(&mut self.batch, time, entry),
+            Format::Json => json(&mut self.batch, time, entry),
         }
         self.lines += 1;
     }
@@ -169,8 +227,12 @@ impl AccessLog {
         if self.lines == 0 {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
-        match self.queue.try_send(batch) {
+        let next = self
+            .returned
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES));
+        let batch = std::mem::replace(&mut self.batch, next);
+        match self.queue.try_send((batch, self.back.clone())) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(self.lines, Ordering::Relaxed);
@@ -222,102 +284,177 @@ fn iso_time(out: &mut Vec<u8>, date: &[u8]) {
     }
 }
 
-/// Bytes between quotes in a combined line, escaped as nginx does (`\"`, `\\`, and
-/// `\xHH` for anything not printable ASCII), so a line is always one line.
-fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+/// `parts` between one pair of quotes in a combined line, escaped as nginx does (`\"`,
+/// `\\`, and `\xHH` for anything not printable ASCII), so a line is always one line.
+/// Runs of plain bytes are copied whole, found with a table (one load a byte).
+fn quoted(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    const PLAIN: [bool; 256] = {
+        let mut plain = [false; 256];
+        let mut b = 0x20;
+        while b <= 0x7e {
+            plain[b] = b != b'"' as usize && b != b'\\' as usize;
+            b += 1;
+        }
+        plain
+    };
     out.push(b'"');
-    for &b in bytes {
-        match b {
-            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-            0x20..=0x7e => out.push(b),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.extend_from_slice(&[
+    for &part in parts {
+        let mut bytes = part;
+        loop {
+            let run = bytes
+                .iter()
+                .position(|&b| !PLAIN[usize::from(b)])
+                .unwrap_or(bytes.len());
+            out.extend_from_slice(&bytes[..run]);
+            let Some((&b, rest)) = bytes[run..].split_first() else {
+                break;
+            };
+            match b {
+                b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+                _ => out.extend_from_slice(&[
                     b'\\',
                     b'x',
                     HEX[usize::from(b >> 4)],
                     HEX[usize::from(b & 15)],
-                ]);
+                ]),
             }
+            bytes = rest;
         }
     }
     out.push(b'"');
 }
 
-fn combined(out: &mut Vec<u8>, e: &Entry<'_>) {
-    use std::io::Write as _;
-    match e.remote {
-        Some(addr) => {
-            let _ = write!(out, "{}", addr.ip());
-        }
-        None => out.push(b'-'),
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// A JSON string of raw bytes (a header field may hold any): bytes that are not UTF-8
+/// become U+FFFD, so the line stays valid JSON.
+fn json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json_string(out, text),
+        Err(_) => json_string(out, &String::from_utf8_lossy(bytes)),
     }
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7). Runs
+/// of plain bytes are copied whole, found with a table (one load a byte).
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    const PLAIN: [bool; 256] = {
+        let mut plain = [true; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            plain[b] = false;
+            b += 1;
+        }
+        plain[b'"' as usize] = false;
+        plain[b'\\' as usize] = false;
+        plain
+    };
+    let mut text = text.as_bytes();
+    out.push(b'"');
+    loop {
+        let run = text
+            .iter()
+            .position(|&b| !PLAIN[usize::from(b)])
+            .unwrap_or(text.len());
+        out.extend_from_slice(&text[..run]);
+        let Some((&b, rest)) = text[run..].split_first() else {
+            break;
+        };
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+        }
+        text = rest;
+    }
+    out.push(b'"');
+}
+
+/// Microseconds as seconds with six decimals (`0.001250`), without a float.
+fn push_seconds(out: &mut Vec<u8>, d: Duration) {
+    push_decimal(out, d.as_secs());
+    let micros = d.subsec_micros();
+    let mut frac = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
+    let mut n = micros;
+    for digit in frac[1..].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&frac);
+}
+
+fn combined(out: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
+    let ip = e.remote.map_or("-", |peer| peer.ip.as_str());
+    out.extend_from_slice(ip.as_bytes());
     out.extend_from_slice(b" - - [");
-    clf_time(out, e.date);
+    out.extend_from_slice(time);
     out.extend_from_slice(b"] ");
-    let request = [
+    // The request line, quoted as one: nginx's `"$request"`.
+    let (method, target, version) = (
         e.method.as_bytes(),
-        b" ",
         e.target.as_bytes(),
-        b" ",
         e.version.as_bytes(),
-    ]
-    .concat();
-    quoted(out, &request);
-    let _ = write!(out, " {} {} ", e.status, e.bytes);
-    quoted(out, e.referer.unwrap_or(b"-"));
+    );
+    quoted(out, &[method, b" ", target, b" ", version]);
     out.push(b' ');
-    quoted(out, e.user_agent.unwrap_or(b"-"));
+    push_decimal(out, u64::from(e.status));
+    out.push(b' ');
+    push_decimal(out, e.bytes);
+    out.push(b' ');
+    quoted(out, &[e.referer.unwrap_or(b"-")]);
+    out.push(b' ');
+    quoted(out, &[e.user_agent.unwrap_or(b"-")]);
     out.push(b'\n');
 }
 
-fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
-    let mut line = String::with_capacity(256);
-    // Writing into a `String` cannot fail.
-    let _ = json_line(&mut line, e);
-    out.extend_from_slice(line.as_bytes());
-}
-
-fn json_line(line: &mut String, e: &Entry<'_>) -> std::fmt::Result {
-    use std::fmt::Write as _;
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let mut time = Vec::with_capacity(20);
-    iso_time(&mut time, e.date);
-    line.push_str("{\"time\":");
-    write_json_string(line, &text(&time))?;
-    line.push_str(",\"remote\":");
+fn json(out: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(time);
+    out.extend_from_slice(b"\",\"remote\":");
     match e.remote {
-        Some(addr) => write_json_string(line, &addr.to_string())?,
-        None => line.push_str("null"),
+        Some(peer) => json_string(out, &peer.addr),
+        None => out.extend_from_slice(b"null"),
     }
     for (name, value) in [
-        ("method", e.method),
-        ("target", e.target),
-        ("version", e.version),
+        (&b",\"method\":"[..], e.method),
+        (b",\"target\":", e.target),
+        (b",\"version\":", e.version),
     ] {
-        write!(line, ",\"{name}\":")?;
-        write_json_string(line, value)?;
+        out.extend_from_slice(name);
+        json_string(out, value);
     }
-    write!(
-        line,
-        ",\"status\":{},\"bytes\":{},\"duration_s\":{:.6},\"conn\":\"c{}\"",
-        e.status,
-        e.bytes,
-        e.duration.as_secs_f64(),
-        e.conn
-    )?;
-    for (name, value) in [("referer", e.referer), ("user_agent", e.user_agent)] {
+    out.extend_from_slice(b",\"status\":");
+    push_decimal(out, u64::from(e.status));
+    out.extend_from_slice(b",\"bytes\":");
+    push_decimal(out, e.bytes);
+    out.extend_from_slice(b",\"duration_s\":");
+    push_seconds(out, e.duration);
+    out.extend_from_slice(b",\"conn\":\"c");
+    push_decimal(out, e.conn);
+    out.push(b'"');
+    for (name, value) in [
+        (&b",\"referer\":"[..], e.referer),
+        (b",\"user_agent\":", e.user_agent),
+    ] {
         if let Some(value) = value {
-            write!(line, ",\"{name}\":")?;
-            write_json_string(line, &text(value))?;
+            out.extend_from_slice(name);
+            json_bytes(out, value);
         }
     }
     if let Some(ended) = e.ended {
-        line.push_str(",\"ended\":");
-        write_json_string(line, ended)?;
+        out.extend_from_slice(b",\"ended\":");
+        json_string(out, ended);
     }
-    line.push_str("}\n");
-    Ok(())
+    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
@@ -327,10 +464,13 @@ mod tests {
 
     const DATE: &[u8] = b"Wed, 02 Dec 2026 08:35:18 GMT";
 
+    static PEER: std::sync::LazyLock<Peer> =
+        std::sync::LazyLock::new(|| Peer::new("127.0.0.1:50312".parse().unwrap()));
+
     fn entry() -> Entry<'static> {
         Entry {
             date: DATE,
-            remote: Some("127.0.0.1:50312".parse().unwrap()),
+            remote: Some(&PEER),
             method: "GET",
             target: "/bytes/5?x=1",
             version: "HTTP/1.1",
@@ -361,7 +501,9 @@ mod tests {
     #[test]
     fn combined_lines_read_as_nginx_writes_them() {
         let mut out = Vec::new();
-        combined(&mut out, &entry());
+        let mut time = Vec::new();
+        clf_time(&mut time, DATE);
+        combined(&mut out, &time, &entry());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "127.0.0.1 - - [02/Dec/2026:08:35:18 +0000] \"GET /bytes/5?x=1 HTTP/1.1\" 200 5 \
@@ -374,7 +516,9 @@ mod tests {
         let mut e = entry();
         e.ended = Some("closed by the client");
         let mut out = Vec::new();
-        json(&mut out, &e);
+        let mut time = Vec::new();
+        iso_time(&mut time, DATE);
+        json(&mut out, &time, &e);
         let line = String::from_utf8(out).unwrap();
         assert_eq!(
             line,

@@ -20,7 +20,7 @@ use support::{PATIENCE, Reader, Server, command, get, metric, parse_metrics, pro
 
 /// One scrape of `/metrics` at `addr`: the text, checked by promtool, and its samples.
 fn scrape(addr: SocketAddr) -> (String, HashMap<String, f64>) {
-    let mut conn = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to /metrics");
+    let conn = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to /metrics");
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut reader = Reader::new(conn);
     reader.send(b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n");

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use super::state::{State, Waiting};
 use super::{CloseReason, Conn, LoopCx, Socket};
-use crate::access_log::Entry;
+use crate::access_log::{Entry, Peer};
 use crate::http::request::{Method, Request, Version};
 use crate::http::response::Response;
 
@@ -38,7 +38,7 @@ impl fmt::Display for ConnId {
 #[derive(Debug, Default)]
 pub struct Detail {
     /// The client's address (the access log's first field), when it was asked for.
-    peer: Option<SocketAddr>,
+    peer: Option<Peer>,
     /// Whether the fields below belong to the request being answered (a refusal before
     /// any handler call has none).
     held: bool,
@@ -46,15 +46,19 @@ pub struct Detail {
     version: Option<Version>,
     /// Path and query, as sent.
     target: String,
-    referer: Option<Vec<u8>>,
-    user_agent: Option<Vec<u8>>,
+    /// `Referer` and `User-Agent`, when sent (`has_*`): buffers reused request after
+    /// request.
+    referer: Vec<u8>,
+    user_agent: Vec<u8>,
+    has_referer: bool,
+    has_agent: bool,
 }
 
 impl Detail {
     /// The details of a connection whose client is at `peer`.
     pub fn of_peer(peer: Option<SocketAddr>) -> Detail {
         Detail {
-            peer,
+            peer: peer.map(Peer::new),
             ..Detail::default()
         }
     }
@@ -71,9 +75,25 @@ impl Detail {
             self.target.push('?');
             self.target.push_str(query);
         }
-        let field = |name| req.header(name).map(<[u8]>::to_vec);
-        self.referer = field("referer");
-        self.user_agent = field("user-agent");
+        let (referer, user_agent) = (&mut self.referer, &mut self.user_agent);
+        referer.clear();
+        user_agent.clear();
+        let (mut has_referer, mut has_agent) = (false, false);
+        req.for_each_header(|name, value| {
+            let (into, has) = if name.eq_ignore_ascii_case("referer") {
+                (&mut *referer, &mut has_referer)
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                (&mut *user_agent, &mut has_agent)
+            } else {
+                return;
+            };
+            if !*has {
+                into.extend_from_slice(value);
+                *has = true;
+            }
+        });
+        self.has_referer = has_referer;
+        self.has_agent = has_agent;
     }
 }
 
@@ -126,13 +146,11 @@ impl<S: Socket> Conn<S> {
             Some(_) if held => "HTTP/1.1",
             _ => "-",
         };
-        let (referer, user_agent) = match held {
-            true => (detail.referer.as_deref(), detail.user_agent.as_deref()),
-            false => (None, None),
-        };
+        let referer = (held && detail.has_referer).then_some(detail.referer.as_slice());
+        let user_agent = (held && detail.has_agent).then_some(detail.user_agent.as_slice());
         access_log.record(&Entry {
             date: cx.date,
-            remote: detail.peer,
+            remote: detail.peer.as_ref(),
             method,
             target,
             version,
