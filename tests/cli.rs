@@ -149,3 +149,19 @@ fn workers_auto_runs_one_loop_per_cpu_the_process_may_use() {
     }
     assert_eq!(get(&server, "/live").status, 200);
 }
+
+#[test]
+fn metrics_listen_in_use_exits_1_naming_the_setting() {
+    let first = Server::start(&[], &[]);
+    let addr = first.addr.to_string();
+    let exited = run_to_exit(&[("METRICS_LISTEN", &addr)], &[]);
+    assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+    assert!(
+        exited.stderr.starts_with(&format!(
+            "lastcall: cannot listen on {addr} (METRICS_LISTEN): "
+        )),
+        "{}",
+        exited.stderr
+    );
+    assert!(!exited.stderr.contains("Listening on"), "{}", exited.stderr);
+}

@@ -97,6 +97,13 @@ pub enum BindError {
         /// What the system said.
         error: io::Error,
     },
+    /// `METRICS_LISTEN`'s address: in use (the main port's, say), or not this host's.
+    MetricsListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the system said.
+        error: io::Error,
+    },
     /// The event loop's own parts: the poll, its waker, or registering the signals or the
     /// listener with it.
     EventLoop(io::Error),
@@ -110,6 +117,9 @@ impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BindError::Listen { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            BindError::MetricsListen { addr, error } => {
+                write!(f, "cannot listen on {addr} (METRICS_LISTEN): {error}")
+            }
             BindError::EventLoop(error) => write!(f, "cannot set up the event loop: {error}"),
             BindError::Database(message) => f.write_str(message),
         }
@@ -198,7 +208,7 @@ impl Server {
         let stats = Arc::new(Stats::new(workers, config.metrics_listen.is_none()));
         let scrape = match config.metrics_listen {
             Some(addr) => {
-                Some(Scrape::bind(addr).map_err(|error| BindError::Listen { addr, error })?)
+                Some(Scrape::bind(addr).map_err(|error| BindError::MetricsListen { addr, error })?)
             }
             None => None,
         };
