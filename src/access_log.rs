@@ -286,7 +286,6 @@ fn iso_time(out: &mut Vec<u8>, date: &[u8]) {
 
 /// `parts` between one pair of quotes in a combined line, escaped as nginx does (`\"`,
 /// `\\`, and `\xHH` for anything not printable ASCII), so a line is always one line.
-/// Runs of plain bytes are copied whole, found with a table (one load a byte).
 fn quoted(out: &mut Vec<u8>, parts: &[&[u8]]) {
     const PLAIN: [bool; 256] = {
         let mut plain = [false; 256];
@@ -298,30 +297,40 @@ fn quoted(out: &mut Vec<u8>, parts: &[&[u8]]) {
         plain
     };
     out.push(b'"');
-    for &part in parts {
-        let mut bytes = part;
-        loop {
-            let run = bytes
-                .iter()
-                .position(|&b| !PLAIN[usize::from(b)])
-                .unwrap_or(bytes.len());
-            out.extend_from_slice(&bytes[..run]);
-            let Some((&b, rest)) = bytes[run..].split_first() else {
-                break;
-            };
-            match b {
-                b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-                _ => out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 15)],
-                ]),
-            }
-            bytes = rest;
-        }
+    for part in parts {
+        escape_into(out, part, &PLAIN, |out, b| match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+        });
     }
     out.push(b'"');
+}
+
+/// Copies `bytes` into `out`: runs of `plain` bytes whole, found with the table (one load
+/// a byte), and each other byte as `escape` writes it.
+fn escape_into(
+    out: &mut Vec<u8>,
+    mut bytes: &[u8],
+    plain: &[bool; 256],
+    escape: fn(&mut Vec<u8>, u8),
+) {
+    loop {
+        let run = bytes
+            .iter()
+            .position(|&b| !plain[usize::from(b)])
+            .unwrap_or(bytes.len());
+        out.extend_from_slice(&bytes[..run]);
+        let Some((&b, rest)) = bytes[run..].split_first() else {
+            return;
+        };
+        escape(out, b);
+        bytes = rest;
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -335,8 +344,7 @@ fn json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7). Runs
-/// of plain bytes are copied whole, found with a table (one load a byte).
+/// A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7).
 fn json_string(out: &mut Vec<u8>, text: &str) {
     const PLAIN: [bool; 256] = {
         let mut plain = [true; 256];
@@ -349,33 +357,21 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
         plain[b'\\' as usize] = false;
         plain
     };
-    let mut text = text.as_bytes();
     out.push(b'"');
-    loop {
-        let run = text
-            .iter()
-            .position(|&b| !PLAIN[usize::from(b)])
-            .unwrap_or(text.len());
-        out.extend_from_slice(&text[..run]);
-        let Some((&b, rest)) = text[run..].split_first() else {
-            break;
-        };
-        match b {
-            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]),
-        }
-        text = rest;
-    }
+    escape_into(out, text.as_bytes(), &PLAIN, |out, b| match b {
+        b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 15)],
+        ]),
+    });
     out.push(b'"');
 }
 

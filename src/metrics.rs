@@ -139,6 +139,11 @@ impl Exposition {
         self
     }
 
+    /// A family of one sample without labels: its `# HELP`, `# TYPE` and value.
+    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: u64) -> &mut Self {
+        self.family(name, kind, help).sample(name, &[], value)
+    }
+
     /// One sample of a duration in seconds (microsecond precision), of the family just
     /// started.
     pub fn seconds(&mut self, name: &str, labels: &[(&str, &str)], value: Duration) -> &mut Self {

@@ -304,63 +304,79 @@ impl Stats {
     pub fn render(&self, now: Instant) -> String {
         let mut e = Exposition::default();
         let loops: Vec<&LoopStats> = self.loops.iter().map(|l| &**l).collect();
-        let sum = |f: &dyn Fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
+        let sum = |f: fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
 
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
         e.family(
             "lastcall_build_info",
             Kind::Gauge,
             "Always 1; the version as a label.",
         )
-        .sample(
-            "lastcall_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1,
+        .sample("lastcall_build_info", &version, 1);
+        e.single(
+            "lastcall_loops",
+            Kind::Gauge,
+            "Event loops (WORKERS).",
+            loops.len() as u64,
         );
-        e.family("lastcall_loops", Kind::Gauge, "Event loops (WORKERS).")
-            .sample("lastcall_loops", &[], loops.len() as u64);
         self.render_requests(&mut e, &loops);
         e.histogram(
             "lastcall_request_duration_seconds",
             "From a request's first byte to its answer's encoding.",
             &loops.iter().map(|l| &l.duration).collect::<Vec<_>>(),
         );
-        let open = sum(&|l| l.open.get());
-        let idle = sum(&|l| l.idle.get());
-        for (name, help, value) in [
-            ("lastcall_connections_open", "Connections open now.", open),
+        let (open, idle) = (sum(|l| l.open.get()), sum(|l| l.idle.get()));
+        let dropped = self
+            .access_log_dropped
+            .get()
+            .map_or(0, |d| d.load(Ordering::Relaxed));
+        for (name, kind, help, value) in [
+            (
+                "lastcall_connections_open",
+                Kind::Gauge,
+                "Connections open now.",
+                open,
+            ),
             (
                 "lastcall_connections_idle",
+                Kind::Gauge,
                 "Open connections between requests.",
                 idle,
             ),
             (
                 "lastcall_connections_active",
+                Kind::Gauge,
                 "Open connections with a request in progress.",
                 open.saturating_sub(idle),
             ),
-        ] {
-            e.family(name, Kind::Gauge, help).sample(name, &[], value);
-        }
-        for (name, help, value) in [
             (
                 "lastcall_connections_accepted_total",
+                Kind::Counter,
                 "Connections accepted.",
-                sum(&|l| l.accepted.get()),
+                sum(|l| l.accepted.get()),
             ),
             (
                 "lastcall_received_bytes_total",
+                Kind::Counter,
                 "Bytes read from clients.",
-                sum(&|l| l.received.get()),
+                sum(|l| l.received.get()),
             ),
             (
                 "lastcall_sent_bytes_total",
+                Kind::Counter,
                 "Bytes written to clients.",
-                sum(&|l| l.sent.get()),
+                sum(|l| l.sent.get()),
+            ),
+            (
+                "lastcall_access_log_dropped_lines_total",
+                Kind::Counter,
+                "Access-log lines dropped: the output did not keep up.",
+                dropped,
             ),
         ] {
-            e.family(name, Kind::Counter, help).sample(name, &[], value);
+            e.single(name, kind, help, value);
         }
-        let closed = |r: CloseReason| sum(&|l| l.closed[r.index()].get());
+        let closed = |r: CloseReason| loops.iter().map(|l| l.closed[r.index()].get()).sum();
         let name = "lastcall_connections_closed_total";
         e.family(name, Kind::Counter, "Connections closed, by why.");
         for reason in CloseReason::ALL {
@@ -381,17 +397,6 @@ impl Stats {
         }
         self.render_shutdown(&mut e, &loops, now);
         self.render_pool(&mut e);
-        let dropped = self
-            .access_log_dropped
-            .get()
-            .map_or(0, |d| d.load(Ordering::Relaxed));
-        let name = "lastcall_access_log_dropped_lines_total";
-        e.family(
-            name,
-            Kind::Counter,
-            "Access-log lines dropped: the output did not keep up.",
-        )
-        .sample(name, &[], dropped);
         e.finish()
     }
 
@@ -447,21 +452,19 @@ impl Stats {
             &[],
             since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
         );
-        let sum = |f: &dyn Fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
-        let name = "lastcall_shutdown_open_at_signal";
-        e.family(
-            name,
+        let sum = |f: fn(&LoopStats) -> u64| loops.iter().map(|l| f(l)).sum::<u64>();
+        e.single(
+            "lastcall_shutdown_open_at_signal",
             Kind::Gauge,
             "Connections open when the shutdown began.",
-        )
-        .sample(name, &[], sum(&|l| l.open_at_signal.get()));
-        let name = "lastcall_shutdown_accepted_after_signal_total";
-        e.family(
-            name,
+            sum(|l| l.open_at_signal.get()),
+        );
+        e.single(
+            "lastcall_shutdown_accepted_after_signal_total",
             Kind::Counter,
             "Connections accepted after the shutdown began (drain delay, backlog).",
-        )
-        .sample(name, &[], sum(&|l| l.accepted_after_signal.get()));
+            sum(|l| l.accepted_after_signal.get()),
+        );
         let name = "lastcall_shutdown_connections_total";
         e.family(
             name,
@@ -469,7 +472,10 @@ impl Stats {
             "Connections closed during the shutdown, as the shutdown report counts them.",
         );
         for heading in Heading::ALL {
-            let count = sum(&|l| l.shutdown[heading as usize].get());
+            let count = loops
+                .iter()
+                .map(|l| l.shutdown[heading as usize].get())
+                .sum();
             e.sample(name, &[("outcome", heading.label())], count);
         }
         let name = "lastcall_handovers_total";
@@ -515,7 +521,7 @@ impl Stats {
                 stats.queued,
             ),
         ] {
-            e.family(name, Kind::Gauge, help).sample(name, &[], value);
+            e.single(name, Kind::Gauge, help, value);
         }
         let name = "lastcall_db_jobs_rejected_total";
         e.family(
@@ -542,7 +548,7 @@ impl Stats {
                 stats.connect_failures,
             ),
         ] {
-            e.family(name, Kind::Counter, help).sample(name, &[], value);
+            e.single(name, Kind::Counter, help, value);
         }
     }
 }

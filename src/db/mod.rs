@@ -16,7 +16,7 @@ mod session;
 mod worker;
 
 #[cfg(feature = "postgres")]
-pub use pool::{Closed, Pool, PoolStats, QUEUE_TIMEOUT, Refused};
+pub use pool::{Closed, Pool, QUEUE_TIMEOUT, Refused};
 #[cfg(feature = "postgres")]
 pub use session::{CANCEL_TIMEOUT, CONNECT_TIMEOUT, Error, Job, QUERY_TIMEOUT, Session};
 
@@ -34,24 +34,24 @@ pub struct Closed {
     pub joined: usize,
 }
 
-/// The pool's numbers for a metrics scrape; without the `postgres` feature there is no
-/// pool to count, so none is made (the fields mean what they mean in the `postgres` build).
-#[cfg(not(feature = "postgres"))]
+/// What the pool is doing and has done, read from any thread (a scrape): gauges are the
+/// state now, counters count since start. (In both builds: without the `postgres` feature
+/// no pool exists to report it.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Worker threads configured.
+    /// Worker threads configured (`DB_POOL_SIZE`).
     pub workers: u64,
-    /// Workers connected now.
+    /// Workers connected to the database now.
     pub connected: u64,
-    /// Jobs queued now.
+    /// Jobs waiting in the queue for a worker now.
     pub queued: u64,
-    /// Jobs refused because the queue was full.
+    /// Jobs refused at submit because the queue was full (answered 503 "database busy").
     pub rejected_busy: u64,
-    /// Jobs refused because no database was reachable.
+    /// Jobs refused at submit because no database was reachable (503 "database unavailable").
     pub rejected_unavailable: u64,
-    /// Jobs answered 503 after waiting in the queue too long.
+    /// Jobs answered 503 by the queue's timer after waiting `QUEUE_TIMEOUT`.
     pub queue_timeouts: u64,
-    /// Connections made after one was lost or failed.
+    /// Connections established after a worker had lost one (or failed to get one): reconnects.
     pub reconnects: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,

@@ -67,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{CancelToken, Config};
 
+use super::PoolStats;
 use super::outage::Outage;
 use super::session::{CONNECT_TIMEOUT, Job, STATEMENT_TIMEOUT, send_cancel};
 use super::worker::{Worker, unavailable};
@@ -135,28 +136,6 @@ pub(super) struct Counters {
     pub(super) queue_timeouts: AtomicU64,
     pub(super) reconnects: AtomicU64,
     pub(super) connect_failures: AtomicU64,
-}
-
-/// What the pool is doing and has done, read from any thread (a scrape): gauges are the
-/// state now, counters count since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Worker threads configured (`DB_POOL_SIZE`).
-    pub workers: u64,
-    /// Workers connected to the database now.
-    pub connected: u64,
-    /// Jobs waiting in the queue for a worker now.
-    pub queued: u64,
-    /// Jobs refused at submit because the queue was full (answered 503 "database busy").
-    pub rejected_busy: u64,
-    /// Jobs refused at submit because no database was reachable (503 "database unavailable").
-    pub rejected_unavailable: u64,
-    /// Jobs answered 503 by the queue's timer after waiting `QUEUE_TIMEOUT`.
-    pub queue_timeouts: u64,
-    /// Connections established after a worker had lost one (or failed to get one): reconnects.
-    pub reconnects: u64,
-    /// Connection attempts that failed.
-    pub connect_failures: u64,
 }
 
 pub(super) struct Queue {
@@ -462,7 +441,8 @@ mod tests {
     use mio::{Poll, Token, Waker};
 
     use super::super::worker::unavailable;
-    use super::{Pool, PoolStats, QUEUE_PER_WORKER, Refused};
+    use super::{Pool, QUEUE_PER_WORKER, Refused};
+    use crate::db::PoolStats;
     use crate::handler::{Ctx, Inbox, ReplyHandle, ReplyId};
 
     /// Nothing listens on port 1: every attempt is refused at once.
