@@ -99,8 +99,14 @@ pub(super) fn read(buf: &[u8]) -> Option<Plain<'_>> {
     if end == start || classes & !T_QUERY != T_OK {
         return None;
     }
-    // All ASCII (checked just above), so this never fails.
-    let target = std::str::from_utf8(&buf[start..end]).ok()?;
+    // All ASCII (checked just above), so this never fails. Through `utf8_chunks`, not
+    // `str::from_utf8`: both check every byte (safe code has no other way to a `&str`),
+    // but for a slice this short `from_utf8` pays for setting up a word-at-a-time walk
+    // it never reaches (113 instructions for `/plaintext`, against 94).
+    let target = match buf[start..end].utf8_chunks().next() {
+        Some(chunk) if chunk.invalid().is_empty() => chunk.valid(),
+        _ => return None,
+    };
 
     // The version, and the line's end.
     // As arrays, not slices: an array pattern compiles to a few word compares, a byte
