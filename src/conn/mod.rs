@@ -316,6 +316,12 @@ impl<S: Socket> Conn<S> {
 
     /// When the loop must next call [`Conn::timer`].
     pub fn deadline(&self, limits: &Limits, stage: Stage) -> Option<Instant> {
+        // Nothing buffered either way and no drain: no grace to weigh, no write timer
+        // (one runs only while output waits), and no rule below applies but the state's
+        // own. The case after nearly every call, answered early.
+        if self.input.is_none() && self.output.is_none() && stage != Stage::Draining {
+            return self.state.deadline(&limits.timeouts);
+        }
         let grace = match stage {
             Stage::Draining => self.fresh_until(),
             Stage::Serving | Stage::Announced => None,

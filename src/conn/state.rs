@@ -247,6 +247,7 @@ impl State {
     }
 
     /// When this state next needs the loop's attention, if ever (write timer aside).
+    #[inline]
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match self {
             State::Idle { since } => Some(*since + t.keepalive),
