@@ -378,6 +378,12 @@ impl<S: Socket> Conn<S> {
             let handled = self.process(cx);
             let wrote = self.flush(cx)?;
             self.settle(cx)?;
+            // Quiet, and the socket said it is empty: the next round would read nothing,
+            // handle nothing, write nothing and park nothing, so it is not run (a client
+            // that sends one request at a time ends every call here).
+            if self.is_quiet() && self.read == ReadSide::Empty {
+                return Ok(());
+            }
             if !(read || handled || wrote) {
                 if self.park(cx) {
                     continue; // refused: the answer goes out in the next round
