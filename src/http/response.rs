@@ -475,6 +475,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Appends `n` in decimal without going through `fmt` (which is slow and allocation-prone
 /// on the hot path): two digits a turn, from a table of the pairs `00` to `99`, so half as
 /// many divisions as one digit a turn.
+#[inline] // a length a response: a call would cost as much as its digits
 pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     const PAIRS: [u8; 200] = {
         let mut pairs = [0u8; 200];
