@@ -85,17 +85,17 @@ pub(super) fn read(buf: &[u8]) -> Option<Plain<'_>> {
     };
 
     // The target: plain bytes up to the next space, their kinds folded as they pass.
+    // (An iterator, not `buf.get(end)` a byte at a time: no bounds check per byte.)
     let start = space + 1;
-    let mut end = start;
     let mut classes = T_OK;
-    loop {
-        let b = *buf.get(end)?;
+    let len = buf.get(start..)?.iter().position(|&b| {
         if b == b' ' {
-            break;
+            return true;
         }
         classes |= target_class(b);
-        end += 1;
-    }
+        false
+    })?;
+    let end = start + len;
     if end == start || classes & !T_QUERY != T_OK {
         return None;
     }
