@@ -308,32 +308,42 @@ impl Response {
 
 /// Writes `s` as a JSON string literal (RFC 8259 §7), quotes included.
 ///
-/// Walked byte by byte, and the runs between escapes written whole: one `write_str` per
-/// run rather than one `write_char` per character. Every byte that needs an escape is
-/// ASCII, and no byte of a multi-byte UTF-8 character is, so the runs end at character
-/// boundaries and pass through unchanged.
+/// The runs between escapes are written whole: one `write_str` per run rather than one
+/// `write_char` per character. Every byte that needs an escape is ASCII, and no byte of a
+/// multi-byte UTF-8 character is, so the runs end at character boundaries and pass
+/// through unchanged. The next escape is found with one table lookup a byte (`/json`
+/// serialises its message per request, and a match of six arms a byte cost a third more).
 pub fn write_json_string(out: &mut impl Write, s: &str) -> fmt::Result {
-    out.write_char('"')?;
+    /// The bytes a JSON string may not hold as they are: `"`, `\` and the controls.
+    const ESCAPED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = true;
+            b += 1;
+        }
+        table[b'"' as usize] = true;
+        table[b'\\' as usize] = true;
+        table
+    };
+    out.write_str("\"")?;
+    let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0..=0x1f => None, // `\u00XX` below
-            _ => continue,
-        };
+    while let Some(n) = bytes[run..].iter().position(|&b| ESCAPED[usize::from(b)]) {
+        let i = run + n;
         out.write_str(&s[run..i])?;
-        match escape {
-            Some(escape) => out.write_str(escape)?,
-            None => write!(out, "\\u{b:04x}")?,
+        match bytes[i] {
+            b'"' => out.write_str("\\\"")?,
+            b'\\' => out.write_str("\\\\")?,
+            b'\n' => out.write_str("\\n")?,
+            b'\r' => out.write_str("\\r")?,
+            b'\t' => out.write_str("\\t")?,
+            b => write!(out, "\\u{b:04x}")?,
         }
         run = i + 1;
     }
     out.write_str(&s[run..])?;
-    out.write_char('"')
+    out.write_str("\"")
 }
 
 /// How the connection wants this response framed. Decided by the connection, spelled out
