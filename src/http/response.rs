@@ -311,39 +311,81 @@ impl Response {
 /// The runs between escapes are written whole: one `write_str` per run rather than one
 /// `write_char` per character. Every byte that needs an escape is ASCII, and no byte of a
 /// multi-byte UTF-8 character is, so the runs end at character boundaries and pass
-/// through unchanged. The next escape is found with one table lookup a byte (`/json`
-/// serialises its message per request, and a match of six arms a byte cost a third more).
+/// through unchanged.
 pub fn write_json_string(out: &mut impl Write, s: &str) -> fmt::Result {
-    /// The bytes a JSON string may not hold as they are: `"`, `\` and the controls.
-    const ESCAPED: [bool; 256] = {
-        let mut table = [false; 256];
-        let mut b = 0;
-        while b < 0x20 {
-            table[b] = true;
-            b += 1;
-        }
-        table[b'"' as usize] = true;
-        table[b'\\' as usize] = true;
-        table
-    };
     out.write_str("\"")?;
     let bytes = s.as_bytes();
     let mut run = 0;
-    while let Some(n) = bytes[run..].iter().position(|&b| ESCAPED[usize::from(b)]) {
-        let i = run + n;
+    loop {
+        let i = run + unescaped_run(&bytes[run..]);
         out.write_str(&s[run..i])?;
-        match bytes[i] {
-            b'"' => out.write_str("\\\"")?,
-            b'\\' => out.write_str("\\\\")?,
-            b'\n' => out.write_str("\\n")?,
-            b'\r' => out.write_str("\\r")?,
-            b'\t' => out.write_str("\\t")?,
-            b => write!(out, "\\u{b:04x}")?,
+        match bytes.get(i) {
+            None => break,
+            Some(b'"') => out.write_str("\\\"")?,
+            Some(b'\\') => out.write_str("\\\\")?,
+            Some(b'\n') => out.write_str("\\n")?,
+            Some(b'\r') => out.write_str("\\r")?,
+            Some(b'\t') => out.write_str("\\t")?,
+            Some(b) => write!(out, "\\u{b:04x}")?,
         }
         run = i + 1;
     }
-    out.write_str(&s[run..])?;
     out.write_str("\"")
+}
+
+/// The bytes a JSON string may not hold as they are: `"`, `\` and the controls.
+const JSON_ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// How many bytes at the front of `bytes` a JSON string holds as they are (see
+/// [`JSON_ESCAPED`]).
+///
+/// Eight bytes a turn, as one `u64` (`/json` serialises its message per request; a byte at
+/// a time cost six instructions a byte). In each byte's top bit: `w - 0x20` and not `w` is
+/// set for a byte below 0x20, and `x - 1` and not `x`, with `x` the word XOR a byte
+/// repeated, for that byte (`"`, `\`). A borrow between bytes only runs upward from a
+/// byte that is itself flagged, so the lowest flag is exact: that is where the run ends.
+/// The last word ends at the last byte, overlapping the one before it: the bytes read
+/// twice were found clean the first time, so they flag nothing.
+fn unescaped_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let len = bytes.len();
+    if len < 8 {
+        return bytes
+            .iter()
+            .position(|&b| JSON_ESCAPED[usize::from(b)])
+            .unwrap_or(len);
+    }
+    let mut at = 0;
+    loop {
+        let from = at.min(len - 8);
+        let Ok(eight) = <[u8; 8]>::try_from(&bytes[from..from + 8]) else {
+            return from; // a slice of eight is eight: never taken
+        };
+        let w = u64::from_le_bytes(eight);
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        let flags = (control | quote | backslash) & TOPS;
+        if flags != 0 {
+            return from + flags.trailing_zeros() as usize / 8;
+        }
+        if from + 8 == len {
+            return len;
+        }
+        at = from + 8;
+    }
 }
 
 /// How the connection wants this response framed. Decided by the connection, spelled out
@@ -693,6 +735,33 @@ mod tests {
         let mut out = Vec::new();
         encode_chunk(b"", &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn unescaped_run_stops_at_the_first_byte_json_must_escape() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for odd in [0x00, b'\t', 0x1f, b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    if at < len {
+                        bytes[at] = odd;
+                        // What follows the odd byte must not matter, whatever it is.
+                        for b in &mut bytes[at + 1..] {
+                            *b = 0x00;
+                        }
+                    }
+                    assert_eq!(unescaped_run(&bytes), at, "{bytes:?}");
+                }
+            }
+        }
+        let fine: Vec<u8> = (0x20..=0xff).filter(|&b| b != b'"' && b != b'\\').collect();
+        assert_eq!(unescaped_run(&fine), fine.len());
+        for b in 0..=255u8 {
+            let mut bytes = vec![b'a'; 12];
+            bytes[10] = b;
+            let want = if JSON_ESCAPED[usize::from(b)] { 10 } else { 12 };
+            assert_eq!(unescaped_run(&bytes), want, "{b:#x}");
+        }
     }
 
     #[test]
