@@ -315,6 +315,7 @@ impl<S: Socket> Conn<S> {
     }
 
     /// When the loop must next call [`Conn::timer`].
+    #[inline(always)] // after every call on a connection: its common case is a few compares
     pub fn deadline(&self, limits: &Limits, stage: Stage) -> Option<Instant> {
         // Nothing buffered either way and no drain: no grace to weigh, no write timer
         // (one runs only while output waits), and no rule below applies but the state's

@@ -251,7 +251,7 @@ impl State {
     }
 
     /// When this state next needs the loop's attention, if ever (write timer aside).
-    #[inline]
+    #[inline(always)] // after every call on a connection, from `Conn::deadline`
     pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         match self {
             State::Idle { since } => Some(*since + t.keepalive),
