@@ -523,6 +523,7 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Encodes a complete response and moves on to the next request or to closing.
+    #[inline(always)] // once a request, from `act`: in line, no registers saved around it
     pub(super) fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
         let delivery = Self::delivery(cx, exchange, false);
         self.encode(cx, response, delivery);
