@@ -645,6 +645,7 @@ impl<S: Socket> Conn<S> {
 
     /// Encodes a response into the output buffer; a large static body the encoder left
     /// out follows it from where it lives.
+    #[inline(always)] // once a request, from `respond`
     fn encode(&mut self, cx: &mut LoopCx<'_>, response: &Response, delivery: Delivery) {
         let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
         if let Some(body) = response::encode(response, delivery, cx.date, out.vec()) {

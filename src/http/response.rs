@@ -405,6 +405,7 @@ pub struct Delivery {
 /// it is large and in static memory — then it is returned, for the caller to write from
 /// there after the head (and so the answer costs no copy of it per connection).
 #[must_use = "a body left out of the output must be written after it"]
+#[inline] // once a response: its caller's registers need not be saved around it
 pub fn encode(
     resp: &Response,
     delivery: Delivery,
