@@ -448,6 +448,10 @@ pub enum Length {
 /// `memcpy` (a test keeps the two the same).
 const OK_HEAD_START: &[u8; 41] = b"HTTP/1.1 200 OK\r\nServer: lastcall\r\nDate: ";
 
+/// The `Content-Type` field of [`TEXT`] and of [`JSON`], as arrays (see `encode_head`).
+const TEXT_FIELD: &[u8; 26] = b"\r\nContent-Type: text/plain";
+const JSON_FIELD: &[u8; 32] = b"\r\nContent-Type: application/json";
+
 /// Appends a response head. Field order follows the convention of most servers: status,
 /// `Server`, `Date`, type, length, connection, then the response's own fields.
 pub fn encode_head(
@@ -473,9 +477,17 @@ pub fn encode_head(
         Ok(fixed) => out.extend_from_slice(fixed),
         Err(_) => out.extend_from_slice(date),
     }
-    if let Some(ct) = resp.content_type {
-        out.extend_from_slice(b"\r\nContent-Type: ");
-        out.extend_from_slice(ct.as_bytes());
+    match resp.content_type {
+        // The two types the benchmark routes send, known by address (a type is a
+        // constant, and one constant is one address; a copy elsewhere takes the general
+        // arm): the whole field as an array, a few moves rather than a call to `memcpy`.
+        Some(ct) if std::ptr::eq(ct, TEXT) => out.extend_from_slice(TEXT_FIELD),
+        Some(ct) if std::ptr::eq(ct, JSON) => out.extend_from_slice(JSON_FIELD),
+        Some(ct) => {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+        }
+        None => {}
     }
     match (length, delivery.version) {
         (Length::Known(n), _) => {
@@ -774,6 +786,13 @@ mod tests {
     #[test]
     fn the_ok_head_start_is_the_one_the_status_table_makes() {
         assert_eq!(Status::OK.head_start(), Some(&OK_HEAD_START[..]));
+    }
+
+    #[test]
+    fn the_content_type_fields_spell_their_types() {
+        for (field, ct) in [(&TEXT_FIELD[..], TEXT), (&JSON_FIELD[..], JSON)] {
+            assert_eq!(field, format!("\r\nContent-Type: {ct}").as_bytes());
+        }
     }
 
     #[test]
