@@ -558,6 +558,12 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
         pairs
     };
+    // Two digits, the length of most small bodies: one pair, one push of an array of two.
+    if (10..100).contains(&n) {
+        let pair = n as usize * 2;
+        out.extend_from_slice(&[PAIRS[pair], PAIRS[pair + 1]]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     while n >= 100 {
