@@ -88,9 +88,21 @@ impl InBuf {
 
     /// Room to read into, growing the buffer up to `limit` bytes of unread data. Returns an
     /// empty slice when the limit is reached: the caller must stop reading (back-pressure).
+    #[inline] // once or twice a read: the rare work, making room, is out of line
     pub fn spare(&mut self, limit: usize) -> &mut [u8] {
-        if self.end == self.data.len() && self.start > 0 {
-            // Full at the back but with consumed space at the front: slide down.
+        if self.end == self.data.len() {
+            self.make_room(limit);
+        }
+        let room = limit.saturating_sub(self.len());
+        let stop = self.data.len().min(self.end + room);
+        &mut self.data[self.end..stop]
+    }
+
+    /// Full at the back: slide the unread bytes down over the consumed ones, and grow the
+    /// buffer (up to `limit` bytes of unread data) if that freed nothing.
+    #[cold]
+    fn make_room(&mut self, limit: usize) {
+        if self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
@@ -99,9 +111,6 @@ impl InBuf {
             let grown = (self.data.len() * 2).min(limit.max(self.data.len()));
             self.data.resize(grown, 0);
         }
-        let room = limit.saturating_sub(self.len());
-        let stop = self.data.len().min(self.end + room);
-        &mut self.data[self.end..stop]
     }
 
     /// Records that `n` bytes were read into the slice `spare` returned.

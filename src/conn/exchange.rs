@@ -523,6 +523,7 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Encodes a complete response and moves on to the next request or to closing.
+    #[inline(always)] // once a request, from `act`: in line, no registers saved around it
     pub(super) fn respond(&mut self, cx: &mut LoopCx<'_>, exchange: Exchange, response: &Response) {
         let delivery = Self::delivery(cx, exchange, false);
         self.encode(cx, response, delivery);
@@ -644,6 +645,7 @@ impl<S: Socket> Conn<S> {
 
     /// Encodes a response into the output buffer; a large static body the encoder left
     /// out follows it from where it lives.
+    #[inline(always)] // once a request, from `respond`
     fn encode(&mut self, cx: &mut LoopCx<'_>, response: &Response, delivery: Delivery) {
         let out = self.output.get_or_insert_with(|| cx.bufs.take_output());
         if let Some(body) = response::encode(response, delivery, cx.date, out.vec()) {

@@ -315,7 +315,14 @@ impl<S: Socket> Conn<S> {
     }
 
     /// When the loop must next call [`Conn::timer`].
+    #[inline(always)] // after every call on a connection: its common case is a few compares
     pub fn deadline(&self, limits: &Limits, stage: Stage) -> Option<Instant> {
+        // Nothing buffered either way and no drain: no grace to weigh, no write timer
+        // (one runs only while output waits), and no rule below applies but the state's
+        // own. The case after nearly every call, answered early.
+        if self.input.is_none() && self.output.is_none() && stage != Stage::Draining {
+            return self.state.deadline(&limits.timeouts);
+        }
         let grace = match stage {
             Stage::Draining => self.fresh_until(),
             Stage::Serving | Stage::Announced => None,
@@ -372,6 +379,12 @@ impl<S: Socket> Conn<S> {
             let handled = self.process(cx);
             let wrote = self.flush(cx)?;
             self.settle(cx)?;
+            // Quiet, and the socket said it is empty: the next round would read nothing,
+            // handle nothing, write nothing and park nothing, so it is not run (a client
+            // that sends one request at a time ends every call here).
+            if self.is_quiet() && self.read == ReadSide::Empty {
+                return Ok(());
+            }
             if !(read || handled || wrote) {
                 if self.park(cx) {
                     continue; // refused: the answer goes out in the next round

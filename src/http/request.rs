@@ -524,6 +524,7 @@ impl<'a> Request<'a> {
     /// target `&str` httparse already validated, instead of being checked again as
     /// [`Request::new`] must (~100 instructions a request). Falls back to `new` when the
     /// head came from a copy.
+    #[inline(always)] // once a request, into the connection's hot loop: a call costs more than it does
     pub fn parsed(parsed: &Parsed<'a>, raw: &'a [u8], body: Option<&'a [u8]>) -> Request<'a> {
         let head = &parsed.head;
         let Some(target) = parsed.target else {

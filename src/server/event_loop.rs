@@ -212,13 +212,10 @@ impl Loop {
             // the reading the previous turn used, so a wake-up comes late by at most the
             // time that turn took — microseconds normally, milliseconds after a turn that
             // drains, accepts or times out thousands of connections — and never early.
-            let mut timeout = self.poll_timeout(now);
             // Loop 0 also wakes when the coordinator must look without being rung (the
             // watchdog's feed, a starting successor's check).
-            if let Some(at) = host.as_deref().and_then(|c| c.next_wakeup(now)) {
-                let wait = at.saturating_duration_since(now);
-                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
-            }
+            let mut host_wakeup = host.as_deref().and_then(|c| c.next_wakeup(now));
+            let timeout = self.poll_timeout(now, host_wakeup);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     // The poll may have slept a while before it was interrupted.
@@ -242,6 +239,7 @@ impl Loop {
                     COORDINATOR => {
                         if let Some(coordinator) = host.as_deref_mut() {
                             coordinator.turn(now);
+                            host_wakeup = coordinator.next_wakeup(now);
                         }
                     }
                     token => {
@@ -251,8 +249,11 @@ impl Loop {
                     }
                 }
             }
+            // The wake-up asked for before the poll (or after the coordinator's turn above)
+            // still holds: only the coordinator's turn changes it, and where it depends on
+            // the clock (a successor not yet checked) it is due at any reading.
             if let Some(coordinator) = host.as_deref_mut()
-                && coordinator.next_wakeup(now).is_some_and(|at| now >= at)
+                && host_wakeup.is_some_and(|at| now >= at)
             {
                 coordinator.turn(now);
             }
@@ -273,19 +274,21 @@ impl Loop {
         }
     }
 
-    /// The nearest thing the loop must wake up for.
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+    /// The nearest thing the loop must wake up for; `host`: the coordinator's own wake-up,
+    /// on loop 0.
+    fn poll_timeout(&self, now: Instant, host: Option<Instant>) -> Option<Duration> {
         if !self.conns.resume.is_empty() {
             // Work is waiting: look for events, but do not sleep.
             return Some(Duration::ZERO);
         }
-        let until = |at: Instant| at.saturating_duration_since(now);
-        let phase = self.shutdown.phase.deadline().map(until);
-        let accept = self.accept.paused_until().map(until);
-        [self.conns.timers.next_in(now), phase, accept]
-            .into_iter()
-            .flatten()
-            .min()
+        // The nearest instant first, then one subtraction: comparing instants is a few
+        // compares, while each `Instant` subtraction is a checked one with a borrow (this
+        // runs every turn, so once a request for a client that sends one at a time).
+        let nearest = earliest(
+            earliest(self.conns.timers.next_at(), self.shutdown.phase.deadline()),
+            earliest(self.accept.paused_until(), host),
+        );
+        nearest.map(|at| at.saturating_duration_since(now))
     }
 
     /// Accepts until `WouldBlock`, the connection limit, or descriptor exhaustion. With
@@ -492,5 +495,13 @@ impl Loop {
         }
         let outcome = self.shutdown.phase.outcome()?;
         Some(self.ended(outcome))
+    }
+}
+
+/// The earlier of two optional instants; `None` is "never".
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! What it is: the loop's one timer queue. Each connection says when it next needs
 //! attention ([`crate::conn::Conn::deadline`]); the loop keeps the earliest of those in a
-//! heap, and the poll timeout is the time until the heap's top.
+//! heap, and the poll timeout runs to the heap's top.
 //!
 //! Why lazy: a deadline that moves *later* (an idle timer reset by a new request) is not
 //! pushed again; when the old, earlier entry fires, the connection finds nothing due and
@@ -16,7 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::Token;
 
@@ -54,17 +54,16 @@ impl Timers {
         }
     }
 
-    /// Time until the earliest entry, for the poll timeout.
-    pub fn next_in(&self, now: Instant) -> Option<Duration> {
-        self.heap
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(now))
+    /// The earliest entry, for the poll timeout.
+    pub fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn timers_push_only_earlier_deadlines() {
@@ -76,7 +75,7 @@ mod tests {
         assert_eq!(timers.heap.len(), 1, "a later deadline is not pushed");
         timers.schedule(Token(1), Some(t0 + Duration::from_secs(1)), &mut scheduled);
         assert_eq!(timers.heap.len(), 2);
-        assert_eq!(timers.next_in(t0), Some(Duration::from_secs(1)));
+        assert_eq!(timers.next_at(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(timers.pop_due(t0), None);
         assert_eq!(
             timers.pop_due(t0 + Duration::from_secs(1)),
