@@ -5,7 +5,8 @@
 //! | `mod.rs` | [`Conn`] and its entry points: the events the loop brings, and `drive` |
 //! | `state.rs` | where a connection is in its life, as an enum, drawn in its doc |
 //! | `io.rs` | [`Socket`], reading, writing, discarding, under mio's rules |
-//! | `exchange.rs` | from a complete head to an answer on its way out |
+//! | `exchange.rs` | from bytes to requests: heads, bodies, the handler call |
+//! | `answer.rs` | from the handler's answer to bytes on their way out, and the server's own answers |
 //! | `lifecycle.rs` | idle, the drain rule, the deadline rule, the lingering close |
 //! | `buf.rs` | the input and output buffers, lent by a pool |
 //! | `close.rs` | [`CloseReason`]: why a connection closed |
@@ -29,6 +30,7 @@
 //! write as progress, keeping the unsent bytes.
 
 mod account;
+mod answer;
 mod buf;
 mod close;
 mod exchange;

@@ -8,6 +8,7 @@
 //! | file | role |
 //! | --- | --- |
 //! | `request.rs` | request line + header fields → [`request::Head`] (RFC 9112 §2–§3) |
+//! | `view.rs` | [`request::Request`], what a handler sees of a request |
 //! | `uri.rs` | the request target's bytes and form (RFC 3986, RFC 9112 §3.2) |
 //! | `plain.rs` | the common head read in one pass; anything else goes the general way |
 //! | `fields.rs` | the header fields: `Host`, framing, persistence, `Expect` (RFC 9112 §6.3, §9.3) |
@@ -24,3 +25,4 @@ mod plain;
 pub mod request;
 pub mod response;
 mod uri;
+mod view;
