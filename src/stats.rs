@@ -9,7 +9,7 @@
 //!
 //! What it is not: it decides nothing and never reads the clock on the request path (the
 //! loop's `now` is passed in); it does not serve HTTP (`/metrics` is a route, and
-//! `METRICS_LISTEN` a small server of its own, `metrics_listener.rs`).
+//! `METRICS_LISTEN` a small server of its own, `server/scrape.rs`).
 //!
 //! Invariants:
 //! - a request adds to its own loop's cells only: no shared atomic, no lock on the

@@ -8,8 +8,8 @@
 //! stream, a refusal or the shutdown's 503.
 //!
 //! Why details only on demand: the counting costs a few instructions a request, always;
-//! copying the target and two header fields costs a hundred, and is done only while the
-//! access log is on or debug logging is enabled (`LoopCx::details`). A connection keeps
+//! copying the target and two header fields costs a few hundred, and is done only while the
+//! access log is on or debug logging is enabled (`Telemetry::details`). A connection keeps
 //! its `Detail` for its life, so the copies reuse their buffers.
 
 use std::fmt;
