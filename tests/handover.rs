@@ -107,8 +107,9 @@ fn listening_inode(port: u16) -> u64 {
 #[derive(Default)]
 struct Tally {
     ok: AtomicUsize,
-    /// A reused keep-alive connection closed before any byte of a response: the race
-    /// every HTTP/1.1 client retries (RFC 9112 §9.3.1); retried here, and counted.
+    /// A reused keep-alive connection closed (EOF, or a reset: the request reached a
+    /// socket already closed) before any byte of a response: the race every HTTP/1.1
+    /// client retries (RFC 9112 §9.3.1); retried here, and counted.
     retried: AtomicUsize,
     failed: AtomicUsize,
 }
@@ -161,7 +162,7 @@ fn client(addr: SocketAddr, path: &'static str, reuse: bool, stop: &AtomicBool, 
 
 /// Under load — keep-alive clients, a client opening a connection per request, slow
 /// requests in flight — five hand-overs in a row: every request answered in full, no
-/// connect refused, nothing reset; every old generation exits 0; one listening socket
+/// connect refused, no response cut; every old generation exits 0; one listening socket
 /// throughout.
 #[test]
 fn five_hand_overs_under_load_lose_nothing() {

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, ReadError, Reader, Response, Run, Server, get, run_to_exit};
+use support::{PATIENCE, ReadError, Reader, Response, Run, Server, get, is_reset, run_to_exit};
 
 /// What a drained server answers on `/health`.
 const SHUTTING_DOWN: &str = r#"{"status":"shutting_down"}"#;
@@ -1161,42 +1161,17 @@ enum Outcome {
     Failed(String),
 }
 
-/// Reads one response and says how it ended. The first byte is awaited with `peek`
-/// because the support reader reports a reset as `Io(ConnectionReset)` whether or not
-/// part of a response had arrived, and those two must be told apart.
+/// Reads one response and says how it ended.
 fn outcome(conn: &mut Reader) -> Outcome {
-    let mut first = [0u8; 1];
-    let mut peeked = None;
-    for _ in 0..16 {
-        match conn.stream.peek(&mut first) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            result => {
-                peeked = Some(result);
-                break;
-            }
-        }
-    }
-    match peeked {
-        Some(Ok(0)) => return Outcome::ClosedBeforeResponse,
-        Some(Ok(_)) => {}
-        Some(Err(e)) if is_reset(e.kind()) => return Outcome::ClosedBeforeResponse,
-        Some(Err(e)) => return Outcome::Failed(format!("waiting for a response: {e}")),
-        None => return Outcome::Failed("peek kept being interrupted".into()),
-    }
     match conn.response() {
         Ok(response) if response.complete => Outcome::Answered(response),
+        // An EOF or a reset before the first byte of a response.
+        Err(ReadError::ClosedBeforeResponse) => Outcome::ClosedBeforeResponse,
         Ok(_) | Err(ReadError::Truncated) => Outcome::Truncated,
+        // A reset past the first byte.
         Err(ReadError::Io(kind)) if is_reset(kind) => Outcome::Truncated,
         Err(e) => Outcome::Failed(format!("reading a response: {e:?}")),
     }
-}
-
-/// The ways a socket says the peer has gone.
-fn is_reset(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
-    )
 }
 
 /// Starts the binary ten times and sends each run `signals` (in order) as soon as it

@@ -257,7 +257,9 @@ pub struct Reader {
 /// Why reading a response failed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadError {
-    /// The connection closed before any byte of a response.
+    /// The connection closed before any byte of a response: an EOF, or a reset (a request
+    /// that reached a socket the server had just closed; RFC 9112 §9.3.1's race, which
+    /// clients retry either way, as Go's transport does).
     ClosedBeforeResponse,
     /// The connection closed partway through a response.
     Truncated,
@@ -289,7 +291,13 @@ impl Reader {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
             }
-            if self.fill()? == 0 {
+            let filled = match self.fill() {
+                Err(ReadError::Io(kind)) if self.buf.is_empty() && is_reset(kind) => {
+                    return Err(ReadError::ClosedBeforeResponse);
+                }
+                filled => filled?,
+            };
+            if filled == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::ClosedBeforeResponse
                 } else {
@@ -391,6 +399,14 @@ impl Reader {
             }
         }
     }
+}
+
+/// The ways a socket says the peer has gone.
+pub fn is_reset(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+    )
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
