@@ -2,7 +2,7 @@
 //!
 //! What it is: an [`AccessLog`] per event loop, which formats each [`Entry`] into the
 //! loop's batch (nginx's `combined` format, or one JSON object a line), and hands the
-//! batch to one writer thread at the end of the loop's turn; and [`Writer`], that thread,
+//! batch to one writer thread once it is full enough or old enough; and [`Writer`], that thread,
 //! which writes batches to standard output (or any `Write`) in the order they come.
 //!
 //! Why a thread and a bounded queue: writing to standard output can block (a pipe to a
@@ -11,9 +11,10 @@
 //! the queue is full, the batch is dropped and its lines counted ([`AccessLog::dropped`]),
 //! never waited for. A request is never slower because its line could not be written.
 //!
-//! Why batches: one hand-over per loop turn, not per request, so a busy loop pays the
-//! queue's synchronisation once for many lines, and the writer makes one `write` call
-//! for them.
+//! Why batches: a hand-over wakes the writer thread, which costs more than formatting a
+//! line, so it happens once per `FLUSH_BYTES` of lines or `FLUSH_AFTER` (nginx's
+//! `buffer=` and `flush=`), not per request; the writer makes one `write` call for the
+//! batch. A line reaches the output at most `FLUSH_AFTER` late (and at once at the exit).
 //!
 //! Invariant: lines of one loop reach the output in the order the requests were answered;
 //! lines of different loops interleave only at batch boundaries, never mid-line.
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::response::push_decimal;
 
@@ -107,6 +108,8 @@ pub struct AccessLog {
     /// The time of the last line, formatted, and the `Date` value it was made from: the
     /// value changes once a second, the lines far more often.
     time: Time,
+    /// When the oldest line of the batch was written, by the loop's clock.
+    first_at: Option<Instant>,
 }
 
 /// A batch of lines, and where to return its buffer.
@@ -121,6 +124,14 @@ struct Time {
 
 /// A batch's buffer is made for this many bytes: a few dozen lines before it grows.
 const BATCH_BYTES: usize = 8 * 1024;
+
+/// A batch goes to the writer once it holds this much (nginx's `access_log ... buffer=`)...
+const FLUSH_BYTES: usize = 4 * 1024;
+
+/// ... or once its first line has waited this long (nginx's `flush=`). Handing a batch
+/// over wakes the writer thread, which costs more than formatting a line: a client that
+/// sends one request at a time would pay it for every request. A line is at most this late.
+const FLUSH_AFTER: Duration = Duration::from_millis(10);
 
 /// The writer thread, and the count of dropped lines every loop adds to.
 #[derive(Debug)]
@@ -158,6 +169,7 @@ impl Writer {
             back,
             returned,
             time: Time::default(),
+            first_at: None,
         }
     }
 
@@ -221,9 +233,28 @@ impl AccessLog {
         self.lines += 1;
     }
 
-    /// Offers the batch to the writer: at the end of each loop turn. Never blocks; a full
+    /// At the end of a loop turn: offers the batch to the writer once it holds
+    /// `FLUSH_BYTES`, or once its first line has waited `FLUSH_AFTER` (the loop wakes
+    /// for that: [`AccessLog::flush_at`]). Never blocks.
+    pub fn flush_due(&mut self, now: Instant) {
+        match self.first_at {
+            None if self.lines > 0 => self.first_at = Some(now),
+            _ => {}
+        }
+        if self.batch.len() >= FLUSH_BYTES || self.flush_at().is_some_and(|at| now >= at) {
+            self.flush();
+        }
+    }
+
+    /// When the lines held now must be offered to the writer, if any are held.
+    pub fn flush_at(&self) -> Option<Instant> {
+        self.first_at.map(|at| at + FLUSH_AFTER)
+    }
+
+    /// Offers the batch to the writer now (the loop's last turn). Never blocks; a full
     /// queue (or a writer that is gone) drops the batch and counts its lines.
     pub fn flush(&mut self) {
+        self.first_at = None;
         if self.lines == 0 {
             return;
         }
@@ -539,6 +570,38 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let statuses: Vec<&str> = text.lines().map(|l| l.split(' ').nth(8).unwrap()).collect();
         assert_eq!(statuses, ["200", "404", "503"]);
+    }
+
+    #[test]
+    fn a_batch_waits_for_its_size_or_its_age_never_longer() {
+        let writer = Writer::start(Shared::default()).unwrap();
+        let mut log = writer.log(Format::Json);
+        let t0 = std::time::Instant::now();
+        log.record(&entry());
+        log.flush_due(t0);
+        assert_eq!(log.lines, 1, "a small batch waits");
+        assert_eq!(
+            log.flush_at(),
+            Some(t0 + FLUSH_AFTER),
+            "the loop wakes for it"
+        );
+        log.flush_due(t0 + FLUSH_AFTER - Duration::from_millis(1));
+        assert_eq!(log.lines, 1);
+        log.flush_due(t0 + FLUSH_AFTER);
+        assert_eq!(
+            (log.lines, log.flush_at()),
+            (0, None),
+            "old enough: offered"
+        );
+        let long = vec![b'a'; FLUSH_BYTES];
+        log.record(&Entry {
+            user_agent: Some(&long),
+            ..entry()
+        });
+        log.flush_due(t0);
+        assert_eq!(log.lines, 0, "large enough: offered at once");
+        drop(log);
+        writer.finish(Duration::from_secs(5));
     }
 
     /// An output that never takes a byte: a pipe nobody reads.

@@ -428,10 +428,14 @@ fn a_stalled_access_log_drops_lines_and_never_a_request() {
     let _unread = server.take_stdout();
     let metrics = server.metrics_addr();
     let mut conn = Reader::new(server.connect());
-    // One request a turn, so each is a batch of its own: the pipe fills (64 KiB), then the
-    // writer's queue, then lines are dropped.
+    // Each line over 4 KiB (its User-Agent), so each is a batch of its own: the pipe fills
+    // (64 KiB), then the writer's queue, then lines are dropped.
+    let request = format!(
+        "GET /plaintext HTTP/1.1\r\nHost: t\r\nUser-Agent: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
     for i in 0..3000 {
-        conn.send(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n");
+        conn.send(request.as_bytes());
         let r = conn
             .response()
             .unwrap_or_else(|e| panic!("request {i} not answered: {e:?}"));

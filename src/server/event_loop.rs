@@ -261,9 +261,9 @@ impl Loop {
             if self.accept.pause_over(now) {
                 self.accept_all(now);
             }
-            // This turn's access-log lines go to the writer together.
+            // The access log's lines go to the writer in batches (see `access_log.rs`).
             if let Some(log) = self.services.telemetry.access_log.as_mut() {
-                log.flush();
+                log.flush_due(now);
             }
             // Only a shutdown feeds the phase machine, and only a shutdown ends the loop.
             if self.shutdown.phase.shutting_down()
@@ -288,6 +288,8 @@ impl Loop {
             earliest(self.conns.timers.next_at(), self.shutdown.phase.deadline()),
             earliest(self.accept.paused_until(), host),
         );
+        let log = self.services.telemetry.access_log.as_ref();
+        let nearest = earliest(nearest, log.and_then(AccessLog::flush_at));
         nearest.map(|at| at.saturating_duration_since(now))
     }
 
