@@ -27,7 +27,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::http::response::push_decimal;
+use crate::http::response::{push_decimal, push_json_string};
 
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,40 +370,9 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// become U+FFFD, so the line stays valid JSON.
 fn json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
-        Ok(text) => json_string(out, text),
-        Err(_) => json_string(out, &String::from_utf8_lossy(bytes)),
+        Ok(text) => push_json_string(out, text),
+        Err(_) => push_json_string(out, &String::from_utf8_lossy(bytes)),
     }
-}
-
-/// A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7).
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    const PLAIN: [bool; 256] = {
-        let mut plain = [true; 256];
-        let mut b = 0;
-        while b < 0x20 {
-            plain[b] = false;
-            b += 1;
-        }
-        plain[b'"' as usize] = false;
-        plain[b'\\' as usize] = false;
-        plain
-    };
-    out.push(b'"');
-    escape_into(out, text.as_bytes(), &PLAIN, |out, b| match b {
-        b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-        b'\n' => out.extend_from_slice(b"\\n"),
-        b'\r' => out.extend_from_slice(b"\\r"),
-        b'\t' => out.extend_from_slice(b"\\t"),
-        _ => out.extend_from_slice(&[
-            b'\\',
-            b'u',
-            b'0',
-            b'0',
-            HEX[usize::from(b >> 4)],
-            HEX[usize::from(b & 15)],
-        ]),
-    });
-    out.push(b'"');
 }
 
 /// Microseconds as seconds with six decimals (`0.001250`), without a float.
@@ -448,7 +417,7 @@ fn json(out: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
     out.extend_from_slice(time);
     out.extend_from_slice(b"\",\"remote\":");
     match e.remote {
-        Some(peer) => json_string(out, &peer.addr),
+        Some(peer) => push_json_string(out, &peer.addr),
         None => out.extend_from_slice(b"null"),
     }
     for (name, value) in [
@@ -457,7 +426,7 @@ fn json(out: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
         (b",\"version\":", e.version),
     ] {
         out.extend_from_slice(name);
-        json_string(out, value);
+        push_json_string(out, value);
     }
     out.extend_from_slice(b",\"status\":");
     push_decimal(out, u64::from(e.status));
@@ -479,7 +448,7 @@ fn json(out: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
     }
     if let Some(ended) = e.ended {
         out.extend_from_slice(b",\"ended\":");
-        json_string(out, ended);
+        push_json_string(out, ended);
     }
     out.extend_from_slice(b"}\n");
 }

@@ -314,23 +314,46 @@ impl Response {
 /// through unchanged.
 pub fn write_json_string(out: &mut impl Write, s: &str) -> fmt::Result {
     out.write_str("\"")?;
+    json_pieces(s, |piece| out.write_str(piece))?;
+    out.write_str("\"")
+}
+
+/// [`write_json_string`] into bytes: the access log's lines are bytes, not a `String`.
+pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let _: fmt::Result = json_pieces(s, |piece| {
+        out.extend_from_slice(piece.as_bytes());
+        Ok(())
+    });
+    out.push(b'"');
+}
+
+/// Hands `put` the contents of `s` as a JSON string holds them, piece by piece: each run
+/// that needs no escape whole, then each escape.
+#[inline(always)] // two callers, each with its own `put`: keep the loop specialised
+fn json_pieces(s: &str, mut put: impl FnMut(&str) -> fmt::Result) -> fmt::Result {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut run = 0;
     loop {
         let i = run + unescaped_run(&bytes[run..]);
-        out.write_str(&s[run..i])?;
+        put(&s[run..i])?;
         match bytes.get(i) {
-            None => break,
-            Some(b'"') => out.write_str("\\\"")?,
-            Some(b'\\') => out.write_str("\\\\")?,
-            Some(b'\n') => out.write_str("\\n")?,
-            Some(b'\r') => out.write_str("\\r")?,
-            Some(b'\t') => out.write_str("\\t")?,
-            Some(b) => write!(out, "\\u{b:04x}")?,
+            None => return Ok(()),
+            Some(b'"') => put("\\\"")?,
+            Some(b'\\') => put("\\\\")?,
+            Some(b'\n') => put("\\n")?,
+            Some(b'\r') => put("\\r")?,
+            Some(b'\t') => put("\\t")?,
+            Some(&b) => {
+                let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+                put("\\u00")?;
+                // Two ASCII hex digits: always UTF-8.
+                put(std::str::from_utf8(&hex).unwrap_or("00"))?;
+            }
         }
         run = i + 1;
     }
-    out.write_str("\"")
 }
 
 /// The bytes a JSON string may not hold as they are: `"`, `\` and the controls.
