@@ -474,3 +474,24 @@ fn debug_lines_name_connections_and_requests() {
         server.log_text()
     );
 }
+
+/// A client that connects to `METRICS_LISTEN` and never asks holds that port's thread for
+/// its timeout (5 s), never the exit: the process ends right after its report.
+#[test]
+fn a_stalled_scrape_does_not_hold_the_exit() {
+    let mut server = Server::start(&[("METRICS_LISTEN", "127.0.0.1:0")], &[]);
+    let metrics = server.metrics_addr();
+    scrape(metrics);
+    let _silent = TcpStream::connect_timeout(&metrics, PATIENCE).expect("connect");
+    // Time for the scrape thread to take it and wait on it (it looks every 200 ms).
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(PATIENCE).code(), Some(0));
+    // Below the scrape's 5 s timeout: only catches an exit that waited for it.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        signalled.elapsed()
+    );
+}

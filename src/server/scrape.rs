@@ -16,7 +16,8 @@
 //! the main port's, and anything but `GET`/`HEAD /metrics` gets 404 or 405.
 //!
 //! Lifecycle: bound in `Server::bind` (a bad address is a bind error, before anything
-//! starts), served from `Server::run` until the coordinator's last step stops it.
+//! starts), served from `Server::run` until `run` returns, after the shutdown report;
+//! the thread is told to stop, not waited for (`Serving::stop`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -48,6 +49,7 @@ pub(super) struct Scrape {
 /// The serving thread, and how to stop it.
 pub(super) struct Serving {
     stop: Arc<AtomicBool>,
+    /// Detached at `stop`, not joined.
     thread: JoinHandle<()>,
 }
 
@@ -101,11 +103,12 @@ impl Scrape {
 }
 
 impl Serving {
-    /// Stops serving: the thread notices within `STOP_CHECK`, after any scrape in
-    /// progress (bounded by `IO_TIMEOUT`).
+    /// Stops serving: the thread notices within `STOP_CHECK`, or after the scrape in
+    /// progress (bounded by `IO_TIMEOUT`). Not waited for: a client that stalls on this
+    /// port must not hold the exit, which comes right after the report.
     pub(super) fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        drop(self.thread);
     }
 }
 
