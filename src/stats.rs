@@ -17,7 +17,8 @@
 //! - every answered request is counted once, under one route and one status class, and
 //!   once in the duration histogram; every closed connection once, under its
 //!   [`CloseReason`]; every close during a shutdown once more, under the [`Heading`] the
-//!   shutdown report files it under — so `/metrics` and the report agree;
+//!   shutdown report files it under; the report is read from these cells
+//!   (`Report::of_loop`), so `/metrics` and the report agree by construction;
 //! - a loop counts an accept before its `open` gauge rises, and a close (with its reason)
 //!   before the gauge falls: a scrape that sees a connection gone also sees why.
 
@@ -100,6 +101,11 @@ impl LoopStats {
         let n = self.idle.get();
         self.idle
             .set(if idle { n + 1 } else { n.saturating_sub(1) });
+    }
+
+    /// Connections closed during the shutdown under `heading`, so far.
+    pub fn shutdown_closes(&self, heading: Heading) -> u64 {
+        self.shutdown[heading as usize].get()
     }
 
     /// A connection closed for `reason`; `shutting_down`: during a shutdown, so the report

@@ -354,7 +354,6 @@ impl Loop {
         cells.idle_changed(true);
         if phase.shutting_down() {
             // During the drain delay, or the last accept of the backlog.
-            self.shutdown.report.accepted_after_start += 1;
             cells.accepted_after_signal.add(1);
         }
         self.set_open();
@@ -402,10 +401,8 @@ impl Loop {
         } else {
             log::info!("{id}: closed ({reason})");
         }
+        // Counted once, for `/metrics` and the shutdown report alike (`Report::of_loop`).
         let shutting_down = self.shutdown.phase.shutting_down();
-        if shutting_down {
-            self.shutdown.report.count(reason);
-        }
         self.services.telemetry.cells.closed(reason, shutting_down);
         self.set_open();
         self.drop_stale_timers();

@@ -1,21 +1,23 @@
 //! The shutdown report: the numbers behind the last log line, and the line itself.
 //!
-//! What it is: one loop's counters and timestamps, filled in by its shutdown steps as they
-//! happen — when its drain began, how many connections it had open at the signal, how
-//! many came after, and how each one that closed during the shutdown ended — and, summed
-//! over the loops by the coordinator, [`Report::log`], which writes them as one line
-//! (shutdown step 9). Each loop's own numbers are logged at debug ([`Report::log_loop`]).
+//! What it is: one loop's numbers when it ends — when its drain began, how many
+//! connections it had open at the signal, how many came after, and how each one that
+//! closed during the shutdown ended, read from the loop's cells ([`Report::of_loop`]: the
+//! same counts `/metrics` shows, counted once) — and, summed over the loops by the
+//! coordinator, [`Report::log`], which writes them as one line (shutdown step 9). Each
+//! loop's own numbers are logged at debug ([`Report::log_loop`]).
 //!
 //! What it is not: it decides nothing and never reads the clock; every time is passed in.
 //!
 //! Invariant: every close during a shutdown is counted exactly once, under the heading
-//! its [`CloseReason`] belongs to (the `match` in [`Report::count`] names every reason),
-//! in the loop that owned the connection.
+//! its `CloseReason` belongs to (the `match` in `Heading::of` names every reason), in the
+//! loop that owned the connection.
 
 use std::time::Instant;
 
 use super::shutdown::Outcome;
-use crate::conn::{CloseReason, Heading};
+use crate::conn::Heading;
+use crate::stats::LoopStats;
 
 /// The numbers behind the one-line shutdown report: one loop's, or their sum.
 #[derive(Debug, Default, Clone)]
@@ -35,18 +37,24 @@ pub(super) struct Report {
 }
 
 impl Report {
-    /// Counts one connection closed during the shutdown.
-    pub(super) fn count(&mut self, reason: CloseReason) {
-        match Heading::of(reason) {
-            Heading::IdleClosed => self.idle_closed += 1,
-            Heading::Answered503 => self.answered_503 += 1,
-            Heading::Cut => self.cut += 1,
-            Heading::Drained => self.drained += 1,
-            Heading::Failed => self.failed += 1,
+    /// One loop's numbers, from its cells, and when its drain began.
+    pub(super) fn of_loop(cells: &LoopStats, drain_at: Option<Instant>) -> Report {
+        let closed =
+            |heading| usize::try_from(cells.shutdown_closes(heading)).unwrap_or(usize::MAX);
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Report {
+            drain_at,
+            open_at_start: count(cells.open_at_signal.get()),
+            accepted_after_start: count(cells.accepted_after_signal.get()),
+            idle_closed: closed(Heading::IdleClosed),
+            drained: closed(Heading::Drained),
+            failed: closed(Heading::Failed),
+            answered_503: closed(Heading::Answered503),
+            cut: closed(Heading::Cut),
         }
     }
 
-    /// Connections ended by the deadline so far: answered 503 or cut.
+    /// Connections ended by the deadline: answered 503 or cut.
     pub(super) fn forced(&self) -> usize {
         self.answered_503 + self.cut
     }
@@ -117,10 +125,11 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::CloseReason;
 
     #[test]
     fn report_counts_deadline_closes_as_forced_and_client_faults_as_failed() {
-        let mut report = Report::default();
+        let cells = LoopStats::default();
         for reason in [
             CloseReason::AnsweredUnavailable,
             CloseReason::CutAtDeadline,
@@ -130,8 +139,11 @@ mod tests {
             CloseReason::PeerClosed,
             CloseReason::IdleOnShutdown,
         ] {
-            report.count(reason);
+            cells.closed(reason, true);
         }
+        // Closed before the shutdown: not the report's.
+        cells.closed(CloseReason::PeerReset, false);
+        let report = Report::of_loop(&cells, None);
         assert_eq!(report.forced(), 2);
         assert_eq!(
             (report.failed, report.drained, report.idle_closed),
@@ -143,18 +155,13 @@ mod tests {
     fn report_sums_loops_and_keeps_the_earliest_drain() {
         let t0 = Instant::now();
         let later = t0 + std::time::Duration::from_millis(3);
-        let mut one = Report {
-            drain_at: Some(later),
-            open_at_start: 2,
-            ..Report::default()
-        };
-        one.count(CloseReason::IdleOnShutdown);
-        let mut two = Report {
-            drain_at: Some(t0),
-            accepted_after_start: 1,
-            ..Report::default()
-        };
-        two.count(CloseReason::CutAtDeadline);
+        let (cells_one, cells_two) = (LoopStats::default(), LoopStats::default());
+        cells_one.open_at_signal.set(2);
+        cells_one.closed(CloseReason::IdleOnShutdown, true);
+        cells_two.accepted_after_signal.add(1);
+        cells_two.closed(CloseReason::CutAtDeadline, true);
+        let one = Report::of_loop(&cells_one, Some(later));
+        let two = Report::of_loop(&cells_two, Some(t0));
         let mut sum = Report::default();
         sum.add(&one);
         sum.add(&two);

@@ -37,11 +37,12 @@ use super::event_loop::Loop;
 use super::report::Report;
 use super::shutdown::{Budget, Event, Outcome, Phase, Step};
 
-/// Where a loop's shutdown stands, what it may spend, and what it will report.
+/// Where a loop's shutdown stands, what it may spend, and when its drain began (for the
+/// report; its counts are the loop's cells, `stats.rs`).
 pub(super) struct Shutdown {
     pub(super) phase: Phase,
     budget: Budget,
-    pub(super) report: Report,
+    pub(super) drain_at: Option<Instant>,
 }
 
 impl Shutdown {
@@ -49,7 +50,7 @@ impl Shutdown {
         Shutdown {
             phase: Phase::Serving,
             budget,
-            report: Report::default(),
+            drain_at: None,
         }
     }
 }
@@ -79,7 +80,6 @@ impl Loop {
     /// coordinator, which says so once every loop has.
     fn announce(&mut self) {
         log::debug!("loop {}: shutting down", self.index);
-        self.shutdown.report.open_at_start = self.conns.slab.len();
         let open = self.conns.slab.len() as u64;
         self.services.telemetry.cells.open_at_signal.set(open);
         self.board.note(Note::Announced(self.index));
@@ -88,7 +88,7 @@ impl Loop {
     /// Steps 3 and 4: take the backlog, close this loop's copy of the listener, close
     /// idle connections.
     pub(super) fn start_drain(&mut self, now: Instant) {
-        self.shutdown.report.drain_at = Some(now);
+        self.shutdown.drain_at = Some(now);
         // Clients in the backlog completed their handshake before we stopped: they are
         // ours to serve. Take them regardless of the connection limit (`accept_all`) —
         // unless the socket outlives us (a successor holds it now, or systemd's socket
@@ -110,7 +110,7 @@ impl Loop {
 
     /// Step 7: the deadline passed.
     fn force(&mut self, now: Instant) {
-        let forced_before = self.shutdown.report.forced();
+        let forced_before = Report::of_loop(&self.services.telemetry.cells, None).forced();
         // Every loop's deadline is the same instant: the first to get here cancels every
         // query the shared pool is running, the others find none left.
         if let Some(pool) = self.services.pool.as_deref() {
@@ -122,7 +122,7 @@ impl Loop {
         for token in self.conns.slab.tokens() {
             self.with_conn(token, now, |conn, cx| Err(conn.force_close(cx)));
         }
-        let forced = self.shutdown.report.forced() - forced_before;
+        let forced = Report::of_loop(&self.services.telemetry.cells, None).forced() - forced_before;
         log::debug!(
             "loop {}: deadline: {forced} connections answered 503 or cut",
             self.index
@@ -139,7 +139,7 @@ impl Loop {
         if let Some(log) = self.services.telemetry.access_log.as_mut() {
             log.flush();
         }
-        let report = std::mem::take(&mut self.shutdown.report);
+        let report = Report::of_loop(&self.services.telemetry.cells, self.shutdown.drain_at);
         report.log_loop(
             self.index,
             self.services.telemetry.cells.accepted.get(),
