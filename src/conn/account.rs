@@ -39,11 +39,9 @@ impl fmt::Display for ConnId {
 pub struct Detail {
     /// The client's address (the access log's first field), when it was asked for.
     peer: Option<Peer>,
-    /// Whether the fields below belong to the request being answered (a refusal before
-    /// any handler call has none).
-    held: bool,
-    method: Option<Method>,
-    version: Option<Version>,
+    /// The method and version of the request being answered, when the fields below are
+    /// its (a refusal before any handler call has none); its answer takes them.
+    request: Option<(Method, Version)>,
     /// Path and query, as sent.
     target: String,
     /// `Referer` and `User-Agent`, when sent (`has_*`): buffers reused request after
@@ -66,9 +64,7 @@ impl Detail {
     /// Copies what the lines say of `req`, reusing the buffers of the last request.
     #[cold]
     pub(super) fn capture(&mut self, req: &Request<'_>) {
-        self.held = true;
-        self.method = Some(req.method);
-        self.version = Some(req.version);
+        self.request = Some((req.method, req.version));
         self.target.clear();
         self.target.push_str(req.path);
         if let Some(query) = req.query {
@@ -126,10 +122,11 @@ impl<S: Socket> Conn<S> {
     #[cold]
     fn log_answer(&mut self, cx: &mut LoopCx<'_>, a: &Answered<'_>) {
         let detail = self.detail.get_or_insert_with(Box::default);
-        let held = std::mem::take(&mut detail.held);
-        let (method, target) = match (held, detail.method) {
-            (true, Some(method)) => (method.as_str(), detail.target.as_str()),
-            _ => ("-", "-"),
+        let request = detail.request.take();
+        let held = request.is_some();
+        let (method, target) = match request {
+            Some((method, _)) => (method.as_str(), detail.target.as_str()),
+            None => ("-", "-"),
         };
         let duration = cx.now.saturating_duration_since(a.started);
         log::debug!(
@@ -141,10 +138,10 @@ impl<S: Socket> Conn<S> {
         let Some(access_log) = cx.telemetry.access_log.as_mut() else {
             return;
         };
-        let version = match detail.version {
-            Some(Version::Http10) if held => "HTTP/1.0",
-            Some(_) if held => "HTTP/1.1",
-            _ => "-",
+        let version = match request {
+            Some((_, Version::Http10)) => "HTTP/1.0",
+            Some((_, Version::Http11)) => "HTTP/1.1",
+            None => "-",
         };
         let referer = (held && detail.has_referer).then_some(detail.referer.as_slice());
         let user_agent = (held && detail.has_agent).then_some(detail.user_agent.as_slice());
