@@ -638,6 +638,19 @@ def open_idle_connections(port, n, window, timeout):
         ep.close()
 
 
+def failure_class(e):
+    """How a load client's request failed, from the exception it raised on the socket:
+    "refused" (nothing listened), "reset" (the peer reset or closed under a write),
+    "timeout", or "other". The rollout and hand-over clients count by these classes."""
+    if isinstance(e, ConnectionRefusedError):
+        return "refused"
+    if isinstance(e, (ConnectionResetError, BrokenPipeError)):
+        return "reset"
+    if isinstance(e, socket.timeout):
+        return "timeout"
+    return "other"
+
+
 # --------------------------------------------------------------------------- tables
 
 

@@ -42,7 +42,9 @@ import tempfile
 import threading
 import time
 
-from benchlib import build_lastcall, check_args, git_rev, log, machine_line, nproc, render_table
+from benchlib import (
+    build_lastcall, check_args, failure_class, git_rev, log, machine_line, nproc, render_table,
+)
 
 SLOW_PATH = "/work?ms=200"
 SWITCH_TIMEOUT = 15  # seconds for a successor to be ready, an exit, a restart
@@ -126,16 +128,10 @@ class Load:
                 if closes or not keep:
                     sock.close()
                     sock = None
-            except ConnectionRefusedError:
-                outcome = "refused"
-            except (ConnectionResetError, BrokenPipeError):
-                outcome = "reset"
-            except socket.timeout:
-                outcome = "timeout"
             except EOFError:
                 outcome = "truncated"
-            except (OSError, ValueError, KeyError, IndexError):
-                outcome = "other"
+            except (OSError, ValueError, KeyError, IndexError) as e:
+                outcome = failure_class(e)
             if sock is not None and outcome not in ("ok", "status"):
                 sock.close()  # the connection's state is unknown: start over on a new one
                 sock = None

@@ -84,8 +84,8 @@ import threading
 import time
 
 from benchlib import (
-    build_lastcall, check_args, fail, find_tool, git_rev, log, machine_line, nproc, render_table,
-    version_of,
+    build_lastcall, check_args, fail, failure_class, find_tool, git_rev, log, machine_line, nproc,
+    render_table, version_of,
 )
 
 SLOW_MS = 300  # the slow request: /work?ms=SLOW_MS
@@ -379,16 +379,10 @@ class Load:
                 if closes or not keep_alive or status is None:
                     sock.close()
                     sock = None
-            except ConnectionRefusedError:
-                outcome = "refused"
-            except (ConnectionResetError, BrokenPipeError):
-                outcome = "reset"
-            except socket.timeout:
-                outcome = "timeout"
             except Incomplete:
                 outcome = "incomplete"
-            except (OSError, ValueError):
-                outcome = "other"
+            except (OSError, ValueError) as e:
+                outcome = failure_class(e)
             t1 = time.monotonic()
             if sock is not None and outcome in ("refused", "reset", "timeout", "incomplete", "other"):
                 sock.close()  # after an error the connection's state is unknown: start over
