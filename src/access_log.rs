@@ -173,12 +173,8 @@ impl Writer {
         }
     }
 
-    /// Lines dropped so far because the output did not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// The count of dropped lines itself, for `/metrics` to read.
+    /// The count of lines dropped because the output did not keep up, for `/metrics` to
+    /// read.
     pub fn dropped_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.dropped)
     }
