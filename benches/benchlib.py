@@ -638,6 +638,16 @@ def open_idle_connections(port, n, window, timeout):
         ep.close()
 
 
+def stop_threads(stop, threads, timeout):
+    """Sets `stop` and joins `threads` within `timeout` seconds in all; how many are still
+    running (the load clients stop at their next request)."""
+    stop.set()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return sum(t.is_alive() for t in threads)
+
+
 def failure_class(e):
     """How a load client's request failed, from the exception it raised on the socket:
     "refused" (nothing listened), "reset" (the peer reset or closed under a write),

@@ -44,6 +44,7 @@ import time
 
 from benchlib import (
     build_lastcall, check_args, failure_class, git_rev, log, machine_line, nproc, render_table,
+    stop_threads,
 )
 
 SLOW_PATH = "/work?ms=200"
@@ -95,11 +96,7 @@ class Load:
 
     def finish(self, timeout):
         """Stops the clients; how many did not stop within `timeout` seconds."""
-        self.stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return sum(t.is_alive() for t in self.threads)
+        return stop_threads(self.stop, self.threads, timeout)
 
     def client(self, kind, path, keep):
         request = f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode()

@@ -85,7 +85,7 @@ import time
 
 from benchlib import (
     build_lastcall, check_args, fail, failure_class, find_tool, git_rev, log, machine_line, nproc,
-    render_table, version_of,
+    render_table, stop_threads, version_of,
 )
 
 SLOW_MS = 300  # the slow request: /work?ms=SLOW_MS
@@ -343,11 +343,8 @@ class Load:
             self.threads.append(t)
 
     def finish(self, timeout):
-        self.stop.set()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return sum(t.is_alive() for t in self.threads)
+        """Stops the clients; how many did not stop within `timeout` seconds."""
+        return stop_threads(self.stop, self.threads, timeout)
 
     def client(self, kind, path, keep_alive):
         request = (f"GET {path} HTTP/1.1\r\nHost: lb\r\n"
